@@ -12,7 +12,7 @@ Edge → hub and operators::
     cb/v1/frames/{district}        binary columnar frames (``citybrain.frame``), QoS 1
     cb/v1/dlq/{district}           dead letters: JSON {reason, detail, topic, payload}
     cb/v1/events/{district}        device lifecycle events forwarded by the edge (JSON)
-    cb/v1/edge/{district}/state    edge birth ("online") and Will ("offline"), retained
+    cb/v1/edge/{edge_id}/state     edge birth and Will: JSON {state, edge, districts}, retained
 
 Segments are validated: no MQTT wildcards (``+``, ``#``), no ``/``, no NUL, not empty.
 """
@@ -87,6 +87,6 @@ def events_topic(district: str) -> str:
 EVENTS_FILTER = f"{PREFIX}/events/+"
 
 
-def edge_state_topic(district: str) -> str:
-    _check_segment("district", district)
-    return f"{PREFIX}/edge/{district}/state"
+def edge_state_topic(edge_id: str) -> str:
+    _check_segment("edge_id", edge_id)
+    return f"{PREFIX}/edge/{edge_id}/state"

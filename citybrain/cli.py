@@ -1,0 +1,271 @@
+"""The ``citybrain`` command line: one entry point, a subcommand per tier and tool.
+
+Every option falls back to an environment variable, shown in ``--help`` as ``[env: NAME]``,
+so the same code runs under ``make up``, in docker-compose and on separate machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from citybrain.mqtt import BrokerConfig
+
+ENV_PREFIX = "CITYBRAIN_"
+
+
+def env_option(p: argparse.ArgumentParser, flag: str, *, default: Any = None,
+               type: Callable[[str], Any] = str, help: str = "", **kw: Any) -> None:
+    """Add ``--flag`` whose default comes from ``CITYBRAIN_FLAG`` when that is set."""
+    env = ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
+    raw = os.environ.get(env)
+    value = type(raw) if raw not in (None, "") else default
+    shown = "" if default is None else f" (default: {default})"
+    p.add_argument(flag, default=value, type=type, help=f"{help}{shown} [env: {env}]", **kw)
+
+
+def env_flag(p: argparse.ArgumentParser, flag: str, help: str) -> None:
+    """A boolean switch, also set by ``CITYBRAIN_FLAG=1``."""
+    env = ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
+    on = os.environ.get(env, "").lower() in ("1", "true", "yes", "on")
+    p.add_argument(flag, action="store_true", default=on, help=f"{help} [env: {env}]")
+
+
+def _districts(value: str) -> set[str] | None:
+    value = value.strip()
+    if value in ("", "all"):
+        return None
+    return {v.strip() for v in value.split(",") if v.strip()}
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    env_option(p, "--log-level", default="INFO", help="logging level")
+    env_option(p, "--stats-file", type=Path, help="write counters as JSON here every second")
+    env_option(p, "--scale", default=1.0, type=float,
+               help="device multiplier: 1 ≈ 3.7k devices, 270 ≈ 1M")
+
+
+def add_mqtt(p: argparse.ArgumentParser) -> None:
+    env_option(p, "--mqtt-host", default="127.0.0.1", help="MQTT broker host")
+    env_option(p, "--mqtt-port", default=1883, type=int, help="MQTT broker port")
+    env_option(p, "--mqtt-username", help="MQTT username")
+    env_option(p, "--mqtt-password", help="MQTT password")
+    env_option(p, "--mqtt-tls-ca", help="CA certificate file: connect with TLS")
+
+
+def add_influx(p: argparse.ArgumentParser) -> None:
+    env_option(p, "--influx-url", default="http://127.0.0.1:8086", help="InfluxDB URL")
+    env_option(p, "--influx-api", default="v1", choices=["v1", "v2"],
+               help="v1: /write with database; v2: /api/v2/write with org, bucket, token")
+    env_option(p, "--influx-db", default="citybrain", help="v1 database")
+    env_option(p, "--influx-rp", default="", help="v1 retention policy (empty: default)")
+    env_option(p, "--influx-username", default="", help="v1 user")
+    env_option(p, "--influx-password", default="", help="v1 password")
+    env_option(p, "--influx-org", default="citybrain", help="v2 organisation")
+    env_option(p, "--influx-bucket", default="citybrain", help="v2 bucket")
+    env_option(p, "--influx-token", default="", help="v2 token (prefer --influx-token-file)")
+    env_option(p, "--influx-token-file", type=Path, help="read the v2 token from this file")
+
+
+def broker_from(args: argparse.Namespace) -> BrokerConfig:
+    return BrokerConfig(host=args.mqtt_host, port=args.mqtt_port, username=args.mqtt_username,
+                        password=args.mqtt_password, tls_ca=args.mqtt_tls_ca)
+
+
+def influx_from(args: argparse.Namespace) -> Any:
+    from hub.sinks import InfluxConfig
+    token = args.influx_token
+    if args.influx_token_file:
+        token = Path(args.influx_token_file).read_text().strip()
+    return InfluxConfig(url=args.influx_url, api=args.influx_api, database=args.influx_db,
+                        retention_policy=args.influx_rp, username=args.influx_username,
+                        password=args.influx_password, org=args.influx_org,
+                        bucket=args.influx_bucket, token=token)
+
+
+def wait_for_signal(duration_s: float | None) -> threading.Event:
+    """An event set on SIGTERM/SIGINT, or after ``duration_s`` if given."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    if duration_s is not None:
+        timer = threading.Timer(duration_s, stop.set)
+        timer.daemon = True
+        timer.start()
+    return stop
+
+
+# -- subcommands ---------------------------------------------------------------------------
+def cmd_sim(args: argparse.Namespace) -> int:
+    from citybrain.stats import write_json_atomic
+    from firmware_sim import FaultConfig, SimConfig, run_sim
+    faults = FaultConfig.none() if args.faults == "none" else FaultConfig()
+    cfg = SimConfig(mqtt_host=args.mqtt_host, mqtt_port=args.mqtt_port,
+                    username=args.mqtt_username, password=args.mqtt_password,
+                    scale=args.scale, seed=args.seed, speed=args.speed,
+                    duration_s=args.duration, districts=_districts(args.districts),
+                    devices_per_link=args.devices_per_link, qos=args.qos, faults=faults,
+                    client_id_prefix=args.client_id)
+    stop = wait_for_signal(None)
+    stats = run_sim(cfg, stop=stop)
+    if args.stats_file:
+        Path(args.stats_file).parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(Path(args.stats_file), stats.to_dict())
+    logging.getLogger("citybrain.sim").info("sim done: %s", stats.to_dict())
+    return 0
+
+
+def cmd_edge(args: argparse.Namespace) -> int:
+    from edge.gateway import EdgeConfig, EdgeGateway
+    from edge.validate import TimeLimits
+    cfg = EdgeConfig(broker=broker_from(args), districts=_districts(args.districts),
+                     scale=args.scale, client_id=args.client_id,
+                     frame_max_readings=args.frame_max_readings,
+                     frame_max_delay_s=args.frame_max_delay_s,
+                     time_limits=TimeLimits(args.max_future_s, args.max_past_s),
+                     stats_path=args.stats_file)
+    gw = EdgeGateway(cfg)
+    stop = wait_for_signal(args.duration)
+    gw.start()
+    stop.wait()
+    final = gw.stop()
+    logging.getLogger("citybrain.edge").info("edge stopped: %d readings framed, %d rejected, "
+                                             "%d duplicates", final.get("readings_framed", 0),
+                                             final.get("readings_rejected", 0),
+                                             final.get("duplicates", 0))
+    return 0
+
+
+def cmd_hub(args: argparse.Namespace) -> int:
+    from hub.service import Hub, HubConfig
+    cfg = HubConfig(broker=broker_from(args), influx=influx_from(args), scale=args.scale,
+                    client_id=args.client_id, window_s=args.window_s,
+                    allowed_lateness_s=args.lateness_s, store_raw=not args.no_raw,
+                    stats_path=args.stats_file)
+    hub = Hub(cfg)
+    stop = wait_for_signal(args.duration)
+    hub.start()
+    stop.wait()
+    final = hub.stop()
+    logging.getLogger("citybrain.hub").info(
+        "hub stopped: %d readings received, %d raw and %d aggregate points stored",
+        final.get("hub_received", 0), final.get("stored_raw", 0), final.get("stored_agg", 0))
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from citybrain.up import UpConfig, run_city
+    cfg = UpConfig(duration_s=args.duration, seed=args.seed, scale=args.scale,
+                   speed=args.speed, report=args.report, var_dir=args.var_dir,
+                   edge_procs=args.edge_procs, faults=args.faults,
+                   mqtt_host=args.mqtt_host, mqtt_port=args.mqtt_port,
+                   influx_url=args.influx_url, influx_db=args.influx_db,
+                   mqtt_port_local=args.local_mqtt_port, influx_port_local=args.local_influx_port)
+    return run_city(cfg)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from bench.run import run_bench
+    return run_bench(args.out, quick=args.quick)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="citybrain",
+        description="Edge-IoT telemetry pipeline for a simulated Chongqing city operations "
+                    "centre: simulated firmware → MQTT → district edges → hub → InfluxDB.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("sim", help="run simulated device firmware, publishing over MQTT")
+    add_common(p)
+    add_mqtt(p)
+    env_option(p, "--seed", default=1, type=int, help="random seed: same seed, same readings")
+    env_option(p, "--speed", default=1.0, type=float,
+               help="simulated seconds per wall-clock second")
+    env_option(p, "--duration", type=float, help="stop after this many wall-clock seconds")
+    env_option(p, "--districts", default="all", help="comma-separated district codes, or all")
+    env_option(p, "--devices-per-link", type=int,
+               help="devices sharing one MQTT connection (default: one connection per system)")
+    env_option(p, "--qos", default=1, type=int, choices=[0, 1], help="MQTT QoS of readings")
+    env_option(p, "--faults", default="default", choices=["default", "none"],
+               help="misbehaviour: realistic default rates, or none")
+    env_option(p, "--client-id", default="citybrain-sim", help="MQTT client id prefix")
+    p.set_defaults(func=cmd_sim)
+
+    p = sub.add_parser("edge", help="run district edge gateways")
+    add_common(p)
+    add_mqtt(p)
+    env_option(p, "--districts", default="all", help="comma-separated district codes, or all")
+    env_option(p, "--client-id", default="citybrain-edge", help="MQTT client id")
+    env_option(p, "--frame-max-readings", default=5000, type=int,
+               help="seal a frame at this many readings")
+    env_option(p, "--frame-max-delay-s", default=0.5, type=float,
+               help="seal a frame when its oldest reading waited this long")
+    env_option(p, "--max-future-s", default=300.0, type=float,
+               help="reject device times further ahead of the edge clock")
+    env_option(p, "--max-past-s", default=30 * 86400.0, type=float,
+               help="reject device times further behind the edge clock")
+    env_option(p, "--duration", type=float, help="stop after this many seconds")
+    p.set_defaults(func=cmd_edge)
+
+    p = sub.add_parser("hub", help="run the city hub: frames → aggregates → InfluxDB")
+    add_common(p)
+    add_mqtt(p)
+    add_influx(p)
+    env_option(p, "--client-id", default="citybrain-hub", help="MQTT client id")
+    env_option(p, "--window-s", default=10.0, type=float, help="aggregation window, device time")
+    env_option(p, "--lateness-s", default=30.0, type=float,
+               help="how long a window stays open for late readings")
+    env_flag(p, "--no-raw", "store aggregates only, not raw readings")
+    env_option(p, "--duration", type=float, help="stop after this many seconds")
+    p.set_defaults(func=cmd_hub)
+
+    p = sub.add_parser("up", help="run the whole simulated city locally and account for it")
+    add_common(p)
+    env_option(p, "--duration", type=float, help="run this many seconds, then stop and report "
+               "(default: until Ctrl-C)")
+    env_option(p, "--seed", default=1, type=int, help="random seed")
+    env_option(p, "--speed", default=1.0, type=float, help="simulated seconds per second")
+    env_option(p, "--report", type=Path, help="write the accounting report (JSON) here")
+    env_option(p, "--var-dir", default=Path("var"), type=Path,
+               help="data, logs and stats of the local services")
+    env_option(p, "--edge-procs", default=1, type=int, help="edge processes (districts split)")
+    env_option(p, "--faults", default="default", choices=["default", "none"],
+               help="device misbehaviour")
+    env_option(p, "--mqtt-host", help="use this broker instead of starting a local Mosquitto")
+    env_option(p, "--mqtt-port", default=1883, type=int, help="port of --mqtt-host")
+    env_option(p, "--influx-url", help="use this InfluxDB 1.x instead of starting a local one")
+    env_option(p, "--influx-db", default="citybrain", help="database")
+    env_option(p, "--local-mqtt-port", type=int, help="port for the local Mosquitto (free one)")
+    env_option(p, "--local-influx-port", type=int, help="port for the local influxd (free one)")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("bench", help="measure kernels and the end-to-end path; write JSON")
+    add_common(p)
+    env_option(p, "--out", default=Path("bench/results/latest.json"), type=Path,
+               help="where to write the results")
+    env_flag(p, "--quick", "smaller sizes (for tests)")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,312 @@
+"""``citybrain up``: run the simulated city on this machine and account for every reading.
+
+What it does, in order:
+  1. starts a project-local Mosquitto and influxd under ``var/`` on loopback ports (unless a
+     broker or InfluxDB is given), and creates the database;
+  2. starts the hub, the edge processes and the simulator as child processes
+     (``citybrain hub|edge|sim``), each writing its counters to ``var/run/*.json``;
+  3. runs until ``--duration`` passes or Ctrl-C, then stops in data-flow order, draining each
+     tier before stopping the next: sim (waits for its QoS 1 acks) → edges (once they have
+     received every reading the sim published: seal and publish last frames) → hub (once it
+     has received every framed reading: close windows, store everything);
+  4. counts raw readings in InfluxDB with InfluxQL and writes the accounting report:
+     ``lost = published − (stored_raw + rejected + duplicates)``.
+
+Children run in their own process group (so Ctrl-C reaches only this supervisor, which
+stops them in order) and die with it (``PR_SET_PDEATHSIG``), so nothing is orphaned.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+from urllib.request import urlopen
+
+import orjson
+
+from citybrain.stats import read_json, write_json_atomic
+from seeds.city import City
+
+log = logging.getLogger("citybrain.up")
+
+RAW_MEASUREMENTS = "/^raw_/"
+
+
+@dataclass
+class UpConfig:
+    duration_s: float | None = None
+    seed: int = 1
+    scale: float = 1.0
+    speed: float = 1.0
+    report: Path | None = None
+    var_dir: Path = Path("var")
+    edge_procs: int = 1
+    faults: str = "default"
+    mqtt_host: str | None = None
+    mqtt_port: int = 1883
+    influx_url: str | None = None
+    influx_db: str = "citybrain"
+    mqtt_port_local: int | None = None
+    influx_port_local: int | None = None
+    drain_timeout_s: float = 120.0
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class Child:
+    """One ``citybrain <tier>`` child process with its log and stats file."""
+
+    def __init__(self, name: str, argv: list[str], var: Path, env: dict[str, str]) -> None:
+        self.name = name
+        self.stats_path = var / "run" / f"{name}.json"
+        self.stats_path.unlink(missing_ok=True)
+        log_path = var / "log" / f"{name}.log"
+        self._log = log_path.open("ab")
+        cmd = [sys.executable, "-m", "citybrain.cli", *argv, "--stats-file", str(self.stats_path)]
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True, preexec_fn=_die_with_parent)
+        self.log_path = log_path
+
+    def stats(self) -> dict[str, Any]:
+        return read_json(self.stats_path) or {}
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def terminate_and_wait(self, timeout_s: float) -> int:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            log.error("%s did not stop within %.0f s; killing it", self.name, timeout_s)
+            self.proc.kill()
+            return self.proc.wait(10)
+        finally:
+            self._log.close()
+
+
+def wait_until(cond: Callable[[], bool], timeout_s: float, what: str) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.2)
+    log.warning("timed out after %.0f s waiting for %s", timeout_s, what)
+    return False
+
+
+def influx_count(url: str, db: str, measurements: str = RAW_MEASUREMENTS) -> int:
+    """Number of field values stored in ``measurements`` (InfluxQL ``count(*)``)."""
+    q = f"SELECT count(*) FROM {measurements}"
+    with urlopen(f"{url.rstrip('/')}/query?{urlencode({'db': db, 'q': q})}", timeout=60) as r:
+        doc = orjson.loads(r.read())
+    total = 0
+    for result in doc.get("results", []):
+        if "error" in result:
+            raise RuntimeError(f"InfluxQL error: {result['error']}")
+        for series in result.get("series", []):
+            for row in series.get("values", []):
+                total += sum(int(v) for v in row[1:] if v is not None)
+    return total
+
+
+def _split(codes: list[str], parts: int) -> list[list[str]]:
+    parts = max(1, min(parts, len(codes)))
+    return [codes[i::parts] for i in range(parts)]
+
+
+def build_report(sim: dict[str, Any], edges: list[dict[str, Any]], hub: dict[str, Any],
+                 counted_raw: int, influx: dict[str, str]) -> dict[str, Any]:
+    """The accounting report: every published reading is stored, rejected or a duplicate."""
+    def total(key: str) -> int:
+        return sum(int(e.get(key, 0)) for e in edges)
+
+    rejected: dict[str, int] = {}
+    for e in edges:
+        for reason, n in e.get("rejected", {}).items():
+            rejected[reason] = rejected.get(reason, 0) + int(n)
+    for reason, n in hub.get("readings_invalid", {}).items():
+        rejected[f"hub_{reason}"] = rejected.get(f"hub_{reason}", 0) + int(n)
+    published = int(sim.get("readings_published", 0))
+    stored_raw = int(hub.get("stored_raw", 0))
+    duplicates = total("duplicates")
+    n_rejected = sum(rejected.values())
+    return {
+        "published": published,
+        "published_messages": int(sim.get("messages_published", 0)),
+        "duplicate_sends": int(sim.get("duplicate_readings", 0)),
+        "edge_received": total("readings_in"),
+        "edge_accepted": total("readings_accepted"),
+        "edge_framed": total("readings_framed"),
+        "frames": total("frames_published"),
+        "frame_bytes": total("frame_bytes"),
+        "rejected": n_rejected,
+        "rejected_by_reason": dict(sorted(rejected.items())),
+        "duplicates": duplicates,
+        "hub_received": int(hub.get("hub_received", 0)),
+        "stored_raw": stored_raw,
+        "stored_raw_counted_in_influxdb": counted_raw,
+        "stored_aggregates": int(hub.get("stored_agg", 0)),
+        "aggregated_readings": int(hub.get("aggregated_readings", 0)),
+        "late_readings": int(hub.get("late_readings", 0)),
+        "early_readings": int(hub.get("early_readings", 0)),
+        "lost": published - (stored_raw + n_rejected + duplicates),
+        "influx": influx,
+        "sim": sim,
+        "edges": edges,
+        "hub": hub,
+    }
+
+
+class CityRun:
+    """The running city: local services plus the hub, edge and sim children."""
+
+    def __init__(self, cfg: UpConfig) -> None:
+        self.cfg = cfg
+        self.var = cfg.var_dir.resolve()
+        for sub in ("run", "log"):
+            (self.var / sub).mkdir(parents=True, exist_ok=True)
+        self.services: list[Any] = []
+        self.children: list[Child] = []
+        self.mqtt = (cfg.mqtt_host or "127.0.0.1", cfg.mqtt_port)
+        self.influx_url = cfg.influx_url or ""
+
+    def start_services(self) -> None:
+        from citybrain.localstack import InfluxV1Server, MosquittoServer, missing_binaries
+        missing = missing_binaries()
+        needed = [b for b in missing if (b == "mosquitto" and not self.cfg.mqtt_host)
+                  or (b == "influxd" and not self.cfg.influx_url)]
+        if needed:
+            raise SystemExit(f"missing {', '.join(needed)}: run `make setup` (as root it "
+                             "installs them) or apt-get install mosquitto influxdb")
+        if not self.cfg.mqtt_host:
+            broker = MosquittoServer(self.var / "mosquitto", port=self.cfg.mqtt_port_local,
+                                     log_path=self.var / "log" / "mosquitto.log")
+            broker.start()
+            self.services.append(broker)
+            self.mqtt = (broker.host, broker.port)
+        if not self.cfg.influx_url:
+            influx = InfluxV1Server(self.var / "influxdb", port=self.cfg.influx_port_local,
+                                    log_path=self.var / "log" / "influxd.log")
+            influx.start()
+            self.services.append(influx)
+            self.influx_url = influx.url
+
+    def start_tiers(self) -> None:
+        env = dict(os.environ)
+        env.update({"CITYBRAIN_MQTT_HOST": self.mqtt[0], "CITYBRAIN_MQTT_PORT": str(self.mqtt[1]),
+                    "CITYBRAIN_SCALE": str(self.cfg.scale), "PYTHONUNBUFFERED": "1"})
+        hub_args = ["hub", "--influx-url", self.influx_url, "--influx-api", "v1",
+                    "--influx-db", self.cfg.influx_db]
+        self.hub = Child("hub", hub_args, self.var, env)
+        self.children.append(self.hub)
+        wait_until(lambda: self.hub.stats_path.exists() or not self.hub.alive(), 60,
+                   "the hub to start")
+        codes = sorted(d.code for d in City(self.cfg.scale).districts)
+        self.edges = [Child(f"edge-{i}", ["edge", "--districts", ",".join(part),
+                                          "--client-id", f"citybrain-edge-{i}"], self.var, env)
+                      for i, part in enumerate(_split(codes, self.cfg.edge_procs))]
+        self.children += self.edges
+        wait_until(lambda: all(e.stats_path.exists() or not e.alive() for e in self.edges), 60,
+                   "the edges to start")
+        for child in self.children:
+            if not child.alive():
+                raise RuntimeError(f"{child.name} exited at start; see {child.log_path}")
+        sim_args = ["sim", "--seed", str(self.cfg.seed), "--speed", str(self.cfg.speed),
+                    "--faults", self.cfg.faults]
+        if self.cfg.duration_s is not None:
+            sim_args += ["--duration", str(self.cfg.duration_s)]
+        self.sim = Child("sim", sim_args, self.var, env)
+        self.children.append(self.sim)
+
+    def drain_and_stop(self) -> dict[str, Any]:
+        """Stop tiers in data-flow order, each after the previous one's output arrived."""
+        t = self.cfg.drain_timeout_s
+        self.sim.terminate_and_wait(t)
+        sim = self.sim.stats()
+        published = int(sim.get("readings_published", 0))
+        wait_until(lambda: sum(int(e.stats().get("readings_in", 0)) for e in self.edges)
+                   >= published, t, "the edges to receive every published reading")
+        for e in self.edges:
+            e.terminate_and_wait(t)
+        edges = [e.stats() for e in self.edges]
+        framed = sum(int(e.get("readings_framed", 0)) for e in edges)
+        wait_until(lambda: int(self.hub.stats().get("hub_received", 0)) >= framed, t,
+                   "the hub to receive every framed reading")
+        self.hub.terminate_and_wait(t)
+        hub = self.hub.stats()
+        counted = influx_count(self.influx_url, self.cfg.influx_db)
+        report = build_report(sim, edges, hub, counted,
+                              {"url": self.influx_url, "api": "v1",
+                               "database": self.cfg.influx_db})
+        report["mqtt"] = {"host": self.mqtt[0], "port": self.mqtt[1]}
+        return report
+
+    def stop_everything(self) -> None:
+        for child in reversed(self.children):
+            if child.alive():
+                child.terminate_and_wait(30)
+        for service in reversed(self.services):
+            service.stop()
+
+    def print_where_to_look(self) -> None:
+        print(f"""
+citybrain is running — a simulated Chongqing, {City(self.cfg.scale).device_total} devices
+  MQTT broker     mqtt://{self.mqtt[0]}:{self.mqtt[1]}  (topics cb/v1/#)
+  InfluxDB        {self.influx_url}  database '{self.cfg.influx_db}'
+                  try: influx -port {self.influx_url.rsplit(':', 1)[-1]} -database \
+{self.cfg.influx_db} -execute 'SHOW MEASUREMENTS'
+  live counters   {self.var / 'run'}/*.json
+  logs            {self.var / 'log'}/
+Press Ctrl-C to stop: the city drains, stops cleanly and prints its accounting.
+""", flush=True)
+
+
+def run_city(cfg: UpConfig) -> int:
+    """Run the city; returns 0 when every reading is accounted for (lost == 0)."""
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    city = CityRun(cfg)
+    try:
+        city.start_services()
+        city.start_tiers()
+        city.print_where_to_look()
+        deadline = None if cfg.duration_s is None else time.monotonic() + cfg.duration_s
+        while not stop.wait(0.5):
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            dead = [c for c in city.children if not c.alive() and c is not city.sim]
+            if dead:
+                log.error("%s exited unexpectedly; see %s", dead[0].name, dead[0].log_path)
+                break
+        print("stopping: draining the sim, then the edges, then the hub ...", flush=True)
+        report = city.drain_and_stop()
+    finally:
+        city.stop_everything()
+    summary = {k: report[k] for k in ("published", "edge_accepted", "rejected", "duplicates",
+                                      "hub_received", "stored_raw",
+                                      "stored_raw_counted_in_influxdb", "stored_aggregates",
+                                      "lost")}
+    print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode(), flush=True)
+    if cfg.report:
+        cfg.report.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(cfg.report, report)
+        print(f"report written to {cfg.report}")
+    ok = report["lost"] == 0 and report["stored_raw"] == report["stored_raw_counted_in_influxdb"]
+    return 0 if ok else 1

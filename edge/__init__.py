@@ -1,0 +1,1 @@
+"""District edge gateway: validate device messages, de-duplicate, batch readings into frames."""

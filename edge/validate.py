@@ -1,0 +1,216 @@
+"""Validation of device messages against the topic scheme and the sensor catalogue.
+
+Pure functions: bytes and strings in, a ``Verdict`` out. Nothing here does I/O, so every
+reason code is unit-tested without a broker. Reason codes are short, stable strings used as
+counter labels and in dead letters (``docs/architecture.md`` lists them).
+
+A message is checked in two stages, so that de-duplication (which needs a trusted device id
+and sequence number) sits between them:
+
+1. ``check_envelope`` — size, topic, JSON, header fields (dev, seq, t, e), the device is known
+   and publishes on its own topic, device time is plausible. Failure rejects every reading.
+2. ``check_records`` — each SenML-like record: known measurement for the device kind, unit,
+   value type, finite, inside the catalogue range. Failure rejects that reading only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from citybrain.payload import MAX_PAYLOAD_BYTES
+from citybrain.topics import DeviceTopic
+from seeds.city import AI_EVENTS, City, Device, Measurement, catalogue_by_kind
+
+#: Most records one message may carry; a device has at most a handful of sensors.
+MAX_RECORDS = 64
+SEQ_LIMIT = 2**32
+
+
+class Rejected(Exception):
+    """A message or record failed validation. ``reason`` is the counter label."""
+
+    def __init__(self, reason: str, detail: str, readings: int = 1) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.readings = readings
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A data message whose header passed validation."""
+
+    topic: DeviceTopic
+    device: Device
+    seq: int
+    t: float  # device time, s since the epoch (UTC)
+    records: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    name: str
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class TimeLimits:
+    """How far device time may be from the edge's clock, in seconds."""
+
+    max_future_s: float = 300.0
+    max_past_s: float = 30 * 86400.0
+
+
+def readings_claimed(doc: Any) -> int:
+    """How many readings a (possibly malformed) message claims to carry, for accounting.
+
+    A message whose records cannot be counted counts as one reading, so that a rejected
+    message is never accounted as zero.
+    """
+    if isinstance(doc, dict):
+        e = doc.get("e")
+        if isinstance(e, list) and e:
+            return len(e)
+    return 1
+
+
+def parse_topic(topic: str, districts: set[str] | None) -> DeviceTopic:
+    try:
+        parsed = DeviceTopic.parse(topic)
+    except ValueError as exc:
+        raise Rejected("bad_topic", str(exc)) from None
+    if districts is not None and parsed.district not in districts:
+        raise Rejected("wrong_district", f"district {parsed.district} is not served here")
+    return parsed
+
+
+def parse_json(payload: bytes) -> Any:
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise Rejected("oversized", f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise Rejected("malformed_json", str(exc)) from None
+
+
+def _field(doc: Mapping[str, Any], name: str, types: tuple[type, ...], n: int) -> Any:
+    if name not in doc:
+        raise Rejected("missing_field", f"no {name!r}", n)
+    value = doc[name]
+    if isinstance(value, bool) or not isinstance(value, types):
+        raise Rejected("wrong_type", f"{name!r} is {type(value).__name__}", n)
+    return value
+
+
+def resolve_device(city: City, topic: DeviceTopic, dev: str, n: int) -> Device:
+    """The device named in the payload, which must be the one that owns the topic."""
+    if dev != topic.device:
+        raise Rejected("topic_mismatch", f"payload device {dev!r} on topic of {topic.device!r}", n)
+    device = city.lookup_device(dev)
+    if device is None:
+        raise Rejected("unknown_device", f"{dev!r} is not in the city registry", n)
+    s = device.system
+    if (s.system_id, s.district_code, s.domain) != (topic.system, topic.district, topic.domain):
+        raise Rejected("topic_mismatch", f"{dev!r} belongs to {s.district_code}/{s.domain}/"
+                       f"{s.system_id}, not to the topic's", n)
+    return device
+
+
+def check_time(t: float, now: float, limits: TimeLimits, n: int) -> None:
+    if not math.isfinite(t):
+        raise Rejected("bad_time", f"device time {t!r} is not finite", n)
+    if t > now + limits.max_future_s:
+        raise Rejected("ts_future", f"device time is {t - now:.0f} s ahead of the edge", n)
+    if t < now - limits.max_past_s:
+        raise Rejected("ts_past", f"device time is {now - t:.0f} s behind the edge", n)
+
+
+def check_envelope(city: City, topic: DeviceTopic, doc: Any, now: float,
+                   limits: TimeLimits) -> Envelope:
+    """Validate a data message's header. Raises ``Rejected`` covering all its readings."""
+    n = readings_claimed(doc)
+    if not isinstance(doc, dict):
+        raise Rejected("not_an_object", f"payload is a JSON {type(doc).__name__}", n)
+    dev = _field(doc, "dev", (str,), n)
+    seq = _field(doc, "seq", (int,), n)
+    if not 0 <= seq < SEQ_LIMIT:
+        raise Rejected("bad_seq", f"seq {seq} outside 0..2**32-1", n)
+    t = float(_field(doc, "t", (int, float), n))
+    records = _field(doc, "e", (list,), n)
+    if not records:
+        raise Rejected("empty_records", "'e' has no records", n)
+    if len(records) > MAX_RECORDS:
+        raise Rejected("too_many_records", f"{len(records)} records > {MAX_RECORDS}", n)
+    device = resolve_device(city, topic, dev, n)
+    check_time(t, now, limits, n)
+    return Envelope(topic, device, seq, t, records)
+
+
+def _value(rec: Mapping[str, Any], m: Measurement) -> float:
+    if m.dtype == "bool":
+        if "vb" in rec:
+            if not isinstance(rec["vb"], bool):
+                raise Rejected("wrong_type", f"{m.name}: 'vb' must be true or false")
+            return 1.0 if rec["vb"] else 0.0
+        # A 0/1 numeric value is accepted for a boolean sensor; the range check covers it.
+    if m.dtype == "enum":
+        vs = rec.get("vs")
+        if not isinstance(vs, str):
+            raise Rejected("wrong_type", f"{m.name}: enumerated value needs a string 'vs'")
+        code = AI_EVENTS.get(vs)
+        if code is None:
+            raise Rejected("unknown_enum", f"{m.name}: {vs[:40]!r} is not a known value")
+        return float(code)
+    v = rec.get("v")
+    if v is None:
+        raise Rejected("missing_field", f"{m.name}: no numeric 'v'")
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise Rejected("wrong_type", f"{m.name}: 'v' is {type(v).__name__}")
+    value = float(v)
+    if not math.isfinite(value):
+        raise Rejected("not_finite", f"{m.name}: {v!r}")
+    if m.dtype == "int" and value != int(value):
+        raise Rejected("wrong_type", f"{m.name}: {v!r} is not a whole number")
+    return value
+
+
+def check_record(rec: Any, catalogue: Mapping[str, Measurement]) -> Reading:
+    """Validate one record against the device kind's catalogue; raises ``Rejected``."""
+    if not isinstance(rec, dict):
+        raise Rejected("bad_record", f"record is a JSON {type(rec).__name__}")
+    name = rec.get("n")
+    if not isinstance(name, str):
+        raise Rejected("missing_field", "record without a string 'n'")
+    m = catalogue.get(name)
+    if m is None:
+        raise Rejected("unknown_measurement", f"{name[:40]!r} is not reported by this kind")
+    unit = rec.get("u", m.unit)
+    if unit != m.unit:
+        raise Rejected("unit_mismatch", f"{name}: unit {str(unit)[:20]!r}, expected {m.unit!r}")
+    value = _value(rec, m)
+    if not m.min <= value <= m.max:
+        raise Rejected("out_of_range", f"{name}={value:g} outside [{m.min:g}, {m.max:g}]")
+    return Reading(name, value)
+
+
+def check_records(env: Envelope) -> tuple[list[Reading], list[Rejected]]:
+    """Split a message's records into valid readings and per-record rejections."""
+    catalogue = catalogue_by_kind()[env.device.kind]
+    good: list[Reading] = []
+    bad: list[Rejected] = []
+    seen: set[str] = set()
+    for rec in env.records:
+        try:
+            reading = check_record(rec, catalogue)
+            if reading.name in seen:
+                raise Rejected("duplicate_measurement", f"{reading.name} twice in one message")
+            seen.add(reading.name)
+            good.append(reading)
+        except Rejected as exc:
+            bad.append(exc)
+    return good, bad

@@ -1,0 +1,127 @@
+"""Dense series ids for (device, measurement), and their escaped line-protocol prefixes.
+
+The hub aggregates into arrays indexed by series id, so ids must be small dense integers.
+Each device gets a block of consecutive ids, one per measurement its kind reports (from the
+catalogue): ``series = base[device] + local_code[kind, measurement]``. Resolving a frame is a
+dictionary lookup per *device in the frame* plus numpy fancy indexing per reading.
+
+Each series' escaped line-protocol prefix is rendered once, when its device is first seen:
+
+* raw:        ``raw_{kind},device=…,district=…,system=… {measurement}=``
+* aggregates: ``agg_{label},device=…,district=…,kind=…,m={measurement},system=… ``
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from citybrain.frame import Frame
+from hub.lineproto import LineProtocolError, PrefixTable, series_prefix
+from seeds.city import KINDS, City, catalogue_by_kind, measurement_names
+
+GLOBAL_NAMES = measurement_names()
+GLOBAL_CODE = {name: i for i, name in enumerate(GLOBAL_NAMES)}
+KIND_CODE = {k: i for i, k in enumerate(KINDS)}
+KIND_NAMES: dict[str, tuple[str, ...]] = {k: tuple(catalogue_by_kind()[k]) for k in KINDS}
+
+
+def _kind_lut() -> np.ndarray:
+    """``lut[kind, global name code]`` = the name's code within the kind, or -1."""
+    lut = np.full((len(KINDS), len(GLOBAL_NAMES)), -1, dtype=np.int64)
+    for k, names in KIND_NAMES.items():
+        for local, name in enumerate(names):
+            lut[KIND_CODE[k], GLOBAL_CODE[name]] = local
+    return lut
+
+
+KIND_LUT = _kind_lut()
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """Series id per reading; ``-1`` where the reading cannot be placed (see ``reason``)."""
+
+    series: np.ndarray  # int64[n]
+    invalid: int  # readings with series == -1
+    reason: str  # why, when invalid > 0 (first cause seen)
+
+
+class SeriesRegistry:
+    """Owned by the hub's processing thread."""
+
+    def __init__(self, city: City, agg_label: str = "10s") -> None:
+        self.city = city
+        self.agg_label = agg_label
+        self.raw_prefixes = PrefixTable()
+        self.agg_prefixes = PrefixTable()
+        self._devices: dict[str, tuple[int, int]] = {}  # device id -> (base, kind code)
+        self.series_device: list[str] = []  # series id -> device id
+        self.series_name: list[str] = []  # series id -> measurement
+        self.series_kind: list[str] = []
+        self.series_district: list[str] = []
+        self.series_system: list[str] = []
+
+    @property
+    def n_series(self) -> int:
+        return len(self.series_device)
+
+    @property
+    def n_devices(self) -> int:
+        return len(self._devices)
+
+    def _register(self, device: str, system_id: str, district: str) -> tuple[int, int]:
+        """Allocate the device's block of series ids; (-1, -1) if the device is not valid."""
+        try:
+            system = self.city.system(system_id)
+        except KeyError:
+            return (-1, -1)
+        if system.district_code != district:
+            return (-1, -1)
+        kind = system.kind
+        base = self.n_series
+        try:
+            prefixes = [(series_prefix(f"raw_{kind}", {"device": device, "district": district,
+                                                        "system": system_id}, name),
+                         series_prefix(f"agg_{self.agg_label}",
+                                       {"device": device, "district": district, "kind": kind,
+                                        "m": name, "system": system_id}, None))
+                        for name in KIND_NAMES[kind]]
+        except LineProtocolError:
+            return (-1, -1)
+        for (raw, agg), name in zip(prefixes, KIND_NAMES[kind], strict=True):
+            self.raw_prefixes.add(raw)
+            self.agg_prefixes.add(agg)
+            self.series_device.append(device)
+            self.series_name.append(name)
+            self.series_kind.append(kind)
+            self.series_district.append(district)
+            self.series_system.append(system_id)
+        entry = (base, KIND_CODE[kind])
+        self._devices[device] = entry
+        return entry
+
+    def resolve(self, frame: Frame) -> Resolved:
+        """Series id of every reading in ``frame`` (vectorised after per-device lookups)."""
+        d = len(frame.devices)
+        base = np.empty(d, dtype=np.int64)
+        kind = np.empty(d, dtype=np.int64)
+        for i, (dev, sys_id) in enumerate(zip(frame.devices, frame.systems, strict=True)):
+            entry = self._devices.get(dev)
+            if entry is None:
+                entry = self._register(dev, sys_id, frame.district)
+            base[i], kind[i] = entry
+        gcode = np.array([GLOBAL_CODE.get(n, -1) for n in frame.names], dtype=np.int64)
+        b = base[frame.device]
+        k = kind[frame.device]
+        g = gcode[frame.name]
+        ok = (b >= 0) & (g >= 0)
+        local = np.where(ok, KIND_LUT[np.maximum(k, 0), np.maximum(g, 0)], -1)
+        ok &= local >= 0
+        series = np.where(ok, b + local, -1)
+        invalid = int(len(series) - np.count_nonzero(ok))
+        reason = ""
+        if invalid:
+            reason = "unknown_device" if np.any(b < 0) else "unknown_measurement"
+        return Resolved(series, invalid, reason)

@@ -1,0 +1,241 @@
+"""The city hub service: frames in from MQTT, aggregates and raw readings out to InfluxDB.
+
+Threads and contracts:
+  * paho's network thread runs ``_on_message``: it only enqueues the payload (bounded queue).
+  * the processing thread owns everything stateful: decode (``citybrain.frame``), series
+    resolution (``hub.series``), windowed aggregation (``hub.window``, numba), line-protocol
+    rendering (``hub.lineproto``, numba); it hands rendered bytes to the writer.
+  * the writer thread (``hub.writer``) batches and stores them in InfluxDB.
+
+Event time: windows are tumbling in device time. The hub's event clock is the running
+maximum of each frame's *median* reading time — robust to the odd device whose clock is far
+ahead — and advances with wall time while no frames arrive, so windows still close when
+traffic stops. A window closes once ``event clock − allowed lateness`` passes its end.
+Readings for an already-closed window are counted as ``late_readings`` (still stored raw);
+readings implausibly far ahead of the event clock are ``early_readings`` (stored raw, not
+aggregated).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import paho.mqtt.client as mqtt
+
+from citybrain import topics
+from citybrain.frame import Frame, FrameError, decode_frame
+from citybrain.mqtt import BrokerConfig, connect_and_wait, make_client
+from citybrain.stats import Counters, StatsWriter
+from hub.lineproto import render_multi, render_single
+from hub.series import SeriesRegistry
+from hub.sinks import InfluxConfig, InfluxSink, ensure_target_with_retry, make_sink
+from hub.window import WindowAggregator, WindowBatch
+from hub.writer import InfluxWriter
+from seeds.city import City
+
+log = logging.getLogger("citybrain.hub")
+
+AGG_FIELDS = ["count", "mean", "min", "max", "sum", "last"]
+AGG_IS_INT = np.array([True, False, False, False, False, False])
+
+
+@dataclass
+class HubConfig:
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
+    influx: InfluxConfig = field(default_factory=InfluxConfig)
+    scale: float = 1.0
+    client_id: str = "citybrain-hub"
+    window_s: float = 10.0
+    allowed_lateness_s: float = 30.0
+    max_ahead_s: float = 300.0
+    store_raw: bool = True
+    write_batch_lines: int = 10_000
+    write_flush_s: float = 0.5
+    queue_frames: int = 10_000
+    stats_path: Path | None = None
+
+
+class Hub:
+    def __init__(self, cfg: HubConfig, city: City | None = None,
+                 sink: InfluxSink | None = None) -> None:
+        self.cfg = cfg
+        self.city = city or City(cfg.scale)
+        self.counters = Counters()
+        self.window_ns = int(cfg.window_s * 1e9)
+        label = f"{cfg.window_s:g}s"
+        self.registry = SeriesRegistry(self.city, agg_label=label)
+        n_slots = int(np.ceil(cfg.allowed_lateness_s / cfg.window_s)) + 2
+        self.windows = WindowAggregator(self.window_ns, n_slots)
+        self.sink = sink or make_sink(cfg.influx)
+        self.writer = InfluxWriter(self.sink, self.counters, batch_lines=cfg.write_batch_lines,
+                                   flush_s=cfg.write_flush_s)
+        self.event_clock_ns: int | None = None
+        self._event_clock_wall = time.monotonic()
+        self.online_links: dict[str, set[str]] = {}
+        self._queue: queue.Queue[tuple[str, bytes]] = queue.Queue(cfg.queue_frames)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hub-worker", daemon=True)
+        self._stats = StatsWriter(cfg.stats_path, self.snapshot)
+        self.client = make_client(cfg.client_id, cfg.broker, clean_session=False)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        ensure_target_with_retry(self.sink)
+        self.writer.start()
+        self._thread.start()
+        connect_and_wait(self.client, self.cfg.broker)
+        self._stats.start()
+        log.info("hub %s ingesting into %s", self.cfg.client_id, self.cfg.influx.describe())
+
+    def stop(self, timeout_s: float = 60.0) -> dict[str, Any]:
+        """Stop ingesting, close every window, store everything; returns final counters."""
+        self.client.disconnect()
+        self.client.loop_stop()
+        self._stopping.set()
+        self._thread.join(timeout=timeout_s)
+        unwritten = self.writer.stop(timeout_s)
+        self.counters.inc("unwritten_lines_at_exit", unwritten)
+        self.sink.close()
+        self._stats.stop()
+        return self.snapshot()
+
+    def snapshot(self) -> dict[str, Any]:
+        snap = self.counters.snapshot()
+        snap["frame_queue_depth"] = self._queue.qsize()
+        snap["write_queue_depth"] = self.writer.depth
+        snap["series"] = self.registry.n_series
+        snap["devices"] = self.registry.n_devices
+        snap["links_online"] = len(self.online_links)
+        snap["event_clock_ns"] = self.event_clock_ns
+        snap["influx"] = self.cfg.influx.describe()
+        return snap
+
+    # -- paho callbacks (network thread) --------------------------------------------------
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, rc: Any,
+                    props: object = None) -> None:
+        if not getattr(rc, "is_failure", False):
+            client.subscribe([(topics.FRAMES_FILTER, 1), (topics.EVENTS_FILTER, 1)])
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        self._queue.put((msg.topic, msg.payload))
+
+    # -- processing thread ----------------------------------------------------------------
+    def _run(self) -> None:
+        last_tick = time.monotonic()
+        while True:
+            try:
+                topic, payload = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if self._stopping.is_set():
+                    break
+            else:
+                try:
+                    if topic.startswith(f"{topics.PREFIX}/frames/"):
+                        self.handle_frame(payload)
+                    else:
+                        self.handle_event(payload)
+                except Exception:
+                    log.exception("unexpected error on %s; frame counted as failed", topic)
+                    self.counters.inc_label("frames_rejected", "internal_error")
+            now = time.monotonic()
+            if now - last_tick >= 0.2:
+                self.tick(now)
+                last_tick = now
+        self.emit(self.windows.close_all())
+
+    def handle_frame(self, payload: bytes) -> None:
+        """Decode, aggregate and render one frame (processing thread)."""
+        self.counters.inc("frames_in")
+        try:
+            frame = decode_frame(payload)
+        except FrameError as exc:
+            self.counters.inc_label("frames_rejected", exc.reason)
+            log.warning("rejected frame: %s", exc)
+            return
+        self.ingest(frame)
+
+    def ingest(self, frame: Frame) -> None:
+        n = len(frame)
+        self.counters.inc("frames_ok")
+        self.counters.inc("hub_received", n)
+        if n == 0:
+            return
+        resolved = self.registry.resolve(frame)
+        series, ts, value = resolved.series, frame.ts_ns, frame.value
+        if resolved.invalid:
+            self.counters.inc_label("readings_invalid", resolved.reason, resolved.invalid)
+            keep = series >= 0
+            series, ts, value = series[keep], ts[keep], value[keep]
+        self._advance_event_clock(int(np.median(ts)) if len(ts) else None)
+        if self.cfg.store_raw and len(series):
+            body, lines = render_single(self.registry.raw_prefixes, series, value, ts)
+            self.counters.inc("raw_nonfinite_skipped", len(series) - lines)
+            self.writer.submit("raw", body, lines)
+        assert self.event_clock_ns is not None
+        max_window = (self.event_clock_ns + int(self.cfg.max_ahead_s * 1e9)) // self.window_ns
+        result = self.windows.add(series, ts, value, max_window=max_window)
+        self.counters.inc("aggregated_readings", result.n_added)
+        self.counters.inc("late_readings", len(result.late_idx))
+        self.counters.inc("early_readings", len(result.early_idx))
+        self.emit(result.closed)
+
+    def _advance_event_clock(self, candidate_ns: int | None) -> None:
+        now = time.monotonic()
+        if self.event_clock_ns is None:
+            self.event_clock_ns = candidate_ns
+        elif candidate_ns is not None and candidate_ns > self.event_clock_ns:
+            self.event_clock_ns = candidate_ns
+        self._event_clock_wall = now
+
+    def tick(self, now_monotonic: float) -> None:
+        """Close windows the watermark has passed; idle time advances the event clock."""
+        if self.event_clock_ns is None:
+            return
+        idle = now_monotonic - self._event_clock_wall
+        if idle > self.cfg.window_s:
+            self.event_clock_ns += int(idle * 1e9)
+            self._event_clock_wall = now_monotonic
+        watermark = self.event_clock_ns - int(self.cfg.allowed_lateness_s * 1e9)
+        self.emit(self.windows.close_until(watermark))
+
+    def emit(self, batch: WindowBatch) -> None:
+        """Render closed windows as aggregate points and hand them to the writer."""
+        if len(batch) == 0:
+            return
+        values = np.column_stack([batch.count.astype(np.float64), batch.mean, batch.min,
+                                  batch.max, batch.sum, batch.last])
+        body, lines = render_multi(self.registry.agg_prefixes, batch.series, AGG_FIELDS, values,
+                                   AGG_IS_INT, batch.window_start_ns)
+        self.counters.inc("windows_closed", len(batch))
+        self.writer.submit("agg", body, lines)
+
+    def handle_event(self, payload: bytes) -> None:
+        """Device births and deaths forwarded by edges: track which links are online."""
+        try:
+            event = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            self.counters.inc_label("events_rejected", "malformed_json")
+            return
+        if not isinstance(event, dict):
+            self.counters.inc_label("events_rejected", "not_an_object")
+            return
+        kind = event.get("type")
+        link = str(event.get("link"))
+        if kind == "birth":
+            self.online_links.setdefault(link, set()).add(str(event.get("device")))
+            self.counters.inc("births")
+        elif kind == "death":
+            self.online_links.pop(link, None)
+            self.counters.inc("deaths")
+        else:
+            self.counters.inc_label("events_rejected", "unknown_type")
