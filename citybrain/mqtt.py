@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -49,7 +50,7 @@ def connect_and_wait(client: mqtt.Client, broker: BrokerConfig, timeout_s: float
     """
     ready = threading.Event()
     failure: list[str] = []
-    previous = client.on_connect
+    previous: Any = client.on_connect
 
     def on_connect(c: mqtt.Client, userdata: object, flags: object, rc: object,
                    props: object = None) -> None:

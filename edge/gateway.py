@@ -130,6 +130,7 @@ class EdgeGateway:
 
     def snapshot(self) -> dict[str, Any]:
         snap = self.counters.snapshot()
+        snap["cpu_s"] = time.process_time()
         snap["queue_depth"] = self._queue.qsize()
         snap["frames_unacked"] = len(self._pending)
         snap["devices_tracked"] = len(self.dedup)
@@ -144,7 +145,7 @@ class EdgeGateway:
         client.subscribe([(topics.device_filter(d), 1) for d in sorted(self.districts)])
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        self._queue.put((msg.topic, msg.payload, bool(msg.dup)))
+        self._queue.put((msg.topic, bytes(msg.payload), bool(msg.dup)))
 
     # -- processing thread ----------------------------------------------------------------
     def _run(self) -> None:
@@ -195,8 +196,8 @@ class EdgeGateway:
                          topic, payload)
             return
         good, bad = check_records(env)
-        for exc in bad:
-            self._reject(exc, topic, payload)
+        for rejection in bad:
+            self._reject(rejection, topic, payload)
         builder = self.builders[parsed.district]
         system = env.device.system.system_id
         for r in good:

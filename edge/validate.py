@@ -152,12 +152,11 @@ def check_envelope(city: City, topic: DeviceTopic, doc: Any, now: float,
 
 
 def _value(rec: Mapping[str, Any], m: Measurement) -> float:
-    if m.dtype == "bool":
-        if "vb" in rec:
-            if not isinstance(rec["vb"], bool):
-                raise Rejected("wrong_type", f"{m.name}: 'vb' must be true or false")
-            return 1.0 if rec["vb"] else 0.0
-        # A 0/1 numeric value is accepted for a boolean sensor; the range check covers it.
+    # A boolean sensor may also send 0/1 as 'v'; the range check covers that case.
+    if m.dtype == "bool" and "vb" in rec:
+        if not isinstance(rec["vb"], bool):
+            raise Rejected("wrong_type", f"{m.name}: 'vb' must be true or false")
+        return 1.0 if rec["vb"] else 0.0
     if m.dtype == "enum":
         vs = rec.get("vs")
         if not isinstance(vs, str):

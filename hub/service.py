@@ -111,6 +111,7 @@ class Hub:
 
     def snapshot(self) -> dict[str, Any]:
         snap = self.counters.snapshot()
+        snap["cpu_s"] = time.process_time()
         snap["frame_queue_depth"] = self._queue.qsize()
         snap["write_queue_depth"] = self.writer.depth
         snap["series"] = self.registry.n_series
@@ -127,7 +128,7 @@ class Hub:
             client.subscribe([(topics.FRAMES_FILTER, 1), (topics.EVENTS_FILTER, 1)])
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        self._queue.put((msg.topic, msg.payload))
+        self._queue.put((msg.topic, bytes(msg.payload)))
 
     # -- processing thread ----------------------------------------------------------------
     def _run(self) -> None:
@@ -191,9 +192,8 @@ class Hub:
 
     def _advance_event_clock(self, candidate_ns: int | None) -> None:
         now = time.monotonic()
-        if self.event_clock_ns is None:
-            self.event_clock_ns = candidate_ns
-        elif candidate_ns is not None and candidate_ns > self.event_clock_ns:
+        current = self.event_clock_ns
+        if current is None or (candidate_ns is not None and candidate_ns > current):
             self.event_clock_ns = candidate_ns
         self._event_clock_wall = now
 

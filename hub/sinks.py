@@ -157,8 +157,9 @@ class InfluxV2Sink:
         from influxdb_client.domain.write_precision import WritePrecision
         from influxdb_client.rest import ApiException
         try:
+            precision: Any = WritePrecision.NS
             self._write.write(bucket=self.config.bucket, org=self.config.org, record=body,
-                              write_precision=WritePrecision.NS)
+                              write_precision=precision)
         except ApiException as exc:
             headers: Any = exc.headers or {}
             raise classify_status(exc.status or 0, str(exc.body),

@@ -92,13 +92,39 @@ class Device:
         return self.system.domain
 
 
+@cache
+def load_districts() -> tuple[District, ...]:
+    with (SEEDS_DIR / "districts.csv").open(encoding="utf-8") as fh:
+        return tuple(District(r["code"], r["name_zh"], r["name_pinyin"], r["kind"])
+                     for r in csv.DictReader(fh))
+
+
+@cache
+def load_systems() -> tuple[System, ...]:
+    with (SEEDS_DIR / "systems.csv").open(encoding="utf-8") as fh:
+        return tuple(
+            System(r["system_id"], r["district_code"], r["domain"], r["kind"], r["name_zh"],
+                   r["name_en"], int(r["devices"]), float(r["interval_s"]))
+            for r in csv.DictReader(fh))
+
+
+@cache
+def load_catalogue() -> tuple[Measurement, ...]:
+    with (SEEDS_DIR / "catalogue.csv").open(encoding="utf-8") as fh:
+        return tuple(
+            Measurement(r["kind"], r["name"], r["unit"], float(r["min"]), float(r["max"]),
+                        r["dtype"], r["hj212"], r["label_zh"], r["label_en"])
+            for r in csv.DictReader(fh))
+
+
+
 @dataclass(frozen=True)
 class City:
     """The seeded city at a device ``scale`` (1.0 ≈ 3.7k devices; 270 ≈ 1M)."""
 
     scale: float = 1.0
-    districts: tuple[District, ...] = field(default_factory=lambda: load_districts())
-    systems: tuple[System, ...] = field(default_factory=lambda: load_systems())
+    districts: tuple[District, ...] = field(default_factory=load_districts)
+    systems: tuple[System, ...] = field(default_factory=load_systems)
 
     def __post_init__(self) -> None:
         if not (self.scale > 0 and math.isfinite(self.scale)):
@@ -144,31 +170,6 @@ class City:
 @cache
 def _system_index(systems: tuple[System, ...]) -> dict[str, System]:
     return {s.system_id: s for s in systems}
-
-
-@cache
-def load_districts() -> tuple[District, ...]:
-    with (SEEDS_DIR / "districts.csv").open(encoding="utf-8") as fh:
-        return tuple(District(r["code"], r["name_zh"], r["name_pinyin"], r["kind"])
-                     for r in csv.DictReader(fh))
-
-
-@cache
-def load_systems() -> tuple[System, ...]:
-    with (SEEDS_DIR / "systems.csv").open(encoding="utf-8") as fh:
-        return tuple(
-            System(r["system_id"], r["district_code"], r["domain"], r["kind"], r["name_zh"],
-                   r["name_en"], int(r["devices"]), float(r["interval_s"]))
-            for r in csv.DictReader(fh))
-
-
-@cache
-def load_catalogue() -> tuple[Measurement, ...]:
-    with (SEEDS_DIR / "catalogue.csv").open(encoding="utf-8") as fh:
-        return tuple(
-            Measurement(r["kind"], r["name"], r["unit"], float(r["min"]), float(r["max"]),
-                        r["dtype"], r["hj212"], r["label_zh"], r["label_en"])
-            for r in csv.DictReader(fh))
 
 
 @cache

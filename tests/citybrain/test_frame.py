@@ -29,7 +29,8 @@ def frames(draw: st.DrawFn) -> dict:
         names=names,
         ts_ns=rng.integers(-(2**62), 2**62, n), value=rng.normal(0, 1e6, n),
         seq=rng.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32),
-        device=rng.integers(0, d, n).astype(np.uint32), name=rng.integers(0, m, n).astype(np.uint16),
+        device=rng.integers(0, d, n).astype(np.uint32),
+        name=rng.integers(0, m, n).astype(np.uint16),
         compress=draw(st.booleans()))
 
 

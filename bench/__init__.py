@@ -1,0 +1,1 @@
+"""Benchmarks: ``citybrain bench --out PATH`` writes JSON results."""
