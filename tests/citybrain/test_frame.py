@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from citybrain.frame import HEADER_LEN, FrameError, decode_frame, encode_frame
 
-ids = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=20)
+ids = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=20)
 
 
 @st.composite

@@ -1,0 +1,600 @@
+"""InfluxDB line protocol (1.x and 2.x), escaped correctly and rendered without Python per
+point.
+
+A line is ``measurement[,tag=value...] field=value[,field=value...] timestamp_ns\\n``. Each
+series' escaped ``measurement,tags `` prefix is built once, in Python, by
+``series_prefix`` and stored in a ``PrefixTable``; numba renderers then write whole batches
+of lines into one preallocated buffer.
+
+Escaping rules (InfluxDB 1.x/2.x):
+
+* measurement: ``,`` and space are escaped with a backslash;
+* tag keys, tag values, field keys: ``,``, ``=`` and space are escaped;
+* string field values (``escape_string_field``): ``"`` and ``\\`` are escaped; the caller
+  wraps the result in double quotes.
+
+What is rejected, with ``LineProtocolError`` (a ``ValueError``), and why:
+
+* empty names (InfluxDB rejects empty measurements, keys and tag values);
+* any control character, U+0000-U+001F and U+007F: a newline would start a new line (line
+  injection), a tab or NUL is whitespace to the parser;
+* measurement, tag keys and field keys starting with ``_`` (reserved by InfluxDB); tag
+  *values* may start with ``_``;
+* tag and field keys equal to ``time`` (InfluxDB 1.x drops such tags and fields);
+* a measurement starting with ``#`` (the line would be a comment);
+* in names, a backslash directly before ``,``, ``=``, space or ``"``, or at the end. InfluxDB
+  does not escape backslashes in names: its tag scanner treats any character after a
+  backslash as escaped (so a trailing ``\\`` swallows the following delimiter), its field
+  scanner skips backslash pairs, and its measurement/field-key unescaper also turns ``\\=``
+  and ``\\"`` into ``=`` and ``"``. A backslash anywhere else (``C:\\temp``, ``a\\\\b``) is
+  read back literally by every one of those code paths, as is any Unicode.
+* strings that are not valid UTF-8 (lone surrogates).
+
+Number formatting (the renderers): float fields are decimal with no exponent below 1e9 in
+magnitude (up to 9 fractional digits, correctly rounded half-to-even, trailing zeros
+trimmed but at least one digit after the point: ``35.2``, ``3.0``, ``-0.001``, ``0.0``; the
+absolute error is at most 5e-10); from 1e9 to 9.2e18 the value rounded (half-to-even) to an
+integer followed by ``.0`` (absolute error at most 0.5); above, scientific notation with 15
+significant digits (``1.23456789012345e+20``; relative error below 2e-14: the scaling is done
+in floating point, so the last digit may differ from a correctly rounded one), capped at
+``1.79769313486231e+308`` so the text never rounds past the float range. Anything that
+rounds to zero, including ``-0.0``, is ``0.0``. NaN and ±inf are never written (InfluxDB
+rejects them). Integer fields: the value truncated to int64, then ``i``; NaN, ±inf and values
+outside int64 are not written. Timestamps: int64 nanoseconds, decimal, may be negative.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from numba import njit
+
+from hub.kernel_config import CACHE, EXACT, NOGIL
+
+__all__ = [
+    "LineProtocolError",
+    "PrefixTable",
+    "escape_key",
+    "escape_measurement",
+    "escape_string_field",
+    "escape_tag_value",
+    "render_multi",
+    "render_single",
+    "series_prefix",
+]
+
+
+class LineProtocolError(ValueError):
+    """A name or value that cannot be written as line protocol without changing meaning."""
+
+
+# --------------------------------------------------------------------------------------------
+# Escaping (Python, once per series)
+# --------------------------------------------------------------------------------------------
+
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+_BAD_BACKSLASH = re.compile(r'\\(?=[,= "]|\Z)')
+_MEAS_TABLE = str.maketrans({",": "\\,", " ": "\\ "})
+_KEY_TABLE = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ "})
+_STRING_TABLE = str.maketrans({'"': '\\"', "\\": "\\\\"})
+
+
+def _check(s: object, what: str, *, name: bool, underscore_ok: bool = False) -> str:
+    if not isinstance(s, str):
+        raise LineProtocolError(f"{what} must be a str, got {type(s).__name__}")
+    if name and not s:
+        raise LineProtocolError(f"{what} must not be empty")
+    m = _CONTROL.search(s)
+    if m:
+        raise LineProtocolError(
+            f"{what} {s!r} contains control character U+{ord(m.group()):04X} at index "
+            f"{m.start()}; remove it (a newline would inject a line)")
+    if name and not underscore_ok and s.startswith("_"):
+        raise LineProtocolError(f"{what} {s!r} starts with '_', which InfluxDB reserves")
+    if name:
+        m = _BAD_BACKSLASH.search(s)
+        if m:
+            where = "at the end" if m.start() == len(s) - 1 else (
+                f"before {s[m.start() + 1]!r} at index {m.start()}")
+            raise LineProtocolError(
+                f"{what} {s!r} has a backslash {where}: InfluxDB would read it as an escape "
+                "sequence; drop or replace that backslash")
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise LineProtocolError(f"{what} {s!r} is not valid UTF-8: {exc.reason}") from None
+    return s
+
+
+def escape_measurement(s: str) -> str:
+    """Escape a measurement name (``,`` and space). Raises ``LineProtocolError`` for empty,
+    control characters, a leading ``_`` or ``#``, or a backslash before ``,=" `` or last."""
+    _check(s, "measurement", name=True)
+    if s.startswith("#"):
+        raise LineProtocolError(f"measurement {s!r} starts with '#': the line would be a "
+                                "comment")
+    return s.translate(_MEAS_TABLE)
+
+
+def escape_key(s: str) -> str:
+    """Escape a tag key or field key (``,``, ``=``, space). Raises ``LineProtocolError`` for
+    empty, control characters, a leading ``_``, ``time``, or a backslash before ``,=" `` or
+    last."""
+    _check(s, "key", name=True)
+    if s == "time":
+        raise LineProtocolError("'time' cannot be a tag or field key: InfluxDB drops it")
+    return s.translate(_KEY_TABLE)
+
+
+def escape_tag_value(s: str) -> str:
+    """Escape a tag value like a key; unlike keys it may start with ``_`` or be ``time``."""
+    _check(s, "tag value", name=True, underscore_ok=True)
+    return s.translate(_KEY_TABLE)
+
+
+def escape_string_field(s: str) -> str:
+    """Escape a string field value (``"`` and ``\\``), without the surrounding quotes.
+
+    The empty string is valid (``f=""``). Control characters raise ``LineProtocolError``."""
+    _check(s, "string field value", name=False)
+    return s.translate(_STRING_TABLE)
+
+
+def series_prefix(measurement: str,
+                  tags: Mapping[str, str] | Sequence[tuple[str, str]],
+                  field_key: str | None = None) -> bytes:
+    """``measurement,k1=v1,k2=v2 `` escaped and UTF-8 encoded, tags sorted by escaped key
+    bytes (InfluxDB's own order, so the server skips re-sorting), then ``field_key=`` if a
+    field key is given (the prefix ``render_single`` wants; ``render_multi`` wants none).
+
+    Raises ``LineProtocolError`` for anything ``escape_*`` rejects and duplicate tag keys.
+    """
+    items = list(tags.items()) if isinstance(tags, Mapping) else list(tags)
+    parts = sorted((escape_key(k).encode("utf-8"), escape_tag_value(v).encode("utf-8"))
+                   for k, v in items)
+    for (a, _), (b, _) in itertools.pairwise(parts):
+        if a == b:
+            raise LineProtocolError(f"duplicate tag key {a.decode()!r}")
+    out = bytearray(escape_measurement(measurement).encode("utf-8"))
+    for key, val in parts:
+        out += b"," + key + b"=" + val
+    out += b" "
+    if field_key is not None:
+        out += escape_key(field_key).encode("utf-8") + b"="
+    return bytes(out)
+
+
+class PrefixTable:
+    """Append-only table of escaped series prefixes: one uint8 blob plus int64 offsets
+    (``offsets[i]:offsets[i+1]`` is prefix ``i``). Capacity doubles as it fills."""
+
+    def __init__(self, initial_bytes: int = 1 << 16, initial_rows: int = 1 << 10) -> None:
+        self._blob = np.empty(max(16, int(initial_bytes)), dtype=np.uint8)
+        self._offsets = np.zeros(max(2, int(initial_rows) + 1), dtype=np.int64)
+        self._n = 0
+        self._max_len = 0
+
+    def add(self, prefix: bytes) -> int:
+        """Append ``prefix`` (from ``series_prefix``) and return its index."""
+        if not isinstance(prefix, bytes | bytearray) or not prefix:
+            raise LineProtocolError("a prefix must be non-empty bytes from series_prefix()")
+        if prefix[-1:] not in (b" ", b"=") or any(c < 0x20 or c == 0x7F for c in prefix):
+            raise LineProtocolError(
+                f"{bytes(prefix)!r} is not a series prefix: it must end with ' ' or '=' and "
+                "hold no control bytes; build it with series_prefix()")
+        n, end = self._n, int(self._offsets[self._n])
+        need = end + len(prefix)
+        if need > self._blob.shape[0]:
+            blob = np.empty(max(need, 2 * self._blob.shape[0]), dtype=np.uint8)
+            blob[:end] = self._blob[:end]
+            self._blob = blob
+        if n + 2 > self._offsets.shape[0]:
+            offsets = np.zeros(2 * self._offsets.shape[0], dtype=np.int64)
+            offsets[: n + 1] = self._offsets[: n + 1]
+            self._offsets = offsets
+        self._blob[end:need] = np.frombuffer(bytes(prefix), dtype=np.uint8)
+        self._offsets[n + 1] = need
+        self._n = n + 1
+        self._max_len = max(self._max_len, len(prefix))
+        return n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i: int) -> bytes:
+        if not 0 <= i < self._n:
+            raise IndexError(f"prefix {i} out of range 0..{self._n - 1}")
+        return self._blob[self._offsets[i]:self._offsets[i + 1]].tobytes()
+
+    @property
+    def blob(self) -> np.ndarray:
+        """The used part of the byte blob (a view; do not modify)."""
+        return self._blob[: self._offsets[self._n]]
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """int64[len + 1] start offsets (a view; do not modify)."""
+        return self._offsets[: self._n + 1]
+
+    @property
+    def max_len(self) -> int:
+        return self._max_len
+
+
+# --------------------------------------------------------------------------------------------
+# Kernels
+# --------------------------------------------------------------------------------------------
+
+#: Widest rendered float field (``-1000000000.0`` .. ``-9199999999999999999.0``: 22 bytes;
+#: scientific ``-1.23456789012345e+308``: 22 bytes).
+FLOAT_MAX_WIDTH = 22
+#: Widest integer field: ``-9223372036854775808i``.
+INT_MAX_WIDTH = 21
+#: Widest timestamp: ``-9223372036854775808``.
+TS_MAX_WIDTH = 20
+
+# Kernel arithmetic on positions and digits is uint64 on purpose: numba adds a negative-index
+# wraparound test to every signed index, which blocks vectorisation (a 10x slower prefix
+# copy), and unsigned division by a constant is a multiply. Never mix uint64 with int64 in
+# one expression (numba's rule makes that float64): every constant below is typed.
+_U0 = np.uint64(0)
+_U1 = np.uint64(1)
+_U2 = np.uint64(2)
+_U3 = np.uint64(3)
+_U9 = np.uint64(9)
+_U10 = np.uint64(10)
+_U14 = np.uint64(14)
+_U20 = np.uint64(20)
+_U100 = np.uint64(100)
+_U1E9 = np.uint64(1_000_000_000)
+_U1E14 = np.uint64(100_000_000_000_000)
+_MANT_MAX = np.uint64(179_769_313_486_231)  # 1.79769313486232e308 would parse as +inf
+_DIGITS2 = np.frombuffer("".join(f"{i:02d}" for i in range(100)).encode(), dtype=np.uint8)
+_POW10U = np.array([10**i for i in range(20)], dtype=np.uint64)
+_POW10F = np.array([10.0**i for i in range(23)], dtype=np.float64)  # exact up to 1e22
+_TWO63 = 9223372036854775808.0
+_CH_MINUS = 45
+_CH_DOT = 46
+_CH_ZERO = 48
+_CH_SPACE = 32
+_CH_COMMA = 44
+_CH_EQ = 61
+_CH_NL = 10
+_CH_I = 105
+_CH_E = 101
+_CH_PLUS = 43
+
+
+@njit(cache=CACHE, fastmath=EXACT)
+def _write_fixed(buf, pos, x, nd):
+    """Write exactly ``nd`` decimal digits of ``x < 10**nd`` (zero-padded) at ``pos``; all
+    three uint64. Returns the position after them."""
+    end = pos + nd
+    p = end
+    while p - pos >= _U2:
+        q = x // _U100
+        r = (x - q * _U100) * _U2
+        buf[p - _U1] = _DIGITS2[r + _U1]
+        buf[p - _U2] = _DIGITS2[r]
+        p -= _U2
+        x = q
+    if p > pos:
+        buf[p - _U1] = _DIGITS2[x * _U2 + _U1]
+    return end
+
+
+@njit(cache=CACHE, fastmath=EXACT)
+def _write_uint(buf, pos, x):
+    """Write uint64 ``x`` in decimal."""
+    nd = _U1
+    while nd < _U20 and x >= _POW10U[nd]:
+        nd += _U1
+    return _write_fixed(buf, pos, x, nd)
+
+
+@njit(cache=CACHE, fastmath=EXACT)
+def _write_int(buf, pos, x):
+    """Write int64 ``x`` in decimal (``INT64_MIN`` included)."""
+    if x < 0:
+        buf[pos] = _CH_MINUS
+        return _write_uint(buf, pos + _U1, np.uint64(-(x + 1)) + _U1)
+    return _write_uint(buf, pos, np.uint64(x))
+
+
+@njit(cache=CACHE, fastmath=EXACT)
+def _round_frac9(frac):
+    """``round_half_even(frac * 1e9)`` exactly, as uint64, for ``0 <= frac < 1``.
+
+    The product is formed without error: a Veltkamp split ``frac = hi + lo`` (26 + 26 bits)
+    makes ``hi * 1e9`` and ``lo * 1e9`` exact (1e9 has 21 significant bits), Fast2Sum gives
+    ``p + err`` = the exact product, and the tie/near-tie is decided on ``err``. Needs strict
+    IEEE arithmetic (``EXACT``: no reassociation, no contraction).
+    """
+    if frac < 1e-10:  # frac * 1e9 < 0.1
+        return _U0
+    c = 134217729.0 * frac  # 2**27 + 1
+    hi = c - (c - frac)
+    lo = frac - hi
+    a = hi * 1e9
+    b = lo * 1e9
+    p = a + b
+    err = (a - p) + b
+    f = np.floor(p)
+    d = p - f
+    r = np.uint64(f)
+    if d > 0.5 or (d == 0.5 and (err > 0.0 or (err == 0.0 and (r & _U1) == _U1))):
+        r += _U1
+    return r
+
+
+@njit(cache=CACHE, fastmath=EXACT)
+def _write_float(buf, pos, v):
+    """Write a finite float64 as documented in the module docstring; returns the new pos."""
+    a = abs(v)
+    if a < 1e9:
+        ip = np.floor(a)
+        f9 = _round_frac9(a - ip)
+        ipu = np.uint64(ip)
+        if f9 >= _U1E9:
+            ipu += _U1
+            f9 -= _U1E9
+        if ipu == _U0 and f9 == _U0:
+            buf[pos] = _CH_ZERO
+            buf[pos + _U1] = _CH_DOT
+            buf[pos + _U2] = _CH_ZERO
+            return pos + _U3
+        if v < 0.0:
+            buf[pos] = _CH_MINUS
+            pos += _U1
+        pos = _write_uint(buf, pos, ipu)
+        buf[pos] = _CH_DOT
+        pos += _U1
+        if f9 == _U0:
+            buf[pos] = _CH_ZERO
+            return pos + _U1
+        nd = _U9
+        while f9 % _U10 == _U0:
+            f9 //= _U10
+            nd -= _U1
+        return _write_fixed(buf, pos, f9, nd)
+    if v < 0.0:
+        buf[pos] = _CH_MINUS
+        pos += _U1
+    if a < 9.2e18:
+        pos = _write_uint(buf, pos, np.uint64(np.rint(a)))
+        buf[pos] = _CH_DOT
+        buf[pos + _U1] = _CH_ZERO
+        return pos + _U2
+    # scientific: 15 significant digits, mantissa m in [1e14, 1e15)
+    e10 = np.int64(np.floor(np.log10(a)))
+    m = 0.0
+    for _ in range(3):  # log10 may be off by one near powers of ten: renormalise
+        k = e10 - 14  # >= 4
+        m = a
+        while k > 22:
+            m /= 1e22
+            k -= 22
+        m = np.rint(m / _POW10F[k])
+        if m >= 1e15:
+            e10 += 1
+        elif m < 1e14:
+            e10 -= 1
+        else:
+            break
+    mu = np.uint64(m)
+    if e10 == 308 and mu > _MANT_MAX:
+        mu = _MANT_MAX
+    lead = mu // _U1E14
+    rest = mu - lead * _U1E14
+    buf[pos] = _DIGITS2[lead * _U2 + _U1]
+    buf[pos + _U1] = _CH_DOT
+    pos += _U2
+    if rest == _U0:
+        buf[pos] = _CH_ZERO
+        pos += _U1
+    else:
+        nd = _U14
+        while rest % _U10 == _U0:
+            rest //= _U10
+            nd -= _U1
+        pos = _write_fixed(buf, pos, rest, nd)
+    buf[pos] = _CH_E
+    buf[pos + _U1] = _CH_PLUS
+    pos += _U2
+    eu = np.uint64(e10)
+    return _write_fixed(buf, pos, eu, _U3 if eu >= _U100 else _U2)
+
+
+@njit(cache=CACHE, fastmath=EXACT)
+def _copy(buf, pos, src, a, b):
+    """Copy ``src[a:b]`` to ``buf[pos:]`` (uint64 positions); returns the new pos."""
+    n = b - a
+    k = _U0
+    while k < n:
+        buf[pos + k] = src[a + k]
+        k += _U1
+    return pos + n
+
+
+@njit(cache=CACHE, fastmath=EXACT, nogil=NOGIL)
+def _bound(blob, offsets, idx, last_char, per_row):
+    """Validate prefix indices and bound the output size. Returns (bound, bad_row, code):
+    code 0 ok, 1 index out of range, 2 prefix not ending with ``last_char``."""
+    n_prefix = offsets.shape[0] - 1
+    bound = 0
+    for i in range(idx.shape[0]):
+        j = idx[i]
+        if j < 0 or j >= n_prefix:
+            return 0, i, 1
+        if blob[offsets[j + 1] - 1] != last_char:
+            return 0, i, 2
+        bound += offsets[j + 1] - offsets[j] + per_row
+    return bound, -1, 0
+
+
+@njit(cache=CACHE, fastmath=EXACT, nogil=NOGIL)
+def _render_single(blob, offsets, idx, value, ts_ns, buf):
+    """Write one line per finite value into ``buf`` (sized by ``_bound``); returns
+    (bytes used, lines written)."""
+    pos = _U0
+    lines = 0
+    for i in range(idx.shape[0]):
+        v = value[i]
+        if not np.isfinite(v):
+            continue
+        j = idx[i]
+        pos = _copy(buf, pos, blob, np.uint64(offsets[j]), np.uint64(offsets[j + 1]))
+        pos = _write_float(buf, pos, v)
+        buf[pos] = _CH_SPACE
+        pos = _write_int(buf, pos + _U1, ts_ns[i])
+        buf[pos] = _CH_NL
+        pos += _U1
+        lines += 1
+    return pos, lines
+
+
+@njit(cache=CACHE, fastmath=EXACT, nogil=NOGIL)
+def _render_multi(blob, offsets, idx, values, is_int, kblob, koffsets, ts_ns, buf):
+    """Like ``_render_single`` for k fields per row; ``kblob`` holds ``key=`` per field."""
+    k = values.shape[1]
+    pos = _U0
+    lines = 0
+    for i in range(idx.shape[0]):
+        start = pos
+        j = idx[i]
+        pos = _copy(buf, pos, blob, np.uint64(offsets[j]), np.uint64(offsets[j + 1]))
+        written = 0
+        for f in range(k):
+            v = values[i, f]
+            if not np.isfinite(v):
+                continue
+            if is_int[f] and not (-_TWO63 <= v < _TWO63):
+                continue
+            if written:
+                buf[pos] = _CH_COMMA
+                pos += _U1
+            pos = _copy(buf, pos, kblob, np.uint64(koffsets[f]), np.uint64(koffsets[f + 1]))
+            if is_int[f]:
+                pos = _write_int(buf, pos, np.int64(v))
+                buf[pos] = _CH_I
+                pos += _U1
+            else:
+                pos = _write_float(buf, pos, v)
+            written += 1
+        if written == 0:
+            pos = start
+            continue
+        buf[pos] = _CH_SPACE
+        pos = _write_int(buf, pos + _U1, ts_ns[i])
+        buf[pos] = _CH_NL
+        pos += _U1
+        lines += 1
+    return pos, lines
+
+
+# --------------------------------------------------------------------------------------------
+# Public renderers
+# --------------------------------------------------------------------------------------------
+
+
+def _check_array(name: str, a: object, dtype: type[np.generic], ndim: int = 1) -> np.ndarray:
+    dt = np.dtype(dtype)
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}; "
+                        f"pass np.asarray({name}, dtype=np.{dt.name})")
+    if a.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {a.shape}")
+    if a.dtype != dt:
+        raise TypeError(f"{name} must be {dt.name}, got {a.dtype}; "
+                        f"pass {name}.astype(np.{dt.name})")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous; pass np.ascontiguousarray({name})")
+    return a
+
+
+def _raise_kernel_error(table: PrefixTable, idx: np.ndarray, row: int, code: int,
+                        want_end: str) -> None:
+    if code == 1:
+        raise IndexError(f"idx[{row}] = {int(idx[row])} is not a prefix of the table "
+                         f"(0..{len(table) - 1})")
+    raise LineProtocolError(
+        f"prefix {int(idx[row])} ({table[int(idx[row])]!r}, used by row {row}) must end "
+        f"with {want_end!r}; build it with series_prefix("
+        f"{'..., field_key' if want_end == '=' else '..., None'})")
+
+
+def render_single(table: PrefixTable, idx: np.ndarray, value: np.ndarray,
+                  ts_ns: np.ndarray) -> tuple[bytes, int]:
+    """Render one line per row: ``prefix[idx] + value + " " + ts_ns + "\\n"``.
+
+    ``idx`` int64[n] (prefix indices, each prefix ending in ``field=``), ``value``
+    float64[n], ``ts_ns`` int64[n] (ns since the epoch), all 1-D C-contiguous. Rows whose
+    value is NaN or ±inf are skipped. Returns ``(body, lines_written)``; ``lines_written
+    <= n`` and ``body`` holds exactly that many ``\\n``.
+    """
+    i = _check_array("idx", idx, np.int64)
+    v = _check_array("value", value, np.float64)
+    t = _check_array("ts_ns", ts_ns, np.int64)
+    if not (i.shape[0] == v.shape[0] == t.shape[0]):
+        raise ValueError(f"idx, value and ts_ns must have equal lengths, got "
+                         f"{i.shape[0]}, {v.shape[0]}, {t.shape[0]}")
+    if i.shape[0] == 0:
+        return b"", 0
+    blob, offsets = table.blob, table.offsets
+    bound, row, code = _bound(blob, offsets, i, _CH_EQ, FLOAT_MAX_WIDTH + TS_MAX_WIDTH + 2)
+    if code:
+        _raise_kernel_error(table, i, int(row), int(code), "=")
+    # allocated here, not in the kernel: numpy's allocations reuse freed pages, numba's
+    # come back fresh and page faults would cost more than the rendering
+    buf = np.empty(int(bound), dtype=np.uint8)
+    used, lines = _render_single(blob, offsets, i, v, t, buf)
+    return buf[: int(used)].tobytes(), int(lines)
+
+
+def render_multi(table: PrefixTable, idx: np.ndarray, field_keys: Sequence[str],
+                 values: np.ndarray, is_int: np.ndarray | Sequence[bool],
+                 ts_ns: np.ndarray) -> tuple[bytes, int]:
+    """Render one line per row: ``prefix[idx] + "k1=v1,k2=v2i,..." + " " + ts + "\\n"``.
+
+    ``idx`` int64[n] (prefixes ending in a space: ``series_prefix(..., None)``), ``values``
+    float64[n, k] C-contiguous, ``field_keys`` k unescaped names, ``is_int`` k booleans
+    (integer fields: value truncated to int64 + ``i``), ``ts_ns`` int64[n]. Fields that are
+    NaN/±inf (or, for integers, outside int64) are left out; a row with none left is
+    skipped. Returns ``(body, lines_written)``.
+    """
+    keys = list(field_keys)
+    k = len(keys)
+    if k == 0:
+        raise ValueError("field_keys must name at least one field")
+    i = _check_array("idx", idx, np.int64)
+    vals = _check_array("values", values, np.float64, ndim=2)
+    t = _check_array("ts_ns", ts_ns, np.int64)
+    ints = np.asarray(is_int)
+    if ints.dtype != np.bool_ or ints.shape != (k,):
+        raise TypeError(f"is_int must be {k} booleans (one per field key), got "
+                        f"{ints.dtype} shape {ints.shape}")
+    if vals.shape[1] != k:
+        raise ValueError(f"values has {vals.shape[1]} columns for {k} field keys")
+    if not (i.shape[0] == vals.shape[0] == t.shape[0]):
+        raise ValueError(f"idx, values and ts_ns must have equal lengths, got "
+                         f"{i.shape[0]}, {vals.shape[0]}, {t.shape[0]}")
+    if len(set(keys)) != k:
+        raise LineProtocolError(f"duplicate field keys in {keys}")
+    if i.shape[0] == 0:
+        return b"", 0
+    enc = [escape_key(key).encode("utf-8") + b"=" for key in keys]
+    kblob = np.frombuffer(b"".join(enc), dtype=np.uint8)
+    koffsets = np.zeros(k + 1, dtype=np.int64)
+    np.cumsum([len(e) for e in enc], out=koffsets[1:])
+    blob, offsets = table.blob, table.offsets
+    per_row = int(koffsets[k]) + k * (FLOAT_MAX_WIDTH + 1) + TS_MAX_WIDTH + 2
+    bound, row, code = _bound(blob, offsets, i, _CH_SPACE, per_row)
+    if code:
+        _raise_kernel_error(table, i, int(row), int(code), " ")
+    buf = np.empty(int(bound), dtype=np.uint8)
+    used, lines = _render_multi(blob, offsets, i, vals, np.ascontiguousarray(ints), kblob,
+                                koffsets, t, buf)
+    return buf[: int(used)].tobytes(), int(lines)

@@ -1,0 +1,394 @@
+"""hub.window kernels against the slow references in tests/naive.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import hub.window as hw
+from hub.window import (
+    EMPTY_WINDOW,
+    WindowAggregator,
+    WindowBatch,
+    aggregate_batch,
+    merge_partials,
+)
+from tests.naive import (
+    NaiveRing,
+    assert_rows_match,
+    batch_rows,
+    numpy_window_aggregate,
+    window_rows,
+)
+
+EPS = np.finfo(np.float64).eps
+
+
+# --------------------------------------------------------------------------------------------
+# strategies
+# --------------------------------------------------------------------------------------------
+
+
+@st.composite
+def values(draw: st.DrawFn, n: int) -> np.ndarray:
+    """Random floats with, by choice, a large common offset, constant runs, and NaN at the
+    start, the middle and/or the end."""
+    scale = draw(st.sampled_from([1e-3, 1.0, 1e3, 1e9]))
+    offset = draw(st.sampled_from([0.0, 0.0, 1e6, -1e9]))
+    base = draw(st.lists(st.floats(-1.0, 1.0, allow_nan=False, width=64), min_size=n,
+                         max_size=n))
+    v = np.asarray(base, dtype=np.float64) * scale + offset
+    if n:
+        if draw(st.booleans()):  # a constant run
+            a = draw(st.integers(0, n - 1))
+            b = draw(st.integers(a, n))
+            v[a:b] = v[a]
+        if draw(st.booleans()):  # all constant
+            v[:] = v[0]
+        for where in draw(st.sets(st.sampled_from(["start", "middle", "end", "all"]))):
+            if where == "start":
+                v[: draw(st.integers(1, n))] = np.nan
+            elif where == "middle":
+                v[n // 2] = np.nan
+            elif where == "end":
+                v[-draw(st.integers(1, n)):] = np.nan
+            elif draw(st.integers(0, 9)) == 0:
+                v[:] = np.nan
+    return v
+
+
+@st.composite
+def readings(draw: st.DrawFn, max_n: int = 120, max_series: int = 9,
+             window_ns: int | None = None, t_lo: int = -40, t_hi: int = 40
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    wn = window_ns if window_ns is not None else draw(st.sampled_from([1, 3, 10, 1000]))
+    n = draw(st.integers(0, max_n))
+    if draw(st.booleans()):  # ids cycling, the realistic order
+        k = draw(st.integers(1, max_series))
+        series = np.arange(n, dtype=np.int64) % k
+    else:
+        series = np.asarray(draw(st.lists(st.integers(0, max_series - 1), min_size=n,
+                                          max_size=n)), dtype=np.int64)
+    scale = wn if wn > 1 else 1
+    t = draw(st.lists(st.integers(t_lo * scale, t_hi * scale), min_size=n, max_size=n))
+    ts = np.asarray(t, dtype=np.int64)
+    if draw(st.booleans()):
+        ts = np.sort(ts)  # in order, with duplicates: first/last ties
+    if n and draw(st.booleans()):  # many readings on one timestamp
+        ts[: n // 2] = ts[0]
+    return series, ts, draw(values(n)), wn
+
+
+def _rows(series: np.ndarray, ts: np.ndarray, value: np.ndarray, wn: int) -> dict:
+    return window_rows(series.tolist(), ts.tolist(), value.tolist(), wn)
+
+
+def _assert_sorted(b: WindowBatch) -> None:
+    order = np.lexsort((b.series, b.window_start_ns))
+    assert np.array_equal(order, np.arange(len(b))), "rows not ordered by (window, series)"
+
+
+# --------------------------------------------------------------------------------------------
+# one-shot aggregation and merging
+# --------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(readings(), st.booleans())
+def test_aggregate_batch_matches_reference(r: tuple, force_sorted: bool) -> None:
+    series, ts, value, wn = r
+    old = hw._DENSE_MAX_CELLS
+    try:
+        if force_sorted:
+            hw._DENSE_MAX_CELLS = 0
+        got = aggregate_batch(series, ts, value, wn)
+    finally:
+        hw._DENSE_MAX_CELLS = old
+    _assert_sorted(got)
+    assert (got.count >= 1).all()
+    assert_rows_match(batch_rows(got), _rows(series, ts, value, wn))
+
+
+@settings(max_examples=150, deadline=None)
+@given(readings(), st.data())
+def test_merge_of_partials_equals_aggregate_of_union(r: tuple, data: st.DataObject) -> None:
+    series, ts, value, wn = r
+    cut = data.draw(st.integers(0, len(series)))
+    a = aggregate_batch(series[:cut], ts[:cut], value[:cut], wn)
+    b = aggregate_batch(series[cut:], ts[cut:], value[cut:], wn)
+    merged = merge_partials(a, b)
+    whole = aggregate_batch(series, ts, value, wn)
+    _assert_sorted(merged)
+    want = _rows(series, ts, value, wn)
+    assert_rows_match(batch_rows(merged), want)
+    assert_rows_match(batch_rows(whole), want)
+    # merging with nothing is the identity; merging is order-sensitive only in ties
+    assert_rows_match(batch_rows(merge_partials(whole, WindowBatch.empty())), want)
+
+
+def test_numpy_reference_agrees_with_python_reference() -> None:
+    rng = np.random.default_rng(1)
+    n = 5000
+    series = rng.integers(0, 50, n)
+    ts = rng.integers(-10**6, 10**6, n)
+    value = rng.normal(5, 2, n)
+    value[::17] = np.nan
+    ref = numpy_window_aggregate(series, ts, value, 10_000)
+    rows = {(int(s), int(w)): {c: ref[c][i].item() for c in ref}
+            for i, (s, w) in enumerate(zip(ref["series"], ref["window_start_ns"], strict=True))}
+    assert_rows_match(rows, _rows(series, ts, value, 10_000))
+
+
+def test_merge_chan_formula_on_known_values() -> None:
+    a = aggregate_batch(np.zeros(3, np.int64), np.array([0, 1, 2]), np.array([1.0, 2, 3]), 10)
+    b = aggregate_batch(np.zeros(2, np.int64), np.array([3, 4]), np.array([10.0, 20]), 10)
+    m = merge_partials(a, b)
+    allv = np.array([1.0, 2, 3, 10, 20])
+    assert m.count.tolist() == [5]
+    assert m.sum[0] == allv.sum()
+    assert math.isclose(m.m2[0], ((allv - allv.mean()) ** 2).sum(), rel_tol=1e-12)
+    assert math.isclose(m.variance()[0], allv.var(ddof=1), rel_tol=1e-12)
+    assert (m.first[0], m.first_ts[0], m.last[0], m.last_ts[0]) == (1.0, 0, 20.0, 4)
+
+
+# --------------------------------------------------------------------------------------------
+# the streaming ring against NaiveRing
+# --------------------------------------------------------------------------------------------
+
+
+def _check_add(got: hw.AddResult, want: dict, n: int) -> None:
+    assert got.n_added == want["n_added"]
+    assert got.n_nan == want["n_nan"]
+    assert got.late_idx.tolist() == want["late_idx"]
+    assert got.early_idx.tolist() == want["early_idx"]
+    assert got.late_idx.dtype == np.int64 and got.early_idx.dtype == np.int64
+    assert got.n_added + got.n_nan + len(got.late_idx) + len(got.early_idx) == n
+    _assert_sorted(got.closed)
+    assert_rows_match(batch_rows(got.closed), want["closed"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_ring_matches_naive_model(data: st.DataObject) -> None:
+    wn = data.draw(st.sampled_from([1, 5, 10]), label="window_ns")
+    n_slots = data.draw(st.integers(1, 4), label="n_slots")
+    cap = data.draw(st.sampled_from([1, 4, 64]), label="capacity")
+    agg = WindowAggregator(wn, n_slots, capacity=cap)
+    ref = NaiveRing(wn, n_slots)
+    clock = data.draw(st.integers(-30, 30)) * wn
+    for _ in range(data.draw(st.integers(1, 7), label="steps")):
+        action = data.draw(st.sampled_from(["add", "add", "add", "close_until"]))
+        if action == "add":
+            lo = clock // wn - 2 * n_slots
+            series, ts, value, _ = data.draw(readings(max_n=60, window_ns=wn, t_lo=lo,
+                                                      t_hi=lo + 5 * n_slots))
+            max_window = data.draw(st.none() | st.integers(lo, lo + 5 * n_slots),
+                                   label="max_window")
+            got = agg.add(series, ts, value, max_window=max_window)
+            _check_add(got, ref.add(series.tolist(), ts.tolist(), value.tolist(), max_window),
+                       len(series))
+            if len(ts):
+                clock = max(clock, int(np.median(ts)))
+        else:
+            wm = data.draw(st.integers(clock - 3 * wn * n_slots, clock + 3 * wn * n_slots))
+            got_b = agg.close_until(wm)
+            _assert_sorted(got_b)
+            assert_rows_match(batch_rows(got_b), ref.close_until(wm))
+        assert agg.floor_window == ref.floor
+        assert agg.newest_window == ref.newest
+        # a window that only received NaN holds a slot but no state: a superset is fine
+        assert set(ref.open) <= set(agg.open_windows().tolist())
+    final = agg.close_all()
+    _assert_sorted(final)
+    assert_rows_match(batch_rows(final), ref.close_all())
+    assert (agg.slot_window == EMPTY_WINDOW).all()
+    assert (agg.field("count") == 0).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(readings(max_n=200), st.integers(1, 50))
+def test_streaming_in_batches_equals_one_shot(r: tuple, n_batches: int) -> None:
+    """With enough slots nothing is late, and batching does not change the result."""
+    series, ts, value, wn = r
+    span = 1 if len(ts) == 0 else int(ts.max() // wn - ts.min() // wn + 1)
+    agg = WindowAggregator(wn, span, capacity=2)
+    order = np.argsort(ts, kind="stable")  # in time order, so the ring never drops one
+    s, t, v = series[order], ts[order], value[order]
+    out = []
+    for part in np.array_split(np.arange(len(s)), n_batches):
+        res = agg.add(s[part], t[part], v[part])
+        assert len(res.late_idx) == 0 and len(res.early_idx) == 0
+        out.append(res.closed)
+    out.append(agg.close_all())
+    got = WindowBatch.concat(out)
+    assert_rows_match(batch_rows(got), _rows(s, t, v, wn))
+
+
+# --------------------------------------------------------------------------------------------
+# semantics, one at a time
+# --------------------------------------------------------------------------------------------
+
+
+def _arr(*xs: float) -> np.ndarray:
+    return np.array(xs, dtype=np.float64)
+
+
+def _ids(*xs: int) -> np.ndarray:
+    return np.array(xs, dtype=np.int64)
+
+
+def test_negative_timestamps_use_floor_division() -> None:
+    b = aggregate_batch(_ids(0, 0, 0), _ids(-1, -10, 0), _arr(1, 2, 3), 10)
+    assert b.window_start_ns.tolist() == [-10, 0]
+    assert b.count.tolist() == [2, 1]
+
+
+def test_first_and_last_ties() -> None:
+    # equal timestamps: first is the earliest added, last the latest added
+    b = aggregate_batch(_ids(0, 0, 0, 0), _ids(5, 5, 3, 5), _arr(1, 2, 3, 4), 10)
+    assert (b.first[0], b.first_ts[0]) == (3.0, 3)
+    assert (b.last[0], b.last_ts[0]) == (4.0, 5)
+
+
+def test_nan_only_group_has_no_row_and_is_counted() -> None:
+    agg = WindowAggregator(10, 2)
+    res = agg.add(_ids(0, 1, 1), _ids(1, 2, 3), _arr(np.nan, 5, np.nan))
+    assert (res.n_added, res.n_nan) == (1, 2)
+    out = agg.close_all()
+    assert out.series.tolist() == [1]
+    assert out.count.tolist() == [1]
+
+
+def test_infinity_is_a_number() -> None:
+    b = aggregate_batch(_ids(0, 0), _ids(1, 2), _arr(np.inf, 1.0), 10)
+    assert b.count[0] == 2 and b.sum[0] == np.inf and b.max[0] == np.inf and b.min[0] == 1.0
+
+
+def test_ring_advance_closes_and_late_readings_are_reported() -> None:
+    agg = WindowAggregator(10, 2)
+    r1 = agg.add(_ids(0, 0), _ids(1, 11), _arr(1, 2))  # windows 0 and 1 open
+    assert len(r1.closed) == 0 and r1.n_added == 2
+    r2 = agg.add(_ids(0, 0, 0), _ids(25, 3, 12), _arr(3, 4, 5))  # window 2 evicts window 0
+    assert r2.closed.window_start_ns.tolist() == [0] and r2.closed.count.tolist() == [1]
+    assert r2.late_idx.tolist() == [1]  # ts 3 is in the window just closed
+    assert r2.n_added == 2
+    out = agg.close_until(30)  # windows 1 and 2 end at 20 and 30
+    assert out.window_start_ns.tolist() == [10, 20]
+    assert out.count.tolist() == [2, 1]
+    assert agg.add(_ids(0), _ids(29), _arr(1)).late_idx.tolist() == [0]
+    assert agg.add(_ids(0), _ids(30), _arr(1)).n_added == 1
+
+
+def test_first_batch_wider_than_ring_marks_oldest_late() -> None:
+    agg = WindowAggregator(10, 2)
+    res = agg.add(_ids(0, 0, 0), _ids(0, 10, 20), _arr(1, 2, 3))
+    assert res.late_idx.tolist() == [0]
+    assert agg.open_windows().tolist() == [1, 2]
+
+
+def test_early_readings_do_not_advance_the_ring() -> None:
+    agg = WindowAggregator(10, 3)
+    agg.add(_ids(0), _ids(5), _arr(1))
+    res = agg.add(_ids(0, 1), _ids(10**15, 7), _arr(9, 2), max_window=5)
+    assert res.early_idx.tolist() == [0]
+    assert res.n_added == 1 and len(res.closed) == 0
+    assert agg.newest_window == 0
+    out = agg.close_all()
+    assert out.count.tolist() == [1, 1] and out.series.tolist() == [0, 1]
+
+
+def test_capacity_grows_by_doubling_and_keeps_state() -> None:
+    agg = WindowAggregator(10, 2, capacity=2)
+    agg.add(_ids(0, 1), _ids(1, 1), _arr(1, 2))
+    agg.add(_ids(9, 0), _ids(2, 3), _arr(3, 4))
+    assert agg.capacity == 16 and agg.n_series == 10
+    out = agg.close_all()
+    assert out.series.tolist() == [0, 1, 9]
+    assert out.count.tolist() == [2, 1, 1]
+    assert out.sum.tolist() == [5.0, 2.0, 3.0]
+
+
+def test_close_until_before_any_reading_makes_old_windows_late() -> None:
+    agg = WindowAggregator(10, 4)
+    assert len(agg.close_until(100)) == 0
+    res = agg.add(_ids(0, 0), _ids(95, 105), _arr(1, 2))
+    assert res.late_idx.tolist() == [0] and res.n_added == 1
+
+
+def test_readonly_inputs_are_accepted() -> None:
+    ts = np.frombuffer(np.array([1, 2, 3], dtype="<i8").tobytes(), dtype="<i8")
+    val = np.frombuffer(_arr(1, 2, 3).tobytes(), dtype="<f8")
+    assert not ts.flags.writeable
+    b = aggregate_batch(_ids(0, 0, 1), ts, val, 10)
+    assert b.count.tolist() == [2, 1]
+
+
+def test_window_batch_helpers() -> None:
+    b = aggregate_batch(_ids(0, 1, 1), _ids(1, 2, 3), _arr(1, 2, 4), 10)
+    assert len(b) == 2
+    both = WindowBatch.concat([b, WindowBatch.empty(), b])
+    assert len(both) == 4 and both.series.tolist() == [0, 1, 0, 1]
+    assert len(WindowBatch.concat([])) == 0
+    var = b.variance()
+    assert math.isnan(var[0]) and var[1] == 2.0
+    with pytest.raises(ValueError, match="length"):
+        WindowBatch(*([np.zeros(2)] * 11 + [np.zeros(3)]))
+
+
+@pytest.mark.parametrize("bad, err, hint", [
+    ({"series": np.zeros(3, np.int32)}, TypeError, r"astype\(np.int64\)"),
+    ({"ts_ns": [1, 2, 3]}, TypeError, r"np.asarray"),
+    ({"value": np.zeros(6)[::2]}, ValueError, r"ascontiguousarray"),
+    ({"value": np.zeros((3, 1))}, ValueError, r"ravel"),
+    ({"value": np.zeros(4)}, ValueError, r"equal lengths"),
+    ({"series": np.array([0, -1, 2])}, ValueError, r"series ids must be >= 0"),
+    ({"ts_ns": np.array([0, -(2**63), 2])}, ValueError, r"reserved"),
+])
+def test_bad_input_says_how_to_fix(bad: dict, err: type[Exception], hint: str) -> None:
+    args = {"series": _ids(0, 1, 2), "ts_ns": _ids(0, 1, 2), "value": _arr(1, 2, 3)}
+    args.update(bad)
+    with pytest.raises(err, match=hint):
+        WindowAggregator(10, 2).add(args["series"], args["ts_ns"], args["value"])
+    with pytest.raises(err, match=hint):
+        aggregate_batch(args["series"], args["ts_ns"], args["value"], 10)
+
+
+def test_constructor_and_merge_validation() -> None:
+    with pytest.raises(ValueError, match="window_ns"):
+        WindowAggregator(0, 2)
+    with pytest.raises(ValueError, match="n_slots"):
+        WindowAggregator(10, 0)
+    with pytest.raises(ValueError, match="past INT64_MAX"):
+        aggregate_batch(_ids(0), _ids(2**63 - 2), _arr(1), 10)
+    b = aggregate_batch(_ids(0), _ids(1), _arr(1), 10)
+    bad = dataclasses.replace(b, count=b.count.astype(np.float64))
+    with pytest.raises(TypeError, match=r"b.count must be int64"):
+        merge_partials(b, bad)
+    with pytest.raises(ValueError, match="unknown field"):
+        WindowAggregator(10, 2).field("median")
+
+
+def test_jittered_timestamps_use_the_ring_fast_path_correctly() -> None:
+    """Readings alternating between ring windows (cache misses every reading)."""
+    rng = np.random.default_rng(3)
+    n, wn = 20_000, 1_000_000_007  # odd window length: no power-of-two luck
+    t0 = 1_700_000_000_000_000_000
+    series = np.arange(n, dtype=np.int64) % 97
+    ts = t0 + np.sort(rng.integers(0, 40 * wn, n)) + rng.integers(0, 3 * wn, n)
+    value = rng.normal(0, 1, n)
+    agg = WindowAggregator(wn, 8, capacity=128)
+    out, late = [], []
+    for part in np.array_split(np.arange(n), 37):
+        res = agg.add(series[part], ts[part], value[part])
+        out.append(res.closed)
+        late.extend(part[res.late_idx].tolist())
+    out.append(agg.close_all())
+    keep = np.ones(n, bool)
+    keep[late] = False
+    assert_rows_match(batch_rows(WindowBatch.concat(out)),
+                      _rows(series[keep], ts[keep], value[keep], wn))
