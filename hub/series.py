@@ -8,7 +8,8 @@ dictionary lookup per *device in the frame* plus numpy fancy indexing per readin
 Each series' escaped line-protocol prefix is rendered once, when its device is first seen:
 
 * raw:        ``raw_{kind},device=…,district=…,system=… {measurement}=``
-* aggregates: ``agg_{label},device=…,district=…,kind=…,m={measurement},system=… ``
+* aggregates: ``agg_{label},device=…,district=…,kind=…,m={measurement},system=… `` for
+  each resolution label (``10s``, ``1m``, ``1h``)
 """
 
 from __future__ import annotations
@@ -51,11 +52,11 @@ class Resolved:
 class SeriesRegistry:
     """Owned by the hub's processing thread."""
 
-    def __init__(self, city: City, agg_label: str = "10s") -> None:
+    def __init__(self, city: City, agg_labels: tuple[str, ...] = ("10s",)) -> None:
         self.city = city
-        self.agg_label = agg_label
+        self.agg_labels = agg_labels
         self.raw_prefixes = PrefixTable()
-        self.agg_prefixes = PrefixTable()
+        self.agg_prefixes = {label: PrefixTable() for label in agg_labels}
         self._devices: dict[str, tuple[int, int]] = {}  # device id -> (base, kind code)
         self.series_device: list[str] = []  # series id -> device id
         self.series_name: list[str] = []  # series id -> measurement
@@ -82,17 +83,19 @@ class SeriesRegistry:
         kind = system.kind
         base = self.n_series
         try:
-            prefixes = [(series_prefix(f"raw_{kind}", {"device": device, "district": district,
-                                                        "system": system_id}, name),
-                         series_prefix(f"agg_{self.agg_label}",
-                                       {"device": device, "district": district, "kind": kind,
-                                        "m": name, "system": system_id}, None))
-                        for name in KIND_NAMES[kind]]
+            raw = [series_prefix(f"raw_{kind}", {"device": device, "district": district,
+                                                 "system": system_id}, name)
+                   for name in KIND_NAMES[kind]]
+            agg = {label: [series_prefix(f"agg_{label}",
+                                         {"device": device, "district": district, "kind": kind,
+                                          "m": name, "system": system_id}, None)
+                           for name in KIND_NAMES[kind]] for label in self.agg_labels}
         except LineProtocolError:
             return (-1, -1)
-        for (raw, agg), name in zip(prefixes, KIND_NAMES[kind], strict=True):
-            self.raw_prefixes.add(raw)
-            self.agg_prefixes.add(agg)
+        for i, name in enumerate(KIND_NAMES[kind]):
+            self.raw_prefixes.add(raw[i])
+            for label, table in self.agg_prefixes.items():
+                table.add(agg[label][i])
             self.series_device.append(device)
             self.series_name.append(name)
             self.series_kind.append(kind)

@@ -34,17 +34,17 @@ from citybrain import topics
 from citybrain.frame import Frame, FrameError, decode_frame
 from citybrain.mqtt import BrokerConfig, connect_and_wait, make_client
 from citybrain.stats import Counters, StatsWriter
+from hub.aggregation import Emission, MultiResolutionWindows
 from hub.lineproto import render_multi, render_single
 from hub.series import SeriesRegistry
 from hub.sinks import InfluxConfig, InfluxSink, ensure_target_with_retry, make_sink
-from hub.window import WindowAggregator, WindowBatch
 from hub.writer import InfluxWriter
 from seeds.city import City
 
 log = logging.getLogger("citybrain.hub")
 
-AGG_FIELDS = ["count", "mean", "min", "max", "sum", "last"]
-AGG_IS_INT = np.array([True, False, False, False, False, False])
+AGG_FIELDS = ["count", "mean", "min", "max", "sum", "first", "last", "std"]
+AGG_IS_INT = np.array([True] + [False] * (len(AGG_FIELDS) - 1))
 
 
 @dataclass
@@ -54,6 +54,7 @@ class HubConfig:
     scale: float = 1.0
     client_id: str = "citybrain-hub"
     window_s: float = 10.0
+    rollups_s: tuple[float, ...] = (60.0, 3600.0)
     allowed_lateness_s: float = 30.0
     max_ahead_s: float = 300.0
     store_raw: bool = True
@@ -69,11 +70,9 @@ class Hub:
         self.cfg = cfg
         self.city = city or City(cfg.scale)
         self.counters = Counters()
-        self.window_ns = int(cfg.window_s * 1e9)
-        label = f"{cfg.window_s:g}s"
-        self.registry = SeriesRegistry(self.city, agg_label=label)
-        n_slots = int(np.ceil(cfg.allowed_lateness_s / cfg.window_s)) + 2
-        self.windows = WindowAggregator(self.window_ns, n_slots)
+        self.windows = MultiResolutionWindows((cfg.window_s, *cfg.rollups_s),
+                                              cfg.allowed_lateness_s, cfg.max_ahead_s)
+        self.registry = SeriesRegistry(self.city, agg_labels=tuple(self.windows.labels))
         self.sink = sink or make_sink(cfg.influx)
         self.writer = InfluxWriter(self.sink, self.counters, batch_lines=cfg.write_batch_lines,
                                    flush_s=cfg.write_flush_s)
@@ -183,12 +182,12 @@ class Hub:
             self.counters.inc("raw_nonfinite_skipped", len(series) - lines)
             self.writer.submit("raw", body, lines)
         assert self.event_clock_ns is not None
-        max_window = (self.event_clock_ns + int(self.cfg.max_ahead_s * 1e9)) // self.window_ns
-        result = self.windows.add(series, ts, value, max_window=max_window)
-        self.counters.inc("aggregated_readings", result.n_added)
-        self.counters.inc("late_readings", len(result.late_idx))
-        self.counters.inc("early_readings", len(result.early_idx))
-        self.emit(result.closed)
+        out = self.windows.add(series, ts, value, self.event_clock_ns)
+        self.counters.inc("aggregated_readings", out.added)
+        self.counters.inc("late_readings", out.late)
+        self.counters.inc("early_readings", out.early)
+        self.counters.inc("reaggregated_readings", out.reaggregated)
+        self.emit(out.emissions)
 
     def _advance_event_clock(self, candidate_ns: int | None) -> None:
         now = time.monotonic()
@@ -205,19 +204,21 @@ class Hub:
         if idle > self.cfg.window_s:
             self.event_clock_ns += int(idle * 1e9)
             self._event_clock_wall = now_monotonic
-        watermark = self.event_clock_ns - int(self.cfg.allowed_lateness_s * 1e9)
-        self.emit(self.windows.close_until(watermark))
+        self.emit(self.windows.advance(self.event_clock_ns))
 
-    def emit(self, batch: WindowBatch) -> None:
-        """Render closed windows as aggregate points and hand them to the writer."""
-        if len(batch) == 0:
-            return
-        values = np.column_stack([batch.count.astype(np.float64), batch.mean, batch.min,
-                                  batch.max, batch.sum, batch.last])
-        body, lines = render_multi(self.registry.agg_prefixes, batch.series, AGG_FIELDS, values,
-                                   AGG_IS_INT, batch.window_start_ns)
-        self.counters.inc("windows_closed", len(batch))
-        self.writer.submit("agg", body, lines)
+    def emit(self, emissions: list[Emission]) -> None:
+        """Render windows as ``agg_{label}`` points and hand them to the writer."""
+        for e in emissions:
+            b = e.rows
+            if len(b) == 0:
+                continue
+            values = np.column_stack([b.count.astype(np.float64), b.mean, b.min, b.max, b.sum,
+                                      b.first, b.last, np.sqrt(b.variance())])
+            body, lines = render_multi(self.registry.agg_prefixes[e.label], b.series,
+                                       AGG_FIELDS, values, AGG_IS_INT, b.window_start_ns)
+            kind = "final" if e.final else "ontime"
+            self.counters.inc_label(f"windows_{kind}", e.label, len(b))
+            self.writer.submit("agg", body, lines)
 
     def handle_event(self, payload: bytes) -> None:
         """Device births and deaths forwarded by edges: track which links are online."""

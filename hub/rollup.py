@@ -1,0 +1,89 @@
+"""Coarser windows from finer ones, and provisional snapshots of open windows.
+
+Windows at several resolutions (10 s, 1 min, 1 h by default) are not aggregated from
+readings three times: the 10 s ring aggregates readings, and each coarser resolution merges
+the *partial states* (count, sum, M2, min, max, first, last) of the finer windows it covers
+with ``hub.window.merge_partials`` — the same merge an edge or a second hub would use. So
+``agg_1h`` equals aggregating the hour's readings directly (tested), at a fraction of the cost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from hub.window import WindowAggregator, WindowBatch, merge_partials
+
+
+class Rollup:
+    """Tumbling windows of ``window_ns`` built from finer closed windows. One owner thread.
+
+    Contract: ``add_partials`` takes *final* rows of a finer resolution whose window length
+    divides ``window_ns``; ``close_until(watermark)`` returns every coarse window whose end
+    is ≤ ``watermark`` and forgets it.
+    """
+
+    def __init__(self, window_ns: int) -> None:
+        if window_ns < 1:
+            raise ValueError(f"window_ns must be ≥ 1, got {window_ns}")
+        self.window_ns = int(window_ns)
+        self._pending = WindowBatch.empty()
+
+    def __len__(self) -> int:
+        """Open (series, coarse window) rows."""
+        return len(self._pending)
+
+    def add_partials(self, rows: WindowBatch) -> None:
+        if len(rows) == 0:
+            return
+        start = (rows.window_start_ns // self.window_ns) * self.window_ns
+        self._pending = merge_partials(self._pending, replace(rows, window_start_ns=start))
+
+    def close_until(self, watermark_ns: int) -> WindowBatch:
+        p = self._pending
+        if len(p) == 0:
+            return p
+        done = p.window_start_ns + self.window_ns <= watermark_ns
+        if not done.any():
+            return WindowBatch.empty()
+        self._pending = _take(p, ~done)
+        return _take(p, done)
+
+    def close_all(self) -> WindowBatch:
+        p, self._pending = self._pending, WindowBatch.empty()
+        return p
+
+
+def _take(b: WindowBatch, mask: np.ndarray) -> WindowBatch:
+    return WindowBatch(*(getattr(b, name)[mask] for name in b.__dataclass_fields__))
+
+
+def snapshot_window(agg: WindowAggregator, window: int) -> WindowBatch:
+    """The current state of open window ``window`` (index), without closing it.
+
+    Used to fire a window on time (when the watermark passes its end) while keeping it open
+    for late readings; the final close later re-emits it with the same timestamp, which
+    InfluxDB treats as an overwrite.
+    """
+    slots = np.flatnonzero(agg.slot_window == window)
+    if len(slots) == 0:
+        return WindowBatch.empty()
+    slot = int(slots[0])
+    n = agg.n_series
+    count = agg.field("count")[slot, :n]
+    series = np.flatnonzero(count > 0).astype(np.int64)
+    if len(series) == 0:
+        return WindowBatch.empty()
+
+    def col(name: str) -> np.ndarray:
+        return np.ascontiguousarray(agg.field(name)[slot, series])
+
+    c = col("count")
+    total = col("sum")
+    return WindowBatch(series=series,
+                       window_start_ns=np.full(len(series), window * agg.window_ns,
+                                               dtype=np.int64),
+                       count=c, sum=total, mean=total / c, m2=col("m2"), min=col("min"),
+                       max=col("max"), first=col("first"), first_ts=col("first_ts"),
+                       last=col("last"), last_ts=col("last_ts"))
