@@ -21,6 +21,7 @@ Coarser resolutions (1 min, 1 h) are built from the finest one's *final* partial
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -61,10 +62,10 @@ class MultiResolutionWindows:
 
     def __init__(self, resolutions_s: tuple[float, ...] = (10.0, 60.0, 3600.0),
                  lateness_s: float = 30.0, max_ahead_s: float = 300.0) -> None:
-        res = [int(round(r * 1e9)) for r in resolutions_s]
+        res = [round(r * 1e9) for r in resolutions_s]
         if not res or any(r <= 0 for r in res):
             raise ValueError("resolutions must be positive")
-        for finer, coarser in zip(res, res[1:], strict=False):
+        for finer, coarser in itertools.pairwise(res):
             if coarser % finer:
                 raise ValueError(f"each resolution must divide the next: {resolutions_s}")
         self.resolutions_ns = res
