@@ -42,9 +42,10 @@ KIND_LUT = _kind_lut()
 
 @dataclass(frozen=True, slots=True)
 class Resolved:
-    """Series id per reading; ``-1`` where the reading cannot be placed (see ``reason``)."""
+    """Series and device ids per reading; ``-1`` where a reading cannot be placed."""
 
     series: np.ndarray  # int64[n]
+    device: np.ndarray  # int64[n], dense device id (registration order)
     invalid: int  # readings with series == -1
     reason: str  # why, when invalid > 0 (first cause seen)
 
@@ -57,7 +58,10 @@ class SeriesRegistry:
         self.agg_labels = agg_labels
         self.raw_prefixes = PrefixTable()
         self.agg_prefixes = {label: PrefixTable() for label in agg_labels}
-        self._devices: dict[str, tuple[int, int]] = {}  # device id -> (base, kind code)
+        self._devices: dict[str, tuple[int, int, int]] = {}  # id -> (base, kind, device gid)
+        self.system_index = {sys.system_id: i for i, sys in enumerate(city.systems)}
+        self.device_system: list[int] = []  # device gid -> index into city.systems
+        self.device_ids: list[str] = []  # device gid -> device id
         self.series_device: list[str] = []  # series id -> device id
         self.series_name: list[str] = []  # series id -> measurement
         self.series_kind: list[str] = []
@@ -72,14 +76,15 @@ class SeriesRegistry:
     def n_devices(self) -> int:
         return len(self._devices)
 
-    def _register(self, device: str, system_id: str, district: str) -> tuple[int, int]:
-        """Allocate the device's block of series ids; (-1, -1) if the device is not valid."""
+    def _register(self, device: str, system_id: str, district: str) -> tuple[int, int, int]:
+        """Allocate the device's block of series ids; -1s if the device is not valid."""
+        invalid = (-1, -1, -1)
         try:
             system = self.city.system(system_id)
         except KeyError:
-            return (-1, -1)
+            return invalid
         if system.district_code != district:
-            return (-1, -1)
+            return invalid
         kind = system.kind
         base = self.n_series
         try:
@@ -91,7 +96,7 @@ class SeriesRegistry:
                                           "m": name, "system": system_id}, None)
                            for name in KIND_NAMES[kind]] for label in self.agg_labels}
         except LineProtocolError:
-            return (-1, -1)
+            return invalid
         for i, name in enumerate(KIND_NAMES[kind]):
             self.raw_prefixes.add(raw[i])
             for label, table in self.agg_prefixes.items():
@@ -101,8 +106,10 @@ class SeriesRegistry:
             self.series_kind.append(kind)
             self.series_district.append(district)
             self.series_system.append(system_id)
-        entry = (base, KIND_CODE[kind])
+        entry = (base, KIND_CODE[kind], len(self.device_ids))
         self._devices[device] = entry
+        self.device_ids.append(device)
+        self.device_system.append(self.system_index[system_id])
         return entry
 
     def resolve(self, frame: Frame) -> Resolved:
@@ -110,11 +117,12 @@ class SeriesRegistry:
         d = len(frame.devices)
         base = np.empty(d, dtype=np.int64)
         kind = np.empty(d, dtype=np.int64)
+        gid = np.empty(d, dtype=np.int64)
         for i, (dev, sys_id) in enumerate(zip(frame.devices, frame.systems, strict=True)):
             entry = self._devices.get(dev)
             if entry is None:
                 entry = self._register(dev, sys_id, frame.district)
-            base[i], kind[i] = entry
+            base[i], kind[i], gid[i] = entry
         gcode = np.array([GLOBAL_CODE.get(n, -1) for n in frame.names], dtype=np.int64)
         b = base[frame.device]
         k = kind[frame.device]
@@ -123,8 +131,9 @@ class SeriesRegistry:
         local = np.where(ok, KIND_LUT[np.maximum(k, 0), np.maximum(g, 0)], -1)
         ok &= local >= 0
         series = np.where(ok, b + local, -1)
+        device = np.where(ok, gid[frame.device], -1)
         invalid = int(len(series) - np.count_nonzero(ok))
         reason = ""
         if invalid:
             reason = "unknown_device" if np.any(b < 0) else "unknown_measurement"
-        return Resolved(series, invalid, reason)
+        return Resolved(series, device, invalid, reason)
