@@ -1,0 +1,252 @@
+"""hub.anomaly detectors against the references in tests/naive_analytics.py."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hub.anomaly import (
+    MAD_SCALE,
+    REASON_DRIFT,
+    REASON_NAMES,
+    REASON_NONE,
+    REASON_SPIKE,
+    REASON_STUCK,
+    DriftDetector,
+    SpikeDetector,
+    StuckDetector,
+    peer_scores,
+)
+from tests.naive_analytics import NaiveDrift, NaiveSpike, NaiveStuck, naive_peer
+
+NS = 1_000_000_000
+
+
+@st.composite
+def batch(draw: st.DrawFn, max_n: int = 80, max_series: int = 6,
+          t0: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(series, ts_ns, value): few distinct values (long identical runs, MAD == 0 windows),
+    a spike now and then, inf, NaN at the start / middle / end; timestamps mostly rising."""
+    n = draw(st.integers(0, max_n))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    k = draw(st.integers(1, max_series))
+    if draw(st.booleans()):
+        series = (np.arange(n) % k).astype(np.int64)
+    else:
+        series = rng.integers(0, k, n).astype(np.int64)
+    steps = rng.integers(0, 4 * NS, n)
+    if draw(st.booleans()):
+        steps[rng.random(n) < 0.1] = -NS  # a clock stepping back now and then
+    ts = (t0 + np.cumsum(steps)).astype(np.int64)
+    kind = draw(st.sampled_from(["levels", "normal", "mixed"]))
+    if kind == "levels":
+        v = rng.choice([0.0, 1.0, 1.0, 2.5], n)
+    elif kind == "normal":
+        v = rng.normal(10.0, 2.0, n)
+    else:
+        v = np.where(rng.random(n) < 0.5, 5.0, np.round(rng.normal(5.0, 1.0, n), 1))
+    if n:
+        spikes = rng.random(n) < 0.05
+        v[spikes] = v[spikes] + rng.choice([-1e3, 1e3, 50.0], int(spikes.sum()))
+        if draw(st.booleans()):
+            a = draw(st.integers(0, n - 1))
+            v[a:draw(st.integers(a, n))] = v[a]  # a constant run
+        if draw(st.booleans()):
+            v[rng.integers(0, n)] = draw(st.sampled_from([np.inf, -np.inf]))
+        for where in draw(st.sets(st.sampled_from(["start", "middle", "end"]))):
+            if where == "start":
+                v[: draw(st.integers(1, n))] = np.nan
+            elif where == "middle":
+                v[n // 2] = np.nan
+            else:
+                v[-draw(st.integers(1, n)):] = np.nan
+    return series, ts, v.astype(np.float64)
+
+
+def _same(a: float, b: float, rtol: float = 0.0) -> bool:
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    if math.isinf(a) or math.isinf(b) or rtol == 0.0:
+        return a == b
+    return abs(a - b) <= rtol * max(abs(a), abs(b))
+
+
+# --------------------------------------------------------------------------------------------
+# stuck
+# --------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.data(), st.integers(1, 6), st.sampled_from([0.0, 3.0, 10.0]),
+       st.sampled_from([0.0, 0.0, 0.05, 1.0]))
+def test_stuck_matches_reference(data: st.DataObject, min_count: int, min_s: float,
+                                 tol: float) -> None:
+    det = StuckDetector(1, min_count=min_count, min_duration_s=min_s, tolerance=tol)
+    ref = NaiveStuck(min_count, int(min_s * NS), tol)
+    t0 = 0
+    for _ in range(data.draw(st.integers(1, 4), label="batches")):
+        s, t, v = data.draw(batch(t0=t0))
+        got = det.update(s, t, v)
+        want = ref.update(s.tolist(), t.tolist(), v.tolist())
+        assert got.flag.tolist() == [w[0] for w in want]
+        assert got.run_count.tolist() == [w[1] for w in want]
+        assert got.run_ns.tolist() == [w[2] for w in want]
+        assert (got.reason == np.where(got.flag, REASON_STUCK, REASON_NONE)).all()
+        for sc, w in zip(got.score.tolist(), want, strict=True):
+            assert _same(sc, w[2] / NS if w[1] else math.nan, 1e-15)
+        if len(t):
+            t0 = int(t.max())
+
+
+def test_stuck_needs_both_count_and_duration() -> None:
+    det = StuckDetector(2, min_count=3, min_duration_s=10.0)
+    s = np.zeros(5, np.int64)
+    t = np.array([0, 4, 8, 12, 13], np.int64) * NS
+    r = det.update(s, t, np.array([7.0, 7.0, 7.0, 7.0, np.nan]))
+    assert r.flag.tolist() == [False, False, False, True, False]  # 3 readings at 8 s: too short
+    assert r.run_count.tolist() == [1, 2, 3, 4, 0]
+    assert r.score[3] == 12.0 and np.isnan(r.score[4])
+    # the run continues across batches and NaN; a new value restarts it
+    r = det.update(np.zeros(2, np.int64), np.array([20, 21], np.int64) * NS,
+                   np.array([7.0, 7.5]))
+    assert r.flag.tolist() == [True, False] and r.run_count.tolist() == [5, 1]
+    # a series id beyond the capacity grows the state
+    r = det.update(np.array([40], np.int64), np.array([0], np.int64), np.array([1.0]))
+    assert det.capacity >= 41 and r.run_count.tolist() == [1]
+    det.reset(np.array([0], np.int64))
+    assert det.update(np.zeros(1, np.int64), np.array([30 * NS]), np.array([7.5])
+                      ).run_count.tolist() == [1]
+
+
+# --------------------------------------------------------------------------------------------
+# spike
+# --------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.data(), st.sampled_from([1, 2, 3, 5, 8, 31]), st.sampled_from([3.0, 6.0]),
+       st.sampled_from([0.0, 0.5]))
+def test_spike_matches_reference(data: st.DataObject, window: int, k: float,
+                                 floor: float) -> None:
+    mp = data.draw(st.integers(1, window), label="min_periods")
+    det = SpikeDetector(2, window=window, k=k, min_periods=mp, abs_floor=floor)
+    ref = NaiveSpike(window, k, mp, floor)
+    for _ in range(data.draw(st.integers(1, 4), label="batches")):
+        s, _, v = data.draw(batch(max_n=120))
+        got = det.update(s, v)
+        want = ref.update(s.tolist(), v.tolist())
+        assert got.flag.tolist() == [w[0] for w in want]
+        assert (got.reason == np.where(got.flag, REASON_SPIKE, REASON_NONE)).all()
+        for i, w in enumerate(want):
+            assert _same(got.median[i], w[2]), (i, got.median[i], w)  # exact: np.median
+            assert _same(got.mad[i], w[3]), (i, got.mad[i], w)
+            assert _same(got.score[i], w[1], 1e-13), (i, got.score[i], w)
+    for sid, h in ref.hist.items():
+        np.testing.assert_array_equal(det.history(sid), np.array(h, dtype=np.float64))
+
+
+def test_spike_semantics() -> None:
+    det = SpikeDetector(1, window=5, k=6.0, abs_floor=0.5)
+    s = np.zeros(9, np.int64)
+    v = np.array([1.0, 2.0, 1.0, 2.0, 1.0, 100.0, 1.4, np.inf, 1.0])
+    r = det.update(s, v)
+    assert np.isnan(r.score[:5]).all() and not r.flag[:5].any()  # warming up (min_periods=W)
+    # history [1, 2, 1, 2, 1]: median 1, MAD 0 -> inf score, flagged (99 > abs_floor)
+    assert r.median[5] == 1.0 and r.mad[5] == 0.0 and r.score[5] == np.inf and r.flag[5]
+    # history [2, 1, 2, 1, 100]: median 2, MAD 1 -> |1.4 - 2| / 1.4826
+    assert r.median[6] == 2.0 and r.mad[6] == 1.0
+    assert math.isclose(r.score[6], 0.6 / MAD_SCALE) and not r.flag[6]
+    assert np.isnan(r.score[7]) and not r.flag[7]  # inf is missing for robust statistics
+    assert det.history(0).tolist() == [2.0, 1.0, 100.0, 1.4, 1.0]  # inf not added
+    assert r.reason[5] == REASON_SPIKE and REASON_NAMES[REASON_SPIKE] == "spike"
+
+
+# --------------------------------------------------------------------------------------------
+# peer drift
+# --------------------------------------------------------------------------------------------
+
+
+@st.composite
+def window_rows(draw: st.DrawFn, n_stations: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    present = rng.random(n_stations) < draw(st.sampled_from([0.5, 0.9, 1.0]))
+    station = np.flatnonzero(present).astype(np.int64)
+    rng.shuffle(station)
+    n = station.shape[0]
+    group = (station % draw(st.integers(1, 4))).astype(np.int64)
+    if draw(st.booleans()):
+        value = rng.choice([10.0, 10.0, 10.0, 11.0], n)  # many MAD == 0 groups
+    else:
+        value = np.round(rng.normal(10.0, 1.0, n), 2)
+    drifting = station % 7 == 3
+    value[drifting] += draw(st.sampled_from([0.0, 8.0, -30.0]))
+    value[rng.random(n) < 0.1] = np.nan
+    if n and draw(st.booleans()):
+        value[0] = np.inf
+    return station, group, value.astype(np.float64)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.data(), st.sampled_from([2.0, 6.0]), st.integers(1, 3), st.integers(1, 4),
+       st.sampled_from([0.0, 0.5]))
+def test_drift_matches_reference(data: st.DataObject, k: float, m: int, min_size: int,
+                                 floor: float) -> None:
+    n_stations = data.draw(st.integers(0, 30), label="stations")
+    det = DriftDetector(1, k=k, min_windows=m, min_group_size=min_size, abs_floor=floor)
+    ref = NaiveDrift(k, m, min_size, floor)
+    for _ in range(data.draw(st.integers(1, 5), label="windows")):
+        station, group, value = data.draw(window_rows(n_stations))
+        got = det.update(station, group, value)
+        want = ref.update(station.tolist(), group.tolist(), value.tolist())
+        assert got.station.tolist() == station.tolist()
+        assert got.flag.tolist() == [w[0] for w in want]
+        assert got.consecutive.tolist() == [w[1] for w in want]
+        assert (got.reason == np.where(got.flag, REASON_DRIFT, REASON_NONE)).all()
+        for i, w in enumerate(want):
+            assert _same(got.score[i], w[2], 1e-13), (i, got.score[i], w)
+        _, stats = naive_peer(group.tolist(), value.tolist(), k, min_size, floor)
+        ps = peer_scores(group, value, None, k, min_size, floor)
+        for g, (med, mad, cnt) in stats.items():
+            assert (ps.group_median[g], ps.group_mad[g], ps.group_n[g]) == (med, mad, cnt)
+
+
+def test_drift_needs_consecutive_windows() -> None:
+    det = DriftDetector(4, k=3.0, min_windows=2, min_group_size=3)
+    st_ = np.arange(4, dtype=np.int64)
+    g = np.zeros(4, np.int64)
+    far = np.array([10.0, 10.5, 9.5, 30.0])
+    r1 = det.update(st_, g, far)
+    assert r1.consecutive.tolist() == [0, 0, 0, 1] and not r1.flag.any()
+    assert r1.score[3] > 3 and r1.group_median[3] == 10.25
+    # station 3 missing: its counter is kept (no evidence either way)
+    r2 = det.update(st_[:3], g[:3], far[:3])
+    assert r2.consecutive.tolist() == [0, 0, 0] and det.consecutive[3] == 1
+    r3 = det.update(st_, g, far)
+    assert r3.flag.tolist() == [False, False, False, True] and r3.consecutive[3] == 2
+    assert r3.reason[3] == REASON_DRIFT
+    # back in line: reset
+    r4 = det.update(st_, g, np.array([10.0, 10.5, 9.5, 10.2]))
+    assert r4.consecutive.tolist() == [0, 0, 0, 0]
+    with pytest.raises(ValueError, match="unique"):
+        det.update(np.array([1, 1], np.int64), np.zeros(2, np.int64), np.ones(2))
+
+
+def test_empty_batches_and_validation() -> None:
+    e_i = np.empty(0, np.int64)
+    e_f = np.empty(0, np.float64)
+    assert len(StuckDetector().update(e_i, e_i, e_f)) == 0
+    assert len(SpikeDetector().update(e_i, e_f)) == 0
+    assert len(DriftDetector().update(e_i, e_i, e_f)) == 0
+    assert peer_scores(e_i, e_f).group_n.shape == (0,)
+    with pytest.raises(ValueError, match=">= 0"):
+        StuckDetector().update(np.array([-1], np.int64), np.zeros(1, np.int64), np.ones(1))
+    with pytest.raises(TypeError, match="astype"):
+        SpikeDetector().update(np.zeros(1, np.int32), np.ones(1))
+    with pytest.raises(ValueError, match="equal lengths"):
+        SpikeDetector().update(np.zeros(2, np.int64), np.ones(1))
+    with pytest.raises(ValueError, match="min_periods"):
+        SpikeDetector(window=5, min_periods=6)
