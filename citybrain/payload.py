@@ -16,7 +16,12 @@ the sensor catalogue (``seeds/catalogue.csv``) for the device's kind.
 A birth message (``.../birth``), sent on every (re)connect::
 
     {"dev": ..., "seq": <next seq>, "t": ..., "fw": "2.3.1", "reset": "power_on",
-     "link": "<connection id>", "interval_s": 60}
+     "link": "<connection id>", "interval_s": 60, "attrs": {"capacity": 420}}
+
+``attrs`` (optional) is what the device declares about where it is installed, as real
+platforms register device metadata: ``capacity`` (parking lot spaces), ``zone`` (noise
+monitor functional zone, GB 3096: ``0 1 2 3 4a 4b``), ``frozen`` (kitchen cold room is a
+freezer, −20…−1 °C, instead of a chiller, 0…10 °C).
 
 A death message (``.../death``): the connection's MQTT Will, ``{"link": ..., "t": ...}``; the
 edge marks every device born on that link offline.
@@ -50,9 +55,12 @@ def encode_data(device: str, seq: int, t: float, records: Iterable[Record]) -> b
 
 
 def encode_birth(device: str, seq: int, t: float, *, firmware: str, reset_cause: str,
-                 link: str, interval_s: float) -> bytes:
-    return orjson.dumps({"dev": device, "seq": seq, "t": t, "fw": firmware,
-                         "reset": reset_cause, "link": link, "interval_s": interval_s})
+                 link: str, interval_s: float, attrs: dict[str, Any] | None = None) -> bytes:
+    doc: dict[str, Any] = {"dev": device, "seq": seq, "t": t, "fw": firmware,
+                           "reset": reset_cause, "link": link, "interval_s": interval_s}
+    if attrs:
+        doc["attrs"] = attrs
+    return orjson.dumps(doc)
 
 
 def encode_death(link: str, t: float) -> bytes:

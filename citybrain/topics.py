@@ -14,6 +14,10 @@ Edge → hub and operators::
     cb/v1/events/{district}        device lifecycle events forwarded by the edge (JSON)
     cb/v1/edge/{edge_id}/state     edge birth and Will: JSON {state, edge, districts}, retained
 
+Hub → operators::
+
+    cb/v1/alarms/{district}        kitchen alarm transitions (JSON), QoS 1
+
 Segments are validated: no MQTT wildcards (``+``, ``#``), no ``/``, no NUL, not empty.
 """
 
@@ -85,6 +89,13 @@ def events_topic(district: str) -> str:
 
 
 EVENTS_FILTER = f"{PREFIX}/events/+"
+DLQ_FILTER = f"{PREFIX}/dlq/+"
+
+
+def alarms_topic(district: str) -> str:
+    """Kitchen alarm transitions published by the hub (JSON; raised/ongoing/cleared)."""
+    _check_segment("district", district)
+    return f"{PREFIX}/alarms/{district}"
 
 
 def edge_state_topic(edge_id: str) -> str:

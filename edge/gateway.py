@@ -38,6 +38,7 @@ from edge.validate import (
     TimeLimits,
     check_envelope,
     check_records,
+    check_time,
     parse_json,
     parse_topic,
     readings_claimed,
@@ -63,6 +64,18 @@ class EdgeConfig:
     time_limits: TimeLimits = field(default_factory=TimeLimits)
     queue_size: int = 100_000
     stats_path: Path | None = None
+
+
+def _clean_attrs(attrs: Any) -> dict[str, str | int | float | bool]:
+    """Keep only small scalar device attributes (names ≤ 32 chars, strings ≤ 64)."""
+    if not isinstance(attrs, dict):
+        return {}
+    out: dict[str, str | int | float | bool] = {}
+    for k, v in list(attrs.items())[:16]:
+        if isinstance(k, str) and len(k) <= 32 and (
+                isinstance(v, bool | int | float) or (isinstance(v, str) and len(v) <= 64)):
+            out[k] = v
+    return out
 
 
 class EdgeGateway:
@@ -180,7 +193,7 @@ class EdgeGateway:
         n = readings_claimed(doc)
         self.counters.inc("readings_in", n)
         try:
-            env = check_envelope(self.city, parsed, doc, time.time(), self.cfg.time_limits)
+            env = check_envelope(self.city, parsed, doc)
         except Rejected as exc:
             self._reject(exc, topic, payload)
             return
@@ -194,6 +207,11 @@ class EdgeGateway:
         if seen is Seen.STALE:
             self._reject(Rejected("stale_seq", f"seq {env.seq} is below the replay window", n),
                          topic, payload)
+            return
+        try:
+            check_time(env.t, time.time(), self.cfg.time_limits, n)
+        except Rejected as exc:
+            self._reject(exc, topic, payload)
             return
         good, bad = check_records(env)
         for rejection in bad:
@@ -226,7 +244,9 @@ class EdgeGateway:
                 self._reject(exc, topic, payload)
                 return
             self.links.setdefault(link, set()).add(parsed.device)
-            event |= {"device": parsed.device, "fw": doc.get("fw"), "reset": doc.get("reset")}
+            attrs = doc.get("attrs")
+            event |= {"device": parsed.device, "fw": doc.get("fw"), "reset": doc.get("reset"),
+                      "attrs": _clean_attrs(attrs)}
             self.counters.inc("births")
         else:
             event["devices"] = sorted(self.links.pop(link, {parsed.device}))

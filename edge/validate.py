@@ -8,7 +8,10 @@ A message is checked in two stages, so that de-duplication (which needs a truste
 and sequence number) sits between them:
 
 1. ``check_envelope`` — size, topic, JSON, header fields (dev, seq, t, e), the device is known
-   and publishes on its own topic, device time is plausible. Failure rejects every reading.
+   and publishes on its own topic. Failure rejects every reading. Then de-duplication, then
+   ``check_time`` (device time plausible; failure rejects every reading) — after the
+   de-duplication, so that a redelivered copy of a message is a duplicate, not a second
+   rejection.
 2. ``check_records`` — each SenML-like record: known measurement for the device kind, unit,
    value type, finite, inside the catalogue range. Failure rejects that reading only.
 """
@@ -130,9 +133,9 @@ def check_time(t: float, now: float, limits: TimeLimits, n: int) -> None:
         raise Rejected("ts_past", f"device time is {now - t:.0f} s behind the edge", n)
 
 
-def check_envelope(city: City, topic: DeviceTopic, doc: Any, now: float,
-                   limits: TimeLimits) -> Envelope:
-    """Validate a data message's header. Raises ``Rejected`` covering all its readings."""
+def check_envelope(city: City, topic: DeviceTopic, doc: Any) -> Envelope:
+    """Validate a data message's header (not its time: see ``check_time``). Raises
+    ``Rejected`` covering all its readings."""
     n = readings_claimed(doc)
     if not isinstance(doc, dict):
         raise Rejected("not_an_object", f"payload is a JSON {type(doc).__name__}", n)
@@ -147,7 +150,8 @@ def check_envelope(city: City, topic: DeviceTopic, doc: Any, now: float,
     if len(records) > MAX_RECORDS:
         raise Rejected("too_many_records", f"{len(records)} records > {MAX_RECORDS}", n)
     device = resolve_device(city, topic, dev, n)
-    check_time(t, now, limits, n)
+    if not math.isfinite(t):
+        raise Rejected("bad_time", f"device time {t!r} is not finite", n)
     return Envelope(topic, device, seq, t, records)
 
 

@@ -140,6 +140,14 @@ class MultiResolutionWindows:
             self._fired_upto = due
         return emissions
 
+    def pending(self, label: str) -> WindowBatch:
+        """Partial state of the open windows of a coarser resolution (e.g. the hour so far),
+        built from the fine windows finalized up to now."""
+        i = self.labels.index(label)
+        if i == 0:
+            raise ValueError("the finest resolution has no pending partials; use snapshots")
+        return self.rollups[i - 1].pending()
+
     def close_all(self) -> list[Emission]:
         """Shutdown: every open window, every resolution, final."""
         return self._finalize(self.fine.close_all(), final=True)

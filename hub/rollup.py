@@ -50,6 +50,10 @@ class Rollup:
         self._pending = _take(p, ~done)
         return _take(p, done)
 
+    def pending(self) -> WindowBatch:
+        """The open coarse windows' partial state so far (a snapshot; nothing is closed)."""
+        return self._pending
+
     def close_all(self) -> WindowBatch:
         p, self._pending = self._pending, WindowBatch.empty()
         return p

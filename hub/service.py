@@ -35,6 +35,7 @@ from citybrain.frame import Frame, FrameError, decode_frame
 from citybrain.mqtt import BrokerConfig, connect_and_wait, make_client
 from citybrain.stats import Counters, StatsWriter
 from hub.aggregation import Emission, MultiResolutionWindows
+from hub.analytics import AnalyticsConfig, AnalyticsOut, CityAnalytics
 from hub.lineproto import render_multi, render_single
 from hub.series import SeriesRegistry
 from hub.sinks import InfluxConfig, InfluxSink, ensure_target_with_retry, make_sink
@@ -58,6 +59,9 @@ class HubConfig:
     allowed_lateness_s: float = 30.0
     max_ahead_s: float = 300.0
     store_raw: bool = True
+    analytics: bool = True
+    analytics_config: AnalyticsConfig = field(default_factory=AnalyticsConfig)
+    snapshot_interval_s: float = 60.0
     write_batch_lines: int = 10_000
     write_flush_s: float = 0.5
     queue_frames: int = 10_000
@@ -73,6 +77,9 @@ class Hub:
         self.windows = MultiResolutionWindows((cfg.window_s, *cfg.rollups_s),
                                               cfg.allowed_lateness_s, cfg.max_ahead_s)
         self.registry = SeriesRegistry(self.city, agg_labels=tuple(self.windows.labels))
+        self.analytics = (CityAnalytics(self.city, self.registry, cfg.analytics_config)
+                          if cfg.analytics else None)
+        self._last_snapshot = time.monotonic()
         self.sink = sink or make_sink(cfg.influx)
         self.writer = InfluxWriter(self.sink, self.counters, batch_lines=cfg.write_batch_lines,
                                    flush_s=cfg.write_flush_s)
@@ -124,7 +131,8 @@ class Hub:
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, rc: Any,
                     props: object = None) -> None:
         if not getattr(rc, "is_failure", False):
-            client.subscribe([(topics.FRAMES_FILTER, 1), (topics.EVENTS_FILTER, 1)])
+            client.subscribe([(topics.FRAMES_FILTER, 1), (topics.EVENTS_FILTER, 1),
+                              (topics.DLQ_FILTER, 1)])
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         self._queue.put((msg.topic, bytes(msg.payload)))
@@ -142,6 +150,8 @@ class Hub:
                 try:
                     if topic.startswith(f"{topics.PREFIX}/frames/"):
                         self.handle_frame(payload)
+                    elif topic.startswith(f"{topics.PREFIX}/dlq/"):
+                        self.handle_dead_letter(payload)
                     else:
                         self.handle_event(payload)
                 except Exception:
@@ -152,6 +162,9 @@ class Hub:
                 self.tick(now)
                 last_tick = now
         self.emit(self.windows.close_all())
+        if self.analytics is not None and self.event_clock_ns is not None:
+            self._analytics(lambda a: a.on_minute(self.event_clock_ns or 0,
+                                                   self.windows.pending("1h")))
 
     def handle_frame(self, payload: bytes) -> None:
         """Decode, aggregate and render one frame (processing thread)."""
@@ -177,6 +190,10 @@ class Hub:
             keep = series >= 0
             series, ts, value = series[keep], ts[keep], value[keep]
         self._advance_event_clock(int(np.median(ts)) if len(ts) else None)
+        if self.analytics is not None and len(series):
+            dev = resolved.device[resolved.series >= 0] if resolved.invalid else resolved.device
+            recv = time.time_ns()
+            self._analytics(lambda a: a.on_readings(series, dev, ts, value, recv))
         if self.cfg.store_raw and len(series):
             body, lines = render_single(self.registry.raw_prefixes, series, value, ts)
             self.counters.inc("raw_nonfinite_skipped", len(series) - lines)
@@ -205,6 +222,30 @@ class Hub:
             self.event_clock_ns += int(idle * 1e9)
             self._event_clock_wall = now_monotonic
         self.emit(self.windows.advance(self.event_clock_ns))
+        if self.analytics is None:
+            return
+        clock = self.event_clock_ns
+        lateness = int(self.cfg.allowed_lateness_s * 1e9)
+        self._analytics(lambda a: a.on_tick(clock, lateness))
+        if now_monotonic - self._last_snapshot >= self.cfg.snapshot_interval_s:
+            self._last_snapshot = now_monotonic
+            self._analytics(lambda a: a.on_minute(clock, self.windows.pending("1h")))
+
+    def _analytics(self, call: Any) -> None:
+        """Run an analytics step; store its points and publish its alarms. An analytics
+        failure is counted and logged, never allowed to stop ingestion."""
+        assert self.analytics is not None
+        try:
+            out: AnalyticsOut = call(self.analytics)
+        except Exception:
+            log.exception("analytics step failed")
+            self.counters.inc("analytics_errors")
+            return
+        for body, lines in out.bodies:
+            self.writer.submit("analytics", body, lines)
+        for topic, payload in out.alarms:
+            self.client.publish(topic, payload, qos=1)
+            self.counters.inc("alarms_published")
 
     def emit(self, emissions: list[Emission]) -> None:
         """Render windows as ``agg_{label}`` points and hand them to the writer."""
@@ -219,6 +260,28 @@ class Hub:
             kind = "final" if e.final else "ontime"
             self.counters.inc_label(f"windows_{kind}", e.label, len(b))
             self.writer.submit("agg", body, lines)
+        if self.analytics is not None and emissions:
+            self._analytics(lambda a: a.on_emissions(emissions))
+
+    def _mark_dead(self, devices: list[str], dead: bool) -> None:
+        if self.analytics is None:
+            return
+        known = self.registry._devices
+        gids = [known[d][2] for d in devices if d in known]
+        self.analytics.quality.set_dead(gids, dead)
+
+    def handle_dead_letter(self, payload: bytes) -> None:
+        """Count rejected readings per system for validity (data quality)."""
+        try:
+            letter = orjson.loads(payload)
+            parts = str(letter.get("topic", "")).split("/")
+            readings = int(letter.get("readings", 0))
+        except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+            self.counters.inc_label("events_rejected", "bad_dead_letter")
+            return
+        self.counters.inc("dead_letters_seen")
+        if self.analytics is not None and len(parts) == 8:
+            self.analytics.on_rejected(parts[5], readings)
 
     def handle_event(self, payload: bytes) -> None:
         """Device births and deaths forwarded by edges: track which links are online."""
@@ -233,10 +296,19 @@ class Hub:
         kind = event.get("type")
         link = str(event.get("link"))
         if kind == "birth":
-            self.online_links.setdefault(link, set()).add(str(event.get("device")))
+            device = str(event.get("device"))
+            self.online_links.setdefault(link, set()).add(device)
             self.counters.inc("births")
+            if self.analytics is not None:
+                attrs = event.get("attrs")
+                self.analytics.on_birth(device, attrs if isinstance(attrs, dict) else {})
+                self._mark_dead([device], False)
         elif kind == "death":
-            self.online_links.pop(link, None)
+            gone = self.online_links.pop(link, set())
+            devices = event.get("devices")
+            if isinstance(devices, list):
+                gone |= {str(d) for d in devices}
             self.counters.inc("deaths")
+            self._mark_dead(sorted(gone), True)
         else:
             self.counters.inc_label("events_rejected", "unknown_type")

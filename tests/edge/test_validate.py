@@ -14,6 +14,7 @@ from edge.validate import (
     TimeLimits,
     check_envelope,
     check_records,
+    check_time,
     parse_json,
     parse_topic,
 )
@@ -34,7 +35,9 @@ def msg(**over: Any) -> dict[str, Any]:
 
 
 def envelope(doc: Any, topic: str = TOPIC) -> Any:
-    return check_envelope(CITY, parse_topic(topic, None), doc, NOW, TimeLimits())
+    env = check_envelope(CITY, parse_topic(topic, None), doc)
+    check_time(env.t, NOW, TimeLimits(), 1)
+    return env
 
 
 def reason_of(fn: Any) -> str:

@@ -1,0 +1,615 @@
+"""What the operations centre acts on, computed live from the hub's arrays.
+
+``CityAnalytics`` is the glue between the hub's data (readings resolved to series and
+devices, closed windows) and the pure kernels of the analytics modules; it keeps no
+per-reading Python state and does no I/O. It returns rendered line protocol and alarm
+messages; the hub writes and publishes them.
+
+Inputs and outputs (measurements are documented in ``docs/architecture.md``):
+
+* raw readings → data quality (``hub.quality``), parking bays (``hub.parking``), lots,
+  kitchen alarms (``hub.kitchen``), stuck and spike anomalies (``hub.anomaly``), and
+  per-minute percentiles per district and measurement (``hub.sketch``);
+* final 1 min windows → noise exceedance (``hub.noise``);
+* final 1 h windows → hourly AQI per station and district (``hub.aqi``), water class
+  (``hub.water``), peer drift of air stations; the hour in progress → provisional AQI;
+* each minute (hub time) → quality, parking and open-alarm snapshots, completed hours of
+  completeness, local day ends (daily AQI, UV and AI-camera kitchen rules).
+
+Device metadata (lot capacity, noise zone, freezer or chiller) comes from birth messages.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from citybrain import topics
+from hub import kitchen as kt
+from hub.aggregation import Emission
+from hub.anomaly import DriftDetector, SpikeDetector, StuckDetector
+from hub.aqi import POLLUTANTS, AirQualityTracker, group_mean
+from hub.noise import noise_exceedance, zone_code
+from hub.parking import BayTracker, group_lot_occupancy, lot_occupancy
+from hub.points import EntityPoints
+from hub.quality import CompletenessRows, DataQuality
+from hub.series import GLOBAL_CODE, GLOBAL_NAMES, KIND_CODE, SeriesRegistry
+from hub.sketch import LogHistogram
+from hub.water import classify_water
+from hub.window import WindowBatch
+from seeds.city import City
+
+log = logging.getLogger("citybrain.analytics")
+
+S = 1_000_000_000
+MINUTE_NS = 60 * S
+HOUR_NS = 3600 * S
+DAY_NS = 86400 * S
+TZ_NS = 8 * 3600 * S  # Chongqing local time, UTC+8
+
+AQI_FIELDS = ["aqi", "category", "primary_mask", "final", "iaqi_pm2_5", "iaqi_pm10",
+              "iaqi_so2", "iaqi_no2", "iaqi_co", "iaqi_o3", "iaqi_o3_8h", "o3_8h"]
+AQI_INT = ["aqi", "category", "primary_mask", "final"]
+# Readings that are events or counters, not levels: no stuck/spike scoring for them.
+NOT_SCORED = {"occupied", "ai_event", "entries", "exits", "uv_minutes"}
+PCT_Q = np.array([0.5, 0.95, 0.99])
+
+
+@dataclass
+class AnalyticsOut:
+    """What one call produced: line protocol to store and alarms to publish."""
+
+    bodies: list[tuple[bytes, int]] = field(default_factory=list)
+    alarms: list[tuple[str, bytes]] = field(default_factory=list)  # (topic, JSON)
+
+    def add(self, rendered: tuple[bytes, int]) -> None:
+        if rendered[1]:
+            self.bodies.append(rendered)
+
+    def extend(self, other: AnalyticsOut) -> None:
+        self.bodies += other.bodies
+        self.alarms += other.alarms
+
+
+@dataclass(frozen=True)
+class AnalyticsConfig:
+    aqi_standard: int = 2026
+    kitchen: kt.KitchenConfig = field(default_factory=kt.KitchenConfig)
+    bay_heartbeat_s: float = 600.0
+    stuck_min_count: int = 12
+    stuck_min_duration_s: float = 3600.0
+    spike_window: int = 31
+    spike_k: float = 6.0
+    drift_k: float = 4.0
+    drift_hours: int = 3
+
+
+class CityAnalytics:
+    """Owned by the hub's processing thread."""
+
+    def __init__(self, city: City, registry: SeriesRegistry,
+                 config: AnalyticsConfig | None = None) -> None:
+        self.city = city
+        self.registry = registry
+        self.cfg = config or AnalyticsConfig()
+        self.districts = [d.code for d in city.districts]
+        self.district_index = {c: i for i, c in enumerate(self.districts)}
+        self.quality = DataQuality(city)
+        self.aqi_station = AirQualityTracker(self.cfg.aqi_standard)
+        self.aqi_district = AirQualityTracker(self.cfg.aqi_standard)
+        self.bays = BayTracker(heartbeat_interval_s=self.cfg.bay_heartbeat_s)
+        self.kitchen = kt.KitchenAlarms(config=self.cfg.kitchen)
+        self.stuck = StuckDetector(min_count=self.cfg.stuck_min_count,
+                                   min_duration_s=self.cfg.stuck_min_duration_s)
+        self.spikes = SpikeDetector(window=self.cfg.spike_window, k=self.cfg.spike_k)
+        self.drift = DriftDetector(k=self.cfg.drift_k, min_windows=self.cfg.drift_hours)
+        n_groups = len(self.districts) * len(GLOBAL_NAMES)
+        self._pct: dict[int, LogHistogram] = {}  # event-time minute -> sketch
+        self._pct_groups = n_groups
+        self._stuck_open = np.zeros(0, dtype=bool)
+        # per-series and per-device arrays, synced from the registry as it grows
+        self.s_kind = np.empty(0, dtype=np.int64)
+        self.s_name = np.empty(0, dtype=np.int64)
+        self.s_device = np.empty(0, dtype=np.int64)
+        self.d_district = np.empty(0, dtype=np.int64)
+        self.d_system = np.empty(0, dtype=np.int64)
+        self.d_kind = np.empty(0, dtype=np.int64)
+        self.lot_free = np.empty(0, dtype=np.float64)
+        self.lot_ts = np.empty(0, dtype=np.int64)
+        self.attrs: dict[str, dict[str, Any]] = {}  # device id -> attrs from its birth
+        self._attrs_applied: set[str] = set()
+        self._day_acc: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._points = _measurements()
+
+    # -- registry sync ---------------------------------------------------------------------
+    def _sync(self) -> None:
+        reg = self.registry
+        n = reg.n_series
+        if n > len(self.s_kind):
+            k0 = len(self.s_kind)
+            self.s_kind = np.concatenate([self.s_kind, np.array(
+                [KIND_CODE[k] for k in reg.series_kind[k0:n]], dtype=np.int64)])
+            self.s_name = np.concatenate([self.s_name, np.array(
+                [GLOBAL_CODE[m] for m in reg.series_name[k0:n]], dtype=np.int64)])
+            gids = [reg._devices[d][2] for d in reg.series_device[k0:n]]
+            self.s_device = np.concatenate([self.s_device, np.array(gids, dtype=np.int64)])
+            self._stuck_open = np.concatenate([self._stuck_open, np.zeros(n - k0, bool)])
+        nd = reg.n_devices
+        if nd > len(self.d_system):
+            d0 = len(self.d_system)
+            systems = reg.device_system[d0:nd]
+            self.d_system = np.concatenate([self.d_system, np.array(systems, dtype=np.int64)])
+            self.d_district = np.concatenate([self.d_district, np.array(
+                [self.district_index[self.city.systems[s].district_code] for s in systems],
+                dtype=np.int64)])
+            self.d_kind = np.concatenate([self.d_kind, np.array(
+                [KIND_CODE[self.city.systems[s].kind] for s in systems], dtype=np.int64)])
+            self.lot_free = np.concatenate([self.lot_free, np.full(nd - d0, np.nan)])
+            self.lot_ts = np.concatenate([self.lot_ts, np.full(nd - d0, -(2**63))])
+            self.quality.sync_devices(reg.device_system)
+            for gid in range(d0, nd):
+                self._apply_attrs(reg.device_ids[gid], gid)
+
+    def _apply_attrs(self, device: str, gid: int) -> None:
+        attrs = self.attrs.get(device)
+        if not attrs or device in self._attrs_applied:
+            return
+        self._attrs_applied.add(device)
+        if attrs.get("frozen") and self.d_kind[gid] == KIND_CODE["kitchen"]:
+            self.kitchen.set_range(np.array([gid]), kt.A_COLD_ROOM, -20.0, -1.0)
+
+    def _attr(self, gid: int, name: str) -> Any:
+        return self.attrs.get(self.registry.device_ids[gid], {}).get(name)
+
+    # -- lifecycle events ------------------------------------------------------------------
+    def on_birth(self, device: str, attrs: dict[str, Any]) -> None:
+        if attrs:
+            self.attrs[device] = attrs
+            self._attrs_applied.discard(device)
+            entry = self.registry._devices.get(device)
+            if entry is not None and entry[2] < len(self.d_kind):
+                self._apply_attrs(device, entry[2])
+
+    def on_rejected(self, system_id: str, readings: int) -> None:
+        self.quality.observe_rejected(system_id, readings)
+
+    # -- readings --------------------------------------------------------------------------
+    def on_readings(self, series: np.ndarray, device: np.ndarray, ts_ns: np.ndarray,
+                    value: np.ndarray, recv_ns: int) -> AnalyticsOut:
+        out = AnalyticsOut()
+        if len(series) == 0:
+            return out
+        self._sync()
+        for rows in self.quality.observe(device, ts_ns, recv_ns):
+            out.add(self._completeness_points(rows))
+        kind = self.s_kind[series]
+        name = self.s_name[series]
+        self._parking(kind, name, device, ts_ns, value)
+        out.extend(self._kitchen(kind, name, device, ts_ns, value))
+        out.add(self._anomalies(series, name, ts_ns, value))
+        self._percentiles(device, name, ts_ns, value)
+        return out
+
+    def _parking(self, kind: np.ndarray, name: np.ndarray, device: np.ndarray,
+                 ts_ns: np.ndarray, value: np.ndarray) -> None:
+        bay = kind == KIND_CODE["bay"]
+        if bay.any():
+            occ = bay & (name == GLOBAL_CODE["occupied"])
+            self.bays.update(device[occ], ts_ns[occ], value[occ])
+            bat = bay & (name == GLOBAL_CODE["battery"])
+            self.bays.update_battery(device[bat], ts_ns[bat], value[bat])
+        free = (kind == KIND_CODE["lot"]) & (name == GLOBAL_CODE["free"])
+        if free.any():
+            order = np.argsort(ts_ns[free], kind="stable")  # latest reading wins
+            d, t, v = device[free][order], ts_ns[free][order], value[free][order]
+            newer = t >= self.lot_ts[d]
+            self.lot_free[d[newer]] = v[newer]
+            self.lot_ts[d[newer]] = t[newer]
+
+    def _kitchen(self, kind: np.ndarray, name: np.ndarray, device: np.ndarray,
+                 ts_ns: np.ndarray, value: np.ndarray) -> AnalyticsOut:
+        sel = kind == KIND_CODE["kitchen"]
+        if not sel.any():
+            return AnalyticsOut()
+        code = KITCHEN_CODE[name[sel]]
+        upd = self.kitchen.update(device[sel], ts_ns[sel], code, value[sel])
+        return self._alarm_out(upd.transitions)
+
+    def _alarm_out(self, tr: kt.AlarmTransitions) -> AnalyticsOut:
+        out = AnalyticsOut()
+        if len(tr) == 0:
+            return out
+        p = self._points["kitchen_alarm"]
+        reg = self.registry
+        ents = []
+        for r, a, st, t, v, pk, rts in tr.rows():
+            dev = reg.device_ids[r]
+            district = self.districts[self.d_district[r]]
+            system = self.city.systems[self.d_system[r]].system_id
+            ents.append(p.entity([kt.ALARM_NAMES_EN[a], district, dev, kt.STATE_NAMES[st],
+                                  system]))
+            out.alarms.append((topics.alarms_topic(district), orjson.dumps({
+                "restaurant": dev, "district": district, "system": system,
+                "alarm": kt.ALARM_NAMES_EN[a], "alarm_zh": kt.ALARM_NAMES_ZH[a],
+                "state": kt.STATE_NAMES[st], "t": t / 1e9, "value": v, "peak": pk,
+                "raised_t": rts / 1e9})))
+        vals = np.column_stack([tr.value, tr.peak, tr.raised_ts_ns.astype(np.float64)])
+        out.add(p.render(ents, vals, tr.ts_ns))
+        return out
+
+    def _anomalies(self, series: np.ndarray, name: np.ndarray, ts_ns: np.ndarray,
+                   value: np.ndarray) -> tuple[bytes, int]:
+        scored = ~np.isin(name, NOT_SCORED_CODES)
+        s, t, v = series[scored], ts_ns[scored], value[scored]
+        if len(s) == 0:
+            return b"", 0
+        stuck = self.stuck.update(s, t, v)
+        spike = self.spikes.update(s, v)
+        # Stuck: report the transition into a stuck run, not every reading of it.
+        newly = stuck.flag & ~self._stuck_open[s]
+        self._stuck_open[s[stuck.flag]] = True
+        self._stuck_open[s[~stuck.flag & (stuck.run_count == 1)]] = False
+        rows = np.flatnonzero(newly | spike.flag)
+        if len(rows) == 0:
+            return b"", 0
+        reason = np.where(newly[rows], "stuck", "spike")
+        score = np.where(newly[rows], stuck.score[rows], spike.score[rows])
+        p = self._points["anomaly"]
+        ents = [self._series_entity(p, int(s[i]), str(r)) for i, r in zip(rows, reason,
+                                                                          strict=True)]
+        return p.render(ents, np.column_stack([score, v[rows]]), t[rows])
+
+    def _series_entity(self, p: EntityPoints, series: int, reason: str) -> int:
+        reg = self.registry
+        return p.entity([reg.series_device[series], reg.series_district[series],
+                         reg.series_name[series], reason, reg.series_system[series]])
+
+    def _percentiles(self, device: np.ndarray, name: np.ndarray, ts_ns: np.ndarray,
+                     value: np.ndarray) -> None:
+        minute = ts_ns // MINUTE_NS
+        group = self.d_district[device] * len(GLOBAL_NAMES) + name
+        for m in np.unique(minute):
+            m = int(m)
+            if self._pct and m < min(self._pct):
+                continue  # older than the oldest open minute: late for percentiles
+            sketch = self._pct.get(m)
+            if sketch is None:
+                if len(self._pct) >= 3:
+                    continue  # at most 3 open minutes (bounded memory)
+                sketch = self._pct[m] = LogHistogram(0.02, self._pct_groups, 1e-3, 1e6)
+            sel = minute == m
+            sketch.add(group[sel], value[sel])
+
+    # -- closed windows --------------------------------------------------------------------
+    def on_emissions(self, emissions: list[Emission]) -> AnalyticsOut:
+        out = AnalyticsOut()
+        self._sync()
+        for e in emissions:
+            if not e.final or len(e.rows) == 0:
+                continue
+            if e.label == "1m":
+                out.add(self._noise(e.rows))
+            elif e.label == "1h":
+                out.extend(self._hourly(e.rows, final=True))
+        return out
+
+    def _noise(self, rows: WindowBatch) -> tuple[bytes, int]:
+        sel = self.s_name[rows.series] == GLOBAL_CODE["laeq"]
+        if not sel.any():
+            return b"", 0
+        series = rows.series[sel]
+        dev = self.s_device[series]
+        monitors, inverse = np.unique(dev, return_inverse=True)
+        zones = np.array([_zone(self._attr(int(g), "zone")) for g in monitors], dtype=np.int8)
+        res = noise_exceedance(inverse.astype(np.int64), rows.window_start_ns[sel],
+                               np.ascontiguousarray(rows.mean[sel]), zones)
+        p = self._points["noise_1m"]
+        ents = [p.entity([self.districts[self.d_district[g]], self.registry.device_ids[g],
+                          self.city.systems[self.d_system[g]].system_id,
+                          str(self._attr(int(g), "zone") or "unknown")]) for g in dev]
+        vals = np.column_stack([rows.mean[sel], res.limit, res.exceedance,
+                                (res.exceedance > 0).astype(np.float64),
+                                res.period.astype(np.float64)])
+        return p.render(ents, vals, rows.window_start_ns[sel])
+
+    def _hourly(self, rows: WindowBatch, final: bool) -> AnalyticsOut:
+        out = AnalyticsOut()
+        kinds = self.s_kind[rows.series]
+        air = kinds == KIND_CODE["air"]
+        if air.any():
+            out.extend(self._aqi(_take(rows, air), final))
+        water = kinds == KIND_CODE["water"]
+        if water.any() and final:
+            out.add(self._water(_take(rows, water)))
+        return out
+
+    def _station_matrix(self, rows: WindowBatch, names: tuple[str, ...]
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of ONE window as a station × measurement matrix of means:
+        (station device gids int64[k], means float64[k, len(names)], NaN = missing)."""
+        dev = self.s_device[rows.series]
+        col = np.full(len(rows), -1, dtype=np.int64)
+        for j, n in enumerate(names):
+            col[self.s_name[rows.series] == GLOBAL_CODE[n]] = j
+        keep = col >= 0
+        stations, inv = np.unique(dev[keep], return_inverse=True)
+        conc = np.full((len(stations), len(names)), np.nan)
+        conc[inv, col[keep]] = rows.mean[keep]
+        return stations.astype(np.int64), conc
+
+    def _aqi(self, rows: WindowBatch, final: bool) -> AnalyticsOut:
+        out = AnalyticsOut()
+        for start in np.unique(rows.window_start_ns):
+            hour = _take(rows, rows.window_start_ns == start)
+            stations, conc = self._station_matrix(hour, POLLUTANTS)
+            end = int(start) + HOUR_NS
+            res = self.aqi_station.update_hour(end, stations, conc)
+            p = self._points["aqi_1h"]
+            ents = [p.entity([self.districts[self.d_district[g]], self.registry.device_ids[g],
+                              self.city.systems[self.d_system[g]].system_id])
+                    for g in stations]
+            out.add(p.render(ents, _aqi_values(res, final), end))
+            districts = self.d_district[stations]
+            dconc = group_mean(conc, districts, len(self.districts))
+            present = np.unique(districts)
+            dres = self.aqi_district.update_hour(end, present, dconc[present])
+            pd = self._points["aqi_district_1h"]
+            out.add(pd.render([pd.entity([self.districts[d]]) for d in present],
+                              _aqi_values(dres, final), end))
+            if final:
+                self._accumulate_day(end, stations, conc)
+                pm25 = np.ascontiguousarray(conc[:, POLLUTANTS.index("pm2_5")])
+                out.add(self._drift(end, stations, pm25))
+        return out
+
+    def _drift(self, hour_end: int, stations: np.ndarray, pm25: np.ndarray
+               ) -> tuple[bytes, int]:
+        """Air stations drifting from their district peers' hourly PM2.5."""
+        res = self.drift.update(stations, self.d_district[stations], pm25)
+        rows = np.flatnonzero(res.flag)
+        if len(rows) == 0:
+            return b"", 0
+        p = self._points["anomaly"]
+        reg = self.registry
+        ents = [p.entity([reg.device_ids[g], self.districts[self.d_district[g]], "pm2_5",
+                          "drift", self.city.systems[self.d_system[g]].system_id])
+                for g in stations[rows]]
+        return p.render(ents, np.column_stack([res.score[rows], pm25[rows]]), hour_end)
+
+    def _accumulate_day(self, hour_end: int, stations: np.ndarray, conc: np.ndarray) -> None:
+        day = (hour_end - 1 + TZ_NS) // DAY_NS
+        acc = self._day_acc.get(day)
+        need = int(stations.max()) + 1
+        if acc is None or acc[0].shape[0] < need:
+            size = max(need, 64, 0 if acc is None else acc[0].shape[0] * 2)
+            grown = (np.zeros((size, 6)), np.zeros((size, 6)), np.full(size, np.nan))
+            if acc is not None:
+                for a, b in zip(grown, acc, strict=True):
+                    a[:b.shape[0]] = b
+            acc = self._day_acc[day] = grown
+        total, count, o3max = acc
+        ok = ~np.isnan(conc)
+        total[stations] += np.where(ok, conc, 0.0)
+        count[stations] += ok
+        o3max[stations] = np.fmax(o3max[stations], conc[:, POLLUTANTS.index("o3")])
+
+    def _daily(self, watermark_ns: int) -> AnalyticsOut:
+        out = AnalyticsOut()
+        for day in sorted(self._day_acc):
+            day_end = (day + 1) * DAY_NS - TZ_NS
+            if day_end > watermark_ns:
+                break
+            total, count, o3max = self._day_acc.pop(day)
+            stations = np.flatnonzero(count.sum(axis=1) > 0).astype(np.int64)
+            if len(stations) == 0:
+                continue
+            with np.errstate(invalid="ignore", divide="ignore"):
+                conc = total[stations] / count[stations]
+            conc[:, POLLUTANTS.index("o3")] = o3max[stations]
+            res = self.aqi_station.daily(day_end, stations, conc)
+            p = self._points["aqi_1d"]
+            ents = [p.entity([self.districts[self.d_district[g]], self.registry.device_ids[g],
+                              self.city.systems[self.d_system[g]].system_id])
+                    for g in stations]
+            out.add(p.render(ents, _aqi_values(res, True), day_end))
+        return out
+
+    def _water(self, rows: WindowBatch) -> tuple[bytes, int]:
+        bodies: list[bytes] = []
+        total = 0
+        for start in np.unique(rows.window_start_ns):
+            hour = _take(rows, rows.window_start_ns == start)
+            params = ("ph", "do", "codmn", "nh3n", "tp")
+            stations, m = self._station_matrix(hour, params)
+            wc = classify_water(*(np.ascontiguousarray(m[:, j]) for j in range(5)))
+            p = self._points["water_class_1h"]
+            ents = [p.entity([self.districts[self.d_district[g]], self.registry.device_ids[g],
+                              self.city.systems[self.d_system[g]].system_id])
+                    for g in stations]
+            vals = np.column_stack([wc.klass.astype(np.float64),
+                                    wc.deciding.astype(np.float64), m])
+            body, n = p.render(ents, vals, int(start) + HOUR_NS)
+            bodies.append(body)
+            total += n
+        return b"".join(bodies), total
+
+    # -- periodic --------------------------------------------------------------------------
+    def on_tick(self, event_clock_ns: int, lateness_ns: int) -> AnalyticsOut:
+        """Event-time work due at ``event_clock_ns``: closed percentile minutes, completed
+        hours of completeness, local day ends."""
+        out = AnalyticsOut()
+        watermark = event_clock_ns - lateness_ns
+        for m in sorted(self._pct):
+            if (m + 1) * MINUTE_NS > watermark:
+                break
+            out.add(self._percentile_points(m, self._pct.pop(m)))
+        for rows in self.quality.close_hours(watermark):
+            out.add(self._completeness_points(rows))
+        out.extend(self._daily(watermark))
+        out.extend(self._alarm_out(self.kitchen.day_end(watermark)))
+        return out
+
+    def on_minute(self, event_clock_ns: int, hour_partial: WindowBatch) -> AnalyticsOut:
+        """Snapshots for operators (hub time, once a minute): quality, parking, open alarms,
+        and the provisional AQI of the hour in progress (``hour_partial``: the 1 h rollup's
+        pending partial state)."""
+        self._sync()
+        out = AnalyticsOut()
+        out.add(self._quality_points(event_clock_ns))
+        out.extend(self._parking_points(event_clock_ns))
+        out.add(self._open_alarm_points(event_clock_ns))
+        if len(hour_partial):
+            air = self.s_kind[hour_partial.series] == KIND_CODE["air"]
+            if air.any():
+                out.extend(self._aqi(_take(hour_partial, air), final=False))
+        return out
+
+    def _percentile_points(self, minute: int, sketch: LogHistogram) -> tuple[bytes, int]:
+        counts = sketch.count()
+        groups = np.flatnonzero(counts > 0)
+        if len(groups) == 0:
+            return b"", 0
+        q = sketch.quantiles(PCT_Q)[groups]
+        p = self._points["pct_1m"]
+        nn = len(GLOBAL_NAMES)
+        ents = [p.entity([self.districts[g // nn], GLOBAL_NAMES[g % nn]]) for g in groups]
+        vals = np.column_stack([q, counts[groups].astype(np.float64)])
+        return p.render(ents, vals, minute * MINUTE_NS)
+
+    def _completeness_points(self, rows: CompletenessRows) -> tuple[bytes, int]:
+        p = self._points["completeness_1h"]
+        n_sys = len(self.city.systems)
+        ents = [p.entity(["system", s.district_code, s.system_id]) for s in self.city.systems]
+        ents += [p.entity(["district", d, d]) for d in self.districts]
+        observed = np.concatenate([rows.system_observed, rows.district_observed])
+        expected = np.concatenate([rows.system_expected, rows.district_expected])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = observed / expected
+        vals = np.column_stack([ratio, observed, expected]).astype(np.float64)
+        assert len(ents) == n_sys + len(self.districts)
+        return p.render(ents, vals, rows.hour_start_ns + HOUR_NS)
+
+    def _quality_points(self, now_ns: int) -> tuple[bytes, int]:
+        m = self.quality.minute(now_ns)
+        p = self._points["quality_1m"]
+        systems = self.city.systems
+        ents = [p.entity(["system", s.district_code, s.domain, s.system_id]) for s in systems]
+        sd = self.quality.system_district
+        nd = len(self.districts)
+
+        def by_district(x: np.ndarray) -> np.ndarray:
+            return np.bincount(sd, weights=x, minlength=nd)
+
+        ents += [p.entity(["district", d, "all", d]) for d in self.districts]
+        expected = np.concatenate([m.devices_expected, by_district(m.devices_expected)])
+        online = np.concatenate([m.online, by_district(m.online)])
+        received = np.concatenate([m.received, by_district(m.received)])
+        rejected = np.concatenate([m.rejected, by_district(m.rejected)])
+        lat = np.vstack([m.latency_s, np.full((nd, 3), np.nan)])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            vals = np.column_stack([expected, online, online / expected, received, rejected,
+                                    received / (received + rejected), lat])
+        return p.render(ents, vals.astype(np.float64), now_ns)
+
+    def _parking_points(self, now_ns: int) -> AnalyticsOut:
+        out = AnalyticsOut()
+        nd = len(self.d_kind)
+        if nd == 0:
+            return out
+        is_bay = self.d_kind == KIND_CODE["bay"]
+        nd_ = len(self.districts)
+        snap = self.bays.snapshot(now_ns, np.where(is_bay, self.d_district, -1), nd_)
+        p = self._points["parking_1m"]
+        has = snap.group_n_bays > 0
+        ents = [p.entity(["district", self.districts[d]]) for d in np.flatnonzero(has)]
+        lots = np.flatnonzero(self.d_kind == KIND_CODE["lot"])
+        cap = np.array([float(self._attr(int(g), "capacity") or np.nan) for g in lots])
+        lot_group = group_lot_occupancy(self.d_district[lots], self.lot_free[lots], cap, nd_)
+        vals = np.column_stack([
+            snap.group_occupancy, snap.group_n_reporting, snap.group_n_occupied,
+            snap.group_n_stale, snap.group_n_battery_low, snap.group_n_battery_critical,
+            snap.group_turnover, snap.group_dwell_mean_s, lot_group.occupancy,
+            lot_group.free, lot_group.capacity])[has]
+        out.add(p.render(ents, vals.astype(np.float64), now_ns))
+        if len(lots):
+            pl = self._points["parking_lot_1m"]
+            ents = [pl.entity([self.districts[self.d_district[g]], self.registry.device_ids[g],
+                               self.city.systems[self.d_system[g]].system_id]) for g in lots]
+            occ = lot_occupancy(self.lot_free[lots], cap)
+            out.add(pl.render(ents, np.column_stack([occ, self.lot_free[lots], cap]), now_ns))
+        return out
+
+    def _open_alarm_points(self, now_ns: int) -> tuple[bytes, int]:
+        open_ = self.kitchen.open_alarms()
+        counts = np.bincount(self.d_district[open_.restaurant], minlength=len(self.districts)) \
+            if len(open_) else np.zeros(len(self.districts), dtype=np.int64)
+        p = self._points["kitchen_alarms_open"]
+        ents = [p.entity([d]) for d in self.districts]
+        return p.render(ents, counts.astype(np.float64)[:, None], now_ns)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+KITCHEN_CODE = np.full(len(GLOBAL_NAMES), 0, dtype=np.int64)
+for _i, _n in enumerate(GLOBAL_NAMES):
+    if _n in kt.MEASUREMENTS:
+        KITCHEN_CODE[_i] = kt.measurement_code(_n)
+NOT_SCORED_CODES = np.array([GLOBAL_CODE[n] for n in NOT_SCORED], dtype=np.int64)
+
+
+def _zone(z: Any) -> int:
+    try:
+        return zone_code(str(z)) if z is not None else -1
+    except ValueError:
+        return -1
+
+
+def _take(b: WindowBatch, mask: np.ndarray) -> WindowBatch:
+    return WindowBatch(*(getattr(b, f)[mask] for f in b.__dataclass_fields__))
+
+
+def _aqi_values(res: Any, final: bool) -> np.ndarray:
+    return np.column_stack([res.aqi, res.category.astype(np.float64),
+                            res.primary_mask.astype(np.float64),
+                            np.full(len(res), 1.0 if final else 0.0), res.iaqi, res.o3_8h])
+
+
+def _measurements() -> dict[str, EntityPoints]:
+    station = ["district", "station", "system"]
+    return {
+        "aqi_1h": EntityPoints("aqi_1h", station, AQI_FIELDS, AQI_INT),
+        "aqi_district_1h": EntityPoints("aqi_district_1h", ["district"], AQI_FIELDS, AQI_INT),
+        "aqi_1d": EntityPoints("aqi_1d", station, AQI_FIELDS, AQI_INT),
+        "water_class_1h": EntityPoints("water_class_1h", station,
+                                       ["class", "deciding", "ph", "do", "codmn", "nh3n", "tp"],
+                                       ["class", "deciding"]),
+        "noise_1m": EntityPoints("noise_1m", ["district", "monitor", "system", "zone"],
+                                 ["laeq", "limit", "exceedance_db", "exceeding", "night"],
+                                 ["exceeding", "night"]),
+        "parking_1m": EntityPoints("parking_1m", ["level", "district"], [
+            "bay_occupancy", "bays_reporting", "bays_occupied", "bays_stale", "battery_low",
+            "battery_critical", "turnover_per_bay_day", "dwell_mean_s", "lot_occupancy",
+            "lot_free", "lot_capacity"], ["bays_reporting", "bays_occupied", "bays_stale",
+                                          "battery_low", "battery_critical"]),
+        "parking_lot_1m": EntityPoints("parking_lot_1m", ["district", "lot", "system"],
+                                       ["occupancy", "free", "capacity"]),
+        "kitchen_alarm": EntityPoints("kitchen_alarm", ["alarm", "district", "restaurant",
+                                                        "state", "system"],
+                                      ["value", "peak", "raised_ts"], ["raised_ts"]),
+        "kitchen_alarms_open": EntityPoints("kitchen_alarms_open", ["district"], ["open"],
+                                            ["open"]),
+        "anomaly": EntityPoints("anomaly", ["device", "district", "m", "reason", "system"],
+                                ["score", "value"]),
+        "pct_1m": EntityPoints("pct_1m", ["district", "m"], ["p50", "p95", "p99", "count"],
+                               ["count"]),
+        "completeness_1h": EntityPoints("completeness_1h", ["level", "district", "id"],
+                                        ["completeness", "observed_slots", "expected_slots"],
+                                        ["observed_slots", "expected_slots"]),
+        "quality_1m": EntityPoints("quality_1m", ["level", "district", "domain", "id"], [
+            "devices", "online", "online_ratio", "received", "rejected", "validity",
+            "latency_p50_s", "latency_p95_s", "latency_p99_s"],
+            ["devices", "online", "received", "rejected"]),
+    }
