@@ -47,33 +47,52 @@ def city_like_readings(n: int, n_series: int, seed: int = 7) -> tuple[np.ndarray
 
 
 def bench_windows(quick: bool) -> dict[str, float]:
+    """Windowed aggregation (count, sum, M2, min, max, first, last per series and 10 s window).
+
+    ``kernel_window_readings_per_s`` is the hub's configuration: a long-lived
+    ``WindowAggregator`` (warm state, as in the running hub) fed hub-sized batches, windows
+    closed and emitted as they complete. ``kernel_window_oneshot_readings_per_s`` is a single
+    ``aggregate_batch`` call that allocates fresh state (first-touch page faults included),
+    like the numpy and pandas baselines, which aggregate the same readings in one go.
+    """
     from bench.reference import numpy_window_aggregate, pandas_window_aggregate
     from hub.window import WindowAggregator, aggregate_batch
     n, n_series = (1_000_000, 10_000) if quick else (10_000_000, 100_000)
     series, ts, value = city_like_readings(n, n_series)
     window_ns = 10_000_000_000
     aggregate_batch(series[:1000], ts[:1000], value[:1000], window_ns)  # compile (cached)
-    repeat = 3
-    t_kernel = best_of(lambda: aggregate_batch(series, ts, value, window_ns), repeat)
+    repeat = 5
+    t_oneshot = best_of(lambda: aggregate_batch(series, ts, value, window_ns), repeat)
     t_numpy = best_of(lambda: numpy_window_aggregate(series, ts, value, window_ns), repeat)
     t_pandas = best_of(lambda: pandas_window_aggregate(series, ts, value, window_ns), repeat)
 
-    def streaming() -> None:
-        agg = WindowAggregator(window_ns, n_slots=8, capacity=n_series)
-        step = 50_000
-        for i in range(0, n, step):
-            agg.add(series[i:i + step], ts[i:i + step], value[i:i + step])
-        agg.close_all()
-    streaming()
-    t_stream = best_of(streaming, repeat)
+    agg = WindowAggregator(window_ns, n_slots=5, capacity=n_series)
+    span = int(ts.max() - ts.min()) + window_ns
+    batch = 100_000  # ≈ 20 edge frames of 5,000 readings
+    shifted = [ts + k * span for k in range(repeat + 1)]  # each pass in new windows
+    rows = [0]
+
+    def stream(t_all: np.ndarray) -> None:
+        for i in range(0, n, batch):
+            rows[0] += len(agg.add(series[i:i + batch], t_all[i:i + batch],
+                                   value[i:i + batch]).closed)
+        rows[0] += len(agg.close_until(int(t_all[-1]) + window_ns))
+
+    stream(shifted[0])  # warm the state pages, as in a running hub
+    best = float("inf")
+    for k in range(1, repeat + 1):
+        t0 = time.perf_counter()
+        stream(shifted[k])
+        best = min(best, time.perf_counter() - t0)
     return {
         "window_bench_readings": n, "window_bench_series": n_series,
-        "kernel_window_readings_per_s": n / t_kernel,
+        "kernel_window_readings_per_s": n / best,
+        "kernel_window_oneshot_readings_per_s": n / t_oneshot,
         "numpy_reference_readings_per_s": n / t_numpy,
         "pandas_groupby_readings_per_s": n / t_pandas,
-        "kernel_vs_numpy": t_numpy / t_kernel,
-        "kernel_vs_pandas": t_pandas / t_kernel,
-        "streaming_window_readings_per_s": n / t_stream,
+        "kernel_vs_numpy": t_numpy / best,
+        "kernel_vs_pandas": t_pandas / best,
+        "kernel_oneshot_vs_pandas": t_pandas / t_oneshot,
     }
 
 
@@ -104,38 +123,87 @@ def bench_frame_codec(quick: bool) -> dict[str, float]:
             "frame_bytes_per_reading": len(frame) / n}
 
 
+def bench_analytics(quick: bool) -> dict[str, float]:
+    """Throughput of the analytics kernels on synthetic city-like data (one core, warm)."""
+    from hub.anomaly import SpikeDetector, StuckDetector
+    from hub.aqi import aqi_from_iaqi, iaqi
+    from hub.sketch import LogHistogram
+    rng = np.random.default_rng(3)
+    n = 200_000 if quick else 2_000_000
+    n_series = 10_000
+    series, ts, value = city_like_readings(n, n_series)
+    stations = 100_000 if quick else 1_000_000
+    conc = np.abs(rng.normal([40, 70, 10, 35, 0.8, 90, 80], [20, 30, 5, 15, 0.3, 40, 30],
+                             (stations, 7)))
+    aqi_from_iaqi(iaqi(conc[:10]))
+    t_aqi = best_of(lambda: aqi_from_iaqi(iaqi(conc)), 3)
+
+    def sketch() -> None:
+        LogHistogram(0.01, 1000).add(series % 1000, value)
+    sketch()
+    t_sketch = best_of(sketch, 3)
+
+    def spikes() -> None:
+        SpikeDetector(n_series).update(series, value)
+    spikes()
+    t_spike = best_of(spikes, 3)
+
+    def stuck() -> None:
+        StuckDetector(n_series).update(series, ts, value)
+    stuck()
+    t_stuck = best_of(stuck, 3)
+    return {"aqi_stations_per_s": stations / t_aqi,
+            "percentile_sketch_readings_per_s": n / t_sketch,
+            "spike_detector_readings_per_s": n / t_spike,
+            "stuck_detector_readings_per_s": n / t_stuck}
+
+
 def bench_e2e(quick: bool) -> dict[str, float]:
-    """sim → Mosquitto → edge → hub → influxd on this machine, all real processes."""
+    """sim → Mosquitto → edge → hub → influxd on this machine, all real processes.
+
+    Throughput and hub CPU per reading are taken over the steady part of the run (from the
+    first stored reading to the end of publishing, from the hub's own counters), so process
+    start-up and kernel loading are not counted. The sim publishes a simulated day at high
+    speed; on 2 cores it is the sim (Python, one process) that sets the rate here — issue 6's
+    load generator drives the hub harder.
+    """
     from citybrain.up import CityRun, UpConfig
-    duration = 12.0 if quick else 40.0
+    duration = 15.0 if quick else 40.0
     with tempfile.TemporaryDirectory(prefix="citybrain-bench-") as tmp:
-        cfg = UpConfig(duration_s=duration, seed=1, scale=1.0, speed=120.0 if quick else 600.0,
+        cfg = UpConfig(duration_s=duration, seed=1, scale=1.0, speed=240.0 if quick else 600.0,
                        var_dir=Path(tmp), edge_procs=2, faults="default")
         run = CityRun(cfg)
+        samples: list[tuple[float, int, float]] = []
         try:
             run.start_services()
             run.start_tiers()
-            warm = 3.0 if quick else 8.0
-            time.sleep(warm)
-            s0, t0 = int(run.hub.stats().get("stored_raw", 0)), time.monotonic()
-            time.sleep(duration - warm)
-            s1, t1 = int(run.hub.stats().get("stored_raw", 0)), time.monotonic()
+            deadline = time.monotonic() + duration
+            while time.monotonic() < deadline:
+                hub = run.hub.stats()
+                samples.append((time.monotonic(), int(hub.get("stored_raw", 0)),
+                                float(hub.get("cpu_s", 0.0))))
+                time.sleep(0.5)
             report = run.drain_and_stop()
         finally:
             run.stop_everything()
-    hub = report["hub"]
-    hub_cpu = float(hub.get("cpu_s", 0.0))
-    return {"e2e_readings_per_s": (s1 - s0) / (t1 - t0),
-            "e2e_published": report["published"], "e2e_stored_raw": report["stored_raw"],
-            "e2e_lost": report["lost"],
-            "hub_cpu_us_per_reading": (hub_cpu * 1e6 / report["hub_received"]
-                                       if report["hub_received"] and hub_cpu else 0.0)}
+    started = [x for x in samples if x[1] > 0]
+    rate = cpu_us = 0.0
+    if len(started) >= 2:
+        (t0, n0, c0), (t1, n1, c1) = started[0], started[-1]
+        if n1 > n0:
+            rate = (n1 - n0) / (t1 - t0)
+            cpu_us = (c1 - c0) * 1e6 / (n1 - n0)
+    return {"e2e_readings_per_s": rate, "e2e_published": report["published"],
+            "e2e_stored_raw": report["stored_raw"], "e2e_lost": report["lost"],
+            "hub_cpu_us_per_reading": cpu_us}
 
 
 def run_bench(out: Path, quick: bool = False) -> int:
+    from citybrain.memory import keep_freed_memory
+    keep_freed_memory()  # as the hub does: applies to every system measured in-process
     results: dict[str, Any] = {"machine": machine(), "quick": quick,
                                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    for part in (bench_windows, bench_lineproto, bench_frame_codec, bench_e2e):
+    for part in (bench_windows, bench_analytics, bench_lineproto, bench_frame_codec, bench_e2e):
         t0 = time.perf_counter()
         results.update(part(quick))
         results[f"{part.__name__}_s"] = round(time.perf_counter() - t0, 2)

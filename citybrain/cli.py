@@ -148,7 +148,9 @@ def cmd_edge(args: argparse.Namespace) -> int:
 
 
 def cmd_hub(args: argparse.Namespace) -> int:
+    from citybrain.memory import keep_freed_memory
     from hub.service import Hub, HubConfig
+    keep_freed_memory()
     cfg = HubConfig(broker=broker_from(args), influx=influx_from(args), scale=args.scale,
                     client_id=args.client_id, window_s=args.window_s,
                     allowed_lateness_s=args.lateness_s, store_raw=not args.no_raw,
@@ -250,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     env_option(p, "--local-mqtt-port", type=int, help="port for the local Mosquitto (free one)")
     env_option(p, "--local-influx-port", type=int, help="port for the local influxd (free one)")
     p.set_defaults(func=cmd_up)
+
+    from hub.aqi_cli import add_aqi_parser
+    add_aqi_parser(sub)
 
     p = sub.add_parser("bench", help="measure kernels and the end-to-end path; write JSON")
     add_common(p)

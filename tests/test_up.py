@@ -1,0 +1,92 @@
+"""``citybrain up``: a short city run on its own Mosquitto and influxd, accounted in full."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from citybrain.up import influx_count
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+ROOT = Path(__file__).parents[1]
+KEYS = ["published", "edge_accepted", "rejected", "rejected_by_reason", "duplicates",
+        "hub_received", "stored_raw", "stored_aggregates", "lost", "influx"]
+
+
+def citybrain(*args: str) -> list[str]:
+    return [sys.executable, "-m", "citybrain.cli", *args]
+
+
+def test_short_city_run_accounts_for_every_reading(tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    proc = subprocess.run(citybrain("up", "--duration", "12", "--speed", "60", "--seed", "7",
+                                    "--var-dir", str(tmp_path / "var"), "--report",
+                                    str(report)),
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    doc = json.loads(report.read_text())
+    assert all(k in doc for k in KEYS)
+    assert doc["published"] > 1000
+    assert doc["lost"] == 0
+    assert doc["stored_raw"] == doc["stored_raw_counted_in_influxdb"] == doc["hub_received"]
+    assert doc["published"] == (doc["stored_raw"] + doc["rejected"] + doc["duplicates"]
+                                - doc["redelivered"])
+    assert doc["stored_aggregates"] > 0 and doc["aggregated_readings"] > 0
+    assert doc["influx"]["database"] == "citybrain" and doc["influx"]["url"].startswith(
+        "http://127.0.0.1:")
+    # Default faults are on: bad readings were rejected with reasons, not dropped silently.
+    assert doc["rejected"] == sum(doc["rejected_by_reason"].values())
+    # Every tier stopped cleanly: no leftover processes from this run.
+    assert not _processes_mentioning(str(tmp_path))
+
+
+def test_ctrl_c_stops_everything_cleanly(tmp_path: Path) -> None:
+    var = tmp_path / "var"
+    proc = subprocess.Popen(citybrain("up", "--speed", "10", "--var-dir", str(var)), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (var / "run" / "sim.json").exists() and not (var / "run" / "hub.json"
+                                                              ).exists():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        time.sleep(5)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out[-3000:]
+    assert '"lost": 0' in out
+    assert not _processes_mentioning(str(tmp_path))
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    """Command lines of live processes that mention ``text`` (their var dir)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in cmd and int(pid) != os.getpid():
+            found.append(cmd)
+    return found
+
+
+def test_influx_count_sums_every_field(tmp_path: Path) -> None:
+    from citybrain.localstack import InfluxV1Server
+    with InfluxV1Server(tmp_path / "influx") as server:
+        server.create_database("c")
+        server.write("c", "raw_air,device=a pm2_5=1,o3=2 1\nraw_noise,device=b laeq=3 1\n"
+                          "agg_10s,device=a count=1i 1\n")
+        assert influx_count(server.url, "c") == 3
