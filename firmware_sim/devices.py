@@ -138,7 +138,11 @@ class DeviceModel:
         """Birth payload at simulated time ``t``: carries the *next* data seq (not used up)."""
         return encode_birth(self.device_id, self.seq, self.device_time(t),
                             firmware=FIRMWARE[self.kind], reset_cause=reset_cause, link=link,
-                            interval_s=self.interval_s)
+                            interval_s=self.interval_s, attrs=self.attrs())
+
+    def attrs(self) -> dict[str, str | int | bool]:
+        """What the device declares in its birth about where it is installed."""
+        return {}
 
 
 class PeriodicModel(DeviceModel):
@@ -198,12 +202,18 @@ class NoiseModel(PeriodicModel):
         self.next_t = self._advance_periodic()
         return [], values, sig.channels("noise")
 
+    def attrs(self) -> dict[str, str | int | bool]:
+        return {"zone": self.site.zone}
+
 
 class KitchenModel(PeriodicModel):
     """Sensors every interval; AI-camera events as a non-homogeneous Poisson process."""
 
     kind = "kitchen"
     __slots__ = ("_next_ai", "_next_periodic", "ai_per_day", "site")
+
+    def attrs(self) -> dict[str, str | int | bool]:
+        return {"frozen": self.site.frozen}
 
     def _setup(self, seed: int, start: float) -> None:
         self.site = sig.KitchenSite.draw(self.rng)
@@ -327,6 +337,9 @@ class LotModel(PeriodicModel):
 
     kind = "lot"
     __slots__ = ("capacity", "dwell_s", "occupied", "residential", "turnover_per_day")
+
+    def attrs(self) -> dict[str, str | int | bool]:
+        return {"capacity": self.capacity}
 
     def _setup(self, seed: int, start: float) -> None:
         u = self.rng.uniforms(4)

@@ -317,6 +317,14 @@ class _Run:
         self.models: list[DeviceModel] = [make_model(d, cfg.seed, cfg.faults, self.start)
                                           for d in devices]
         self.sched = Scheduler(self.models)
+        skews = [m.faults.skew_kind for m in self.models]
+        #: lasting per-device defects of this run
+        self.device_faults = {
+            "skew_future_devices": skews.count("future"),
+            "skew_behind_devices": skews.count("behind"),
+            "fast_drain_devices": sum(1 for m in self.models
+                                      if m.kind == "bay" and m.faults.extra_drain_v_per_day > 0),
+        }
         self.sel = selectors.DefaultSelector()
         self.events = _Events(self.sel)
         self.links = self._build_links()
@@ -730,12 +738,10 @@ class _Run:
                 link.client is not None and link.client.socket() is not None
                 for link in self.links):
             self._poll(0.02)
-        for link in self.links:
-            if link.client is not None and link.client.socket() is not None:
-                link.client.socket().close()  # type: ignore[union-attr]
+        self._close_now()  # whatever did not close in time
 
     def _close_now(self) -> None:
-        """Close every socket without waiting (the run failed before it started)."""
+        """Close every socket still open, without waiting."""
         for link in self.links:
             sock = link.client.socket() if link.client is not None else None
             if sock is not None:
@@ -751,8 +757,12 @@ class _Run:
         s.readings_published_by_district = dict(self.by_district)
         s.acked = sum(link.acked for link in self.links)
         s.unacked = self._outstanding()
-        s.faults = {**self.stats.faults, **self.sched.faults.to_dict()}
+        s.faults = self._faults()
         return s
+
+    def _faults(self) -> dict[str, int]:
+        return {**self.sched.faults.to_dict(), **self.device_faults,
+                "link_drops": self.stats.faults.get("link_drops", 0)}
 
     def _finish_stats(self) -> None:
         s = self.stats
@@ -762,15 +772,7 @@ class _Run:
         s.rejected = sum(link.rejected for link in self.links)
         s.messages_unsent = sum(1 for link in self.links for item in link.backlog
                                 if item[0] < BIRTH)
-        kinds = [m.faults.skew_kind for m in self.models]
-        s.faults = {
-            **self.sched.faults.to_dict(),
-            "skew_future_devices": kinds.count("future"),
-            "skew_behind_devices": kinds.count("behind"),
-            "fast_drain_devices": sum(1 for m in self.models
-                                      if m.faults.extra_drain_v_per_day > 0 and m.kind == "bay"),
-            "link_drops": self.stats.faults.get("link_drops", 0),
-        }
+        s.faults = self._faults()
 
 
 def run_sim(cfg: SimConfig, stop: threading.Event | None = None,

@@ -380,6 +380,7 @@ class NoiseSite:
     night_drop_db: float  # how much quieter the night is
     traffic_db: float    # extra dB at full traffic vs average
     local: Drift
+    zone: str = "2"      # GB 3096 functional zone the monitor stands in
 
     @classmethod
     def draw(cls, rng: Stream) -> NoiseSite:
@@ -388,7 +389,7 @@ class NoiseSite:
         # Most monitors sit near their zone's limit, some above it.
         day = ZONE_DAY_DB[zone] - 6.0 + 9.0 * u[1]
         return cls(day_db=day, night_drop_db=7.0 + 6.0 * u[2], traffic_db=2.0 + 4.0 * u[3],
-                   local=Drift.draw(rng, 3600.0, DAY_S))
+                   local=Drift.draw(rng, 3600.0, DAY_S), zone=("1", "2", "3", "4a")[zone])
 
 
 def noise(t: float, p: NoiseSite, rng: Stream) -> list[float]:

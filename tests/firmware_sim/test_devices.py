@@ -258,3 +258,24 @@ def test_kitchen_ai_events_come_a_few_times_a_day() -> None:
         counts.append(n / days)
     assert 1.0 < statistics.fmean(counts) < 5.0
     assert set(names) == set(AI_EVENTS)
+
+
+def test_births_declare_installation_attrs() -> None:
+    import orjson
+
+    from firmware_sim.devices import make_model
+    from firmware_sim.faults import FaultConfig
+    from seeds.city import City
+
+    city = City()
+    seen: dict[str, dict] = {}
+    for dev in city.devices():
+        if dev.kind in seen:
+            continue
+        model = make_model(dev, 1, FaultConfig.none(), 1_763_712_000.0)
+        seen[dev.kind] = orjson.loads(model.birth(1_763_712_000.0, "l", "power_on")).get(
+            "attrs", {})
+    assert seen["lot"]["capacity"] >= 30
+    assert seen["noise"]["zone"] in {"1", "2", "3", "4a"}
+    assert isinstance(seen["kitchen"]["frozen"], bool)
+    assert seen["air"] == {}
