@@ -149,11 +149,16 @@ def cmd_edge(args: argparse.Namespace) -> int:
 
 def cmd_hub(args: argparse.Namespace) -> int:
     from citybrain.memory import keep_freed_memory
+    from hub.analytics import AnalyticsConfig
+    from hub.kitchen import KitchenConfig
     from hub.service import Hub, HubConfig
     keep_freed_memory()
+    analytics = AnalyticsConfig(aqi_standard=args.aqi_standard,
+                                kitchen=KitchenConfig(fume_limit_mg_m3=args.fume_limit))
     cfg = HubConfig(broker=broker_from(args), influx=influx_from(args), scale=args.scale,
                     client_id=args.client_id, window_s=args.window_s,
                     allowed_lateness_s=args.lateness_s, store_raw=not args.no_raw,
+                    analytics=not args.no_analytics, analytics_config=analytics,
                     stats_path=args.stats_file)
     hub = Hub(cfg)
     stop = wait_for_signal(args.duration)
@@ -230,6 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
     env_option(p, "--lateness-s", default=30.0, type=float,
                help="how long a window stays open for late readings")
     env_flag(p, "--no-raw", "store aggregates only, not raw readings")
+    env_flag(p, "--no-analytics", "windows only: no AQI, alarms, quality and other analytics")
+    env_option(p, "--aqi-standard", default=2026, type=int, choices=[2012, 2026],
+               help="HJ 633 version for AQI (2026 is in force since 2026-03-01)")
+    env_option(p, "--fume-limit", default=1.0, type=float,
+               help="cooking-fume alarm limit, mg/m³ (Chongqing 1.0; national GB 18483: 2.0)")
     env_option(p, "--duration", type=float, help="stop after this many seconds")
     p.set_defaults(func=cmd_hub)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from citybrain.localstack import InfluxV1Server, MosquittoServer
 from citybrain.up import influx_count
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -24,11 +25,15 @@ def citybrain(*args: str) -> list[str]:
     return [sys.executable, "-m", "citybrain.cli", *args]
 
 
-def test_short_city_run_accounts_for_every_reading(tmp_path: Path) -> None:
+def test_short_city_run_accounts_for_every_reading(tmp_path: Path, mosquitto: MosquittoServer,
+                                                   influxd: InfluxV1Server,
+                                                   unique_db: str) -> None:
     report = tmp_path / "report.json"
     proc = subprocess.run(citybrain("up", "--duration", "12", "--speed", "60", "--seed", "7",
                                     "--var-dir", str(tmp_path / "var"), "--report",
-                                    str(report)),
+                                    str(report), "--mqtt-host", mosquitto.host,
+                                    "--mqtt-port", str(mosquitto.port),
+                                    "--influx-url", influxd.url, "--influx-db", unique_db),
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     doc = json.loads(report.read_text())
@@ -36,13 +41,21 @@ def test_short_city_run_accounts_for_every_reading(tmp_path: Path) -> None:
     assert doc["published"] > 1000
     assert doc["lost"] == 0
     assert doc["stored_raw"] == doc["stored_raw_counted_in_influxdb"] == doc["hub_received"]
+    assert doc["stored_raw"] == influx_count(influxd.url, unique_db)
     assert doc["published"] == (doc["stored_raw"] + doc["rejected"] + doc["duplicates"]
                                 - doc["redelivered"])
     assert doc["stored_aggregates"] > 0 and doc["aggregated_readings"] > 0
-    assert doc["influx"]["database"] == "citybrain" and doc["influx"]["url"].startswith(
-        "http://127.0.0.1:")
+    assert doc["influx"] == {"url": influxd.url, "api": "v1", "database": unique_db}
     # Default faults are on: bad readings were rejected with reasons, not dropped silently.
     assert doc["rejected"] == sum(doc["rejected_by_reason"].values())
+    assert doc["hub"].get("analytics_errors", 0) == 0
+    # The analytics were computed live and stored next to the readings.
+    res = influxd.query("SHOW MEASUREMENTS", db=unique_db)["results"][0]
+    measurements = {row[0] for row in res["series"][0]["values"]}
+    assert {"raw_air", "raw_water", "raw_noise", "raw_bay", "raw_lot", "raw_kitchen",
+            "agg_10s", "agg_1m", "agg_1h", "aqi_1h", "aqi_district_1h", "water_class_1h",
+            "noise_1m", "parking_1m", "parking_lot_1m", "pct_1m", "quality_1m",
+            "kitchen_alarms_open"} <= measurements
     # Every tier stopped cleanly: no leftover processes from this run.
     assert not _processes_mentioning(str(tmp_path))
 
