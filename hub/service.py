@@ -11,10 +11,11 @@ Event time: windows are tumbling in device time. The hub's event clock is the ru
 maximum of each frame's 90th-percentile reading time — robust to the odd device whose clock
 is far ahead (under a tenth of a frame), yet following a frame that spans a long stretch of
 device time (a replayed backlog) — and advances with wall time while no frames arrive, so
-windows still close when traffic stops. A window closes once ``event clock − allowed lateness`` passes its end.
-Readings for an already-closed window are counted as ``late_readings`` (still stored raw);
-readings implausibly far ahead of the event clock are ``early_readings`` (stored raw, not
-aggregated).
+windows still close when traffic stops. Firing, lateness and rollups are
+``hub.aggregation``'s: on time at the window's end, final once the allowed lateness has
+passed. Readings for an already-closed window are counted as ``late_readings`` (still stored
+raw); readings implausibly far ahead of the event clock are ``early_readings`` (stored raw,
+not aggregated).
 """
 
 from __future__ import annotations
