@@ -39,6 +39,7 @@ from typing import Final
 import numpy as np
 from numba import njit
 
+from hub.arrays import check_1d as _check_1d
 from hub.kernel_config import CACHE, FASTMATH, NOGIL
 
 __all__ = [
@@ -160,20 +161,6 @@ def _daily(order, monitor, noise_day, period, exc, o_i, o_f):
     return j + 1
 
 
-def _check_1d(name: str, a: object, dtype: type[np.generic]) -> np.ndarray:
-    dt = np.dtype(dtype)
-    if not isinstance(a, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}; "
-                        f"pass np.asarray({name}, dtype=np.{dt.name})")
-    if a.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {a.shape}; pass {name}.ravel()")
-    if a.dtype != dt:
-        raise TypeError(f"{name} must be {dt.name}, got {a.dtype}; "
-                        f"pass {name}.astype(np.{dt.name})")
-    if not a.flags.c_contiguous:
-        raise ValueError(f"{name} must be contiguous (it is a strided view); "
-                         f"pass np.ascontiguousarray({name})")
-    return a
 
 
 def _check_period_settings(tz_offset_s: int, day_start_s: int, day_end_s: int) -> None:

@@ -42,6 +42,7 @@ from typing import Final
 import numpy as np
 from numba import njit
 
+from hub.arrays import check_1d as _check_1d
 from hub.kernel_config import CACHE, FASTMATH, NOGIL
 
 __all__ = [
@@ -175,20 +176,6 @@ def _classify(ph, do, codmn, nh3n, tp, lake, ph_lo, ph_hi, do_min, limits, o_cla
         o_param[i, 4] = c4
 
 
-def _check_1d(name: str, a: object, dtype: type[np.generic]) -> np.ndarray:
-    dt = np.dtype(dtype)
-    if not isinstance(a, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}; "
-                        f"pass np.asarray({name}, dtype=np.{dt.name})")
-    if a.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {a.shape}; pass {name}.ravel()")
-    if a.dtype != dt:
-        raise TypeError(f"{name} must be {dt.name}, got {a.dtype}; "
-                        f"pass {name}.astype(np.{dt.name})")
-    if not a.flags.c_contiguous:
-        raise ValueError(f"{name} must be contiguous (it is a strided view); "
-                         f"pass np.ascontiguousarray({name})")
-    return a
 
 
 def classify_water(ph: np.ndarray, do: np.ndarray, codmn: np.ndarray, nh3n: np.ndarray,

@@ -76,6 +76,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 from numba import njit
 
+from hub.arrays import check_1d as _check_array
 from hub.kernel_config import CACHE, FASTMATH, NOGIL
 
 __all__ = [
@@ -481,20 +482,6 @@ def _scan(s: np.ndarray, t: np.ndarray, last_ok_ts: int) -> tuple[int, int, int,
     return tuple(int(x) for x in _scan_batch(s, t, last_ok_ts))  # type: ignore[return-value]
 
 
-def _check_array(name: str, a: object, dtype: type[np.generic]) -> np.ndarray:
-    dt = np.dtype(dtype)
-    if not isinstance(a, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}; "
-                        f"pass np.asarray({name}, dtype=np.{dt.name})")
-    if a.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {a.shape}; pass {name}.ravel()")
-    if a.dtype != dt:
-        raise TypeError(f"{name} must be {dt.name}, got {a.dtype}; "
-                        f"pass {name}.astype(np.{dt.name})")
-    if not a.flags.c_contiguous:
-        raise ValueError(f"{name} must be contiguous (it is a strided view); "
-                         f"pass np.ascontiguousarray({name})")
-    return a
 
 
 def _check_readings(series: object, ts_ns: object,

@@ -1,0 +1,27 @@
+"""Input checks shared by the public wrappers of the hub's numba kernels.
+
+Kernels trust their inputs (no bounds or dtype checks in the hot loops); the wrappers check
+once per call and say how to fix a bad argument.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def check_1d(name: str, a: object, dtype: type[np.generic]) -> np.ndarray:
+    """``a`` as a 1-D, C-contiguous array of ``dtype``; otherwise a TypeError/ValueError that
+    names the argument and the fix."""
+    dt = np.dtype(dtype)
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}; "
+                        f"pass np.asarray({name}, dtype=np.{dt.name})")
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {a.shape}; pass {name}.ravel()")
+    if a.dtype != dt:
+        raise TypeError(f"{name} must be {dt.name}, got {a.dtype}; "
+                        f"pass {name}.astype(np.{dt.name})")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be contiguous (it is a strided view); "
+                         f"pass np.ascontiguousarray({name})")
+    return a
