@@ -135,8 +135,8 @@ class CityAnalytics:
                 [KIND_CODE[k] for k in reg.series_kind[k0:n]], dtype=np.int64)])
             self.s_name = np.concatenate([self.s_name, np.array(
                 [GLOBAL_CODE[m] for m in reg.series_name[k0:n]], dtype=np.int64)])
-            gids = [reg._devices[d][2] for d in reg.series_device[k0:n]]
-            self.s_device = np.concatenate([self.s_device, np.array(gids, dtype=np.int64)])
+            self.s_device = np.concatenate([self.s_device, np.array(
+                reg.series_device_gid[k0:n], dtype=np.int64)])
             self._stuck_open = np.concatenate([self._stuck_open, np.zeros(n - k0, bool)])
         nd = reg.n_devices
         if nd > len(self.d_system):
@@ -170,9 +170,9 @@ class CityAnalytics:
         if attrs:
             self.attrs[device] = attrs
             self._attrs_applied.discard(device)
-            entry = self.registry._devices.get(device)
-            if entry is not None and entry[2] < len(self.d_kind):
-                self._apply_attrs(device, entry[2])
+            gid = self.registry.device_gid(device)
+            if gid is not None and gid < len(self.d_kind):
+                self._apply_attrs(device, gid)
 
     def on_rejected(self, system_id: str, readings: int) -> None:
         self.quality.observe_rejected(system_id, readings)

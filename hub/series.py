@@ -67,6 +67,7 @@ class SeriesRegistry:
         self.series_kind: list[str] = []
         self.series_district: list[str] = []
         self.series_system: list[str] = []
+        self.series_device_gid: list[int] = []
 
     @property
     def n_series(self) -> int:
@@ -75,6 +76,11 @@ class SeriesRegistry:
     @property
     def n_devices(self) -> int:
         return len(self._devices)
+
+    def device_gid(self, device: str) -> int | None:
+        """Dense id of a registered device, None if it has not been seen yet."""
+        entry = self._devices.get(device)
+        return None if entry is None else entry[2]
 
     def _register(self, device: str, system_id: str, district: str) -> tuple[int, int, int]:
         """Allocate the device's block of series ids; -1s if the device is not valid."""
@@ -106,6 +112,7 @@ class SeriesRegistry:
             self.series_kind.append(kind)
             self.series_district.append(district)
             self.series_system.append(system_id)
+            self.series_device_gid.append(len(self.device_ids))
         entry = (base, KIND_CODE[kind], len(self.device_ids))
         self._devices[device] = entry
         self.device_ids.append(device)

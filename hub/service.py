@@ -276,8 +276,7 @@ class Hub:
     def _mark_dead(self, devices: list[str], dead: bool) -> None:
         if self.analytics is None:
             return
-        known = self.registry._devices
-        gids = [known[d][2] for d in devices if d in known]
+        gids = [g for g in map(self.registry.device_gid, devices) if g is not None]
         self.analytics.quality.set_dead(gids, dead)
 
     def handle_dead_letter(self, payload: bytes) -> None:
