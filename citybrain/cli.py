@@ -134,6 +134,8 @@ def cmd_edge(args: argparse.Namespace) -> int:
                      frame_max_readings=args.frame_max_readings,
                      frame_max_delay_s=args.frame_max_delay_s,
                      time_limits=TimeLimits(args.max_future_s, args.max_past_s),
+                     metrics_host=args.metrics_host,
+                     metrics_port=None if args.metrics_port < 0 else args.metrics_port,
                      stats_path=args.stats_file)
     gw = EdgeGateway(cfg)
     stop = wait_for_signal(args.duration)
@@ -159,6 +161,8 @@ def cmd_hub(args: argparse.Namespace) -> int:
                     client_id=args.client_id, window_s=args.window_s,
                     allowed_lateness_s=args.lateness_s, store_raw=not args.no_raw,
                     analytics=not args.no_analytics, analytics_config=analytics,
+                    http_host=args.http_host,
+                    http_port=None if args.http_port < 0 else args.http_port,
                     stats_path=args.stats_file)
     hub = Hub(cfg)
     stop = wait_for_signal(args.duration)
@@ -178,7 +182,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                    edge_procs=args.edge_procs, faults=args.faults,
                    mqtt_host=args.mqtt_host, mqtt_port=args.mqtt_port,
                    influx_url=args.influx_url, influx_db=args.influx_db,
-                   mqtt_port_local=args.local_mqtt_port, influx_port_local=args.local_influx_port)
+                   mqtt_port_local=args.local_mqtt_port, influx_port_local=args.local_influx_port,
+                   http_port=args.http_port)
     return run_city(cfg)
 
 
@@ -223,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
                help="reject device times further ahead of the edge clock")
     env_option(p, "--max-past-s", default=30 * 86400.0, type=float,
                help="reject device times further behind the edge clock")
+    env_option(p, "--metrics-host", default="127.0.0.1", help="address of /metrics")
+    env_option(p, "--metrics-port", default=9101, type=int,
+               help="Prometheus /metrics port (-1: off)")
     env_option(p, "--duration", type=float, help="stop after this many seconds")
     p.set_defaults(func=cmd_edge)
 
@@ -236,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
                help="how long a window stays open for late readings")
     env_flag(p, "--no-raw", "store aggregates only, not raw readings")
     env_flag(p, "--no-analytics", "windows only: no AQI, alarms, quality and other analytics")
+    env_option(p, "--http-host", default="127.0.0.1",
+               help="address of the dashboard, /api/state, /events and /metrics")
+    env_option(p, "--http-port", default=8080, type=int, help="their port (-1: no server)")
     env_option(p, "--aqi-standard", default=2026, type=int, choices=[2012, 2026],
                help="HJ 633 version for AQI (2026 is in force since 2026-03-01)")
     env_option(p, "--fume-limit", default=1.0, type=float,
@@ -261,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     env_option(p, "--influx-db", default="citybrain", help="database")
     env_option(p, "--local-mqtt-port", type=int, help="port for the local Mosquitto (free one)")
     env_option(p, "--local-influx-port", type=int, help="port for the local influxd (free one)")
+    env_option(p, "--http-port", default=8080, type=int,
+               help="the hub's dashboard port (a free one if it is taken)")
     p.set_defaults(func=cmd_up)
 
     from hub.aqi_cli import add_aqi_parser

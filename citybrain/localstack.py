@@ -114,6 +114,11 @@ def free_port() -> int:
         return port
 
 
+def port_is_free(port: int) -> bool:
+    """True if nothing listens on 127.0.0.1:``port`` right now."""
+    return _port_is_bindable(port)
+
+
 def _port_is_bindable(port: int) -> bool:
     """True if nothing is bound to 127.0.0.1:port (TIME_WAIT leftovers are ignored)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

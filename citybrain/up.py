@@ -60,6 +60,7 @@ class UpConfig:
     mqtt_port_local: int | None = None
     influx_port_local: int | None = None
     drain_timeout_s: float = 120.0
+    http_port: int = 8080  # the hub's dashboard; a free port is used if this one is taken
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -216,16 +217,23 @@ class CityRun:
         env = dict(os.environ)
         env.update({"CITYBRAIN_MQTT_HOST": self.mqtt[0], "CITYBRAIN_MQTT_PORT": str(self.mqtt[1]),
                     "CITYBRAIN_SCALE": str(self.cfg.scale), "PYTHONUNBUFFERED": "1"})
+        from citybrain.localstack import free_port, port_is_free
+        self.http_port = (self.cfg.http_port if port_is_free(self.cfg.http_port)
+                          else free_port())
         hub_args = ["hub", "--influx-url", self.influx_url, "--influx-api", "v1",
-                    "--influx-db", self.cfg.influx_db]
+                    "--influx-db", self.cfg.influx_db, "--http-port", str(self.http_port)]
         self.hub = Child("hub", hub_args, self.var, env)
         self.children.append(self.hub)
         wait_until(lambda: self.hub.stats_path.exists() or not self.hub.alive(), 60,
                    "the hub to start")
         codes = sorted(d.code for d in City(self.cfg.scale).districts)
+        parts = _split(codes, self.cfg.edge_procs)
+        self.edge_metrics = [free_port() for _ in parts]
         self.edges = [Child(f"edge-{i}", ["edge", "--districts", ",".join(part),
-                                          "--client-id", f"citybrain-edge-{i}"], self.var, env)
-                      for i, part in enumerate(_split(codes, self.cfg.edge_procs))]
+                                          "--client-id", f"citybrain-edge-{i}",
+                                          "--metrics-port", str(self.edge_metrics[i])],
+                            self.var, env)
+                      for i, part in enumerate(parts)]
         self.children += self.edges
         wait_until(lambda: all(e.stats_path.exists() or not e.alive() for e in self.edges), 60,
                    "the edges to start")
@@ -272,6 +280,10 @@ class CityRun:
     def print_where_to_look(self) -> None:
         print(f"""
 citybrain is running — a simulated Chongqing, {City(self.cfg.scale).device_total} devices
+  dashboard       http://127.0.0.1:{self.http_port}/   (live city view, 城市大脑)
+  hub metrics     http://127.0.0.1:{self.http_port}/metrics   state: /api/state
+  edge metrics    {', '.join(f'http://127.0.0.1:{p}/metrics' for p in self.edge_metrics)}
+  terminal view   citybrain top --url http://127.0.0.1:{self.http_port}
   MQTT broker     mqtt://{self.mqtt[0]}:{self.mqtt[1]}  (topics cb/v1/#)
   InfluxDB        {self.influx_url}  database '{self.cfg.influx_db}'
                   try: influx -port {self.influx_url.rsplit(':', 1)[-1]} -database \

@@ -64,6 +64,8 @@ class EdgeConfig:
     time_limits: TimeLimits = field(default_factory=TimeLimits)
     queue_size: int = 100_000
     stats_path: Path | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None  # Prometheus /metrics; None: off
 
 
 def _clean_attrs(attrs: Any) -> dict[str, str | int | float | bool]:
@@ -100,6 +102,7 @@ class EdgeGateway:
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="edge-worker", daemon=True)
         self._stats = StatsWriter(cfg.stats_path, self.snapshot)
+        self._metrics_server: Any = None
         self.device_client = make_client(f"{cfg.client_id}-dev", cfg.broker,
                                          clean_session=False)
         self.device_client.on_connect = self._on_device_connect
@@ -118,6 +121,15 @@ class EdgeGateway:
         self._thread.start()
         connect_and_wait(self.device_client, self.cfg.broker)
         self._stats.start()
+        if self.cfg.metrics_port is not None:
+            from prometheus_client import start_http_server
+
+            from hub.http import metrics_registry
+            registry = metrics_registry("citybrain_edge", self.snapshot,
+                                        gauges=("queue_depth", "frames_unacked",
+                                                "devices_tracked"))
+            self._metrics_server, _ = start_http_server(
+                self.cfg.metrics_port, addr=self.cfg.metrics_host, registry=registry)
         log.info("edge %s serving %d districts", self.cfg.client_id, len(self.districts))
 
     def stop(self, timeout_s: float = 30.0) -> dict[str, Any]:
@@ -135,6 +147,8 @@ class EdgeGateway:
         self.uplink_client.disconnect()
         self.uplink_client.loop_stop()
         self._stats.stop()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
         return self.snapshot()
 
     def _state_doc(self, state: str) -> bytes:

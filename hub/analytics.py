@@ -33,6 +33,7 @@ from hub import kitchen as kt
 from hub.aggregation import Emission
 from hub.anomaly import DriftDetector, SpikeDetector, StuckDetector
 from hub.aqi import POLLUTANTS, AirQualityTracker, group_mean
+from hub.live import LiveState
 from hub.noise import noise_exceedance, zone_code
 from hub.parking import BayTracker, group_lot_occupancy, lot_occupancy
 from hub.points import EntityPoints
@@ -92,8 +93,9 @@ class CityAnalytics:
     """Owned by the hub's processing thread."""
 
     def __init__(self, city: City, registry: SeriesRegistry,
-                 config: AnalyticsConfig | None = None) -> None:
+                 config: AnalyticsConfig | None = None, live: LiveState | None = None) -> None:
         self.city = city
+        self.live = live or LiveState(city)
         self.registry = registry
         self.cfg = config or AnalyticsConfig()
         self.districts = [d.code for d in city.districts]
@@ -101,6 +103,7 @@ class CityAnalytics:
         self.quality = DataQuality(city)
         self.aqi_station = AirQualityTracker(self.cfg.aqi_standard)
         self.aqi_district = AirQualityTracker(self.cfg.aqi_standard)
+        self.aqi_city = AirQualityTracker(self.cfg.aqi_standard)
         self.bays = BayTracker(heartbeat_interval_s=self.cfg.bay_heartbeat_s)
         self.kitchen = kt.KitchenAlarms(config=self.cfg.kitchen)
         self.stuck = StuckDetector(min_count=self.cfg.stuck_min_count,
@@ -232,11 +235,12 @@ class CityAnalytics:
             system = self.city.systems[self.d_system[r]].system_id
             ents.append(p.entity([kt.ALARM_NAMES_EN[a], district, dev, kt.STATE_NAMES[st],
                                   system]))
-            out.alarms.append((topics.alarms_topic(district), orjson.dumps({
-                "restaurant": dev, "district": district, "system": system,
-                "alarm": kt.ALARM_NAMES_EN[a], "alarm_zh": kt.ALARM_NAMES_ZH[a],
-                "state": kt.STATE_NAMES[st], "t": t / 1e9, "value": v, "peak": pk,
-                "raised_t": rts / 1e9})))
+            doc = {"restaurant": dev, "district": district, "system": system,
+                   "alarm": kt.ALARM_NAMES_EN[a], "alarm_zh": kt.ALARM_NAMES_ZH[a],
+                   "state": kt.STATE_NAMES[st], "t": t / 1e9, "value": v, "peak": pk,
+                   "raised_t": rts / 1e9}
+            out.alarms.append((topics.alarms_topic(district), orjson.dumps(doc)))
+            self.live.alarm(doc)
         vals = np.column_stack([tr.value, tr.peak, tr.raised_ts_ns.astype(np.float64)])
         out.add(p.render(ents, vals, tr.ts_ns))
         return out
@@ -360,6 +364,7 @@ class CityAnalytics:
             pd = self._points["aqi_district_1h"]
             out.add(pd.render([pd.entity([self.districts[d]]) for d in present],
                               _aqi_values(dres, final), end))
+            self._live_aqi(end, present, dres, conc)
             if final:
                 self._accumulate_day(end, stations, conc)
                 pm25 = np.ascontiguousarray(conc[:, POLLUTANTS.index("pm2_5")])
@@ -379,6 +384,16 @@ class CityAnalytics:
                           "drift", self.city.systems[self.d_system[g]].system_id])
                 for g in stations[rows]]
         return p.render(ents, np.column_stack([res.score[rows], pm25[rows]]), hour_end)
+
+    def _live_aqi(self, end: int, present: np.ndarray, dres: Any, conc: np.ndarray) -> None:
+        """Latest district and city AQI for the live view (city: mean of all stations)."""
+        live = self.live
+        live.district_aqi[present] = dres.aqi
+        live.district_category[present] = dres.category
+        live.district_primary[present] = dres.primary_mask
+        city_conc = group_mean(conc, np.zeros(len(conc), dtype=np.int64), 1)
+        cres = self.aqi_city.update_hour(end, np.zeros(1, dtype=np.int64), city_conc)
+        live.city_aqi = (float(cres.aqi[0]), int(cres.category[0]))
 
     def _accumulate_day(self, hour_end: int, stations: np.ndarray, conc: np.ndarray) -> None:
         day = (hour_end - 1 + TZ_NS) // DAY_NS
@@ -489,12 +504,18 @@ class CityAnalytics:
         expected = np.concatenate([rows.system_expected, rows.district_expected])
         with np.errstate(invalid="ignore", divide="ignore"):
             ratio = observed / expected
+        self.live.sys_completeness = ratio[:n_sys].copy()
         vals = np.column_stack([ratio, observed, expected]).astype(np.float64)
         assert len(ents) == n_sys + len(self.districts)
         return p.render(ents, vals, rows.hour_start_ns + HOUR_NS)
 
     def _quality_points(self, now_ns: int) -> tuple[bytes, int]:
         m = self.quality.minute(now_ns)
+        live = self.live
+        live.sys_online = m.online.copy()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            live.sys_validity = m.received / (m.received + m.rejected)
+        live.sys_latency_p95 = m.latency_s[:, 1].copy()
         p = self._points["quality_1m"]
         systems = self.city.systems
         ents = [p.entity(["system", s.district_code, s.domain, s.system_id]) for s in systems]
@@ -529,6 +550,8 @@ class CityAnalytics:
         lots = np.flatnonzero(self.d_kind == KIND_CODE["lot"])
         cap = np.array([float(self._attr(int(g), "capacity") or np.nan) for g in lots])
         lot_group = group_lot_occupancy(self.d_district[lots], self.lot_free[lots], cap, nd_)
+        self.live.bay_occupancy = snap.group_occupancy.copy()
+        self.live.lot_occupancy = lot_group.occupancy.copy()
         vals = np.column_stack([
             snap.group_occupancy, snap.group_n_reporting, snap.group_n_occupied,
             snap.group_n_stale, snap.group_n_battery_low, snap.group_n_battery_critical,
@@ -547,6 +570,7 @@ class CityAnalytics:
         open_ = self.kitchen.open_alarms()
         counts = np.bincount(self.d_district[open_.restaurant], minlength=len(self.districts)) \
             if len(open_) else np.zeros(len(self.districts), dtype=np.int64)
+        self.live.open_alarms = counts.astype(np.int64)
         p = self._points["kitchen_alarms_open"]
         ents = [p.entity([d]) for d in self.districts]
         return p.render(ents, counts.astype(np.float64)[:, None], now_ns)

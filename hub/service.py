@@ -26,7 +26,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -39,13 +39,20 @@ from citybrain.stats import Counters, StatsWriter
 from hub.aggregation import Emission, MultiResolutionWindows
 from hub.analytics import AnalyticsConfig, AnalyticsOut, CityAnalytics
 from hub.lineproto import render_multi, render_single
+from hub.live import LiveState
 from hub.series import SeriesRegistry
 from hub.sinks import InfluxConfig, InfluxSink, ensure_target_with_retry, make_sink
 from hub.writer import InfluxWriter
 from seeds.city import City
 
+if TYPE_CHECKING:
+    from hub.http import HubHttp
+
 log = logging.getLogger("citybrain.hub")
 
+#: Snapshot fields that are levels, not running totals (Prometheus gauges).
+HUB_GAUGES = ("frame_queue_depth", "write_queue_depth", "series", "devices", "links_online",
+              "event_clock_ns")
 AGG_FIELDS = ["count", "mean", "min", "max", "sum", "first", "last", "std"]
 AGG_IS_INT = np.array([True] + [False] * (len(AGG_FIELDS) - 1))
 
@@ -64,6 +71,8 @@ class HubConfig:
     analytics: bool = True
     analytics_config: AnalyticsConfig = field(default_factory=AnalyticsConfig)
     snapshot_interval_s: float = 60.0
+    http_host: str = "127.0.0.1"
+    http_port: int | None = None  # None: no HTTP server (dashboard, API, /metrics)
     write_batch_lines: int = 10_000
     write_flush_s: float = 0.5
     queue_frames: int = 10_000
@@ -87,9 +96,13 @@ class Hub:
         self.windows = MultiResolutionWindows((cfg.window_s, *cfg.rollups_s),
                                               cfg.allowed_lateness_s, cfg.max_ahead_s)
         self.registry = SeriesRegistry(self.city, agg_labels=tuple(self.windows.labels))
-        self.analytics = (CityAnalytics(self.city, self.registry, cfg.analytics_config)
-                          if cfg.analytics else None)
-        self._last_snapshot = time.monotonic()
+        self.live = LiveState(self.city)
+        self.analytics = (CityAnalytics(self.city, self.registry, cfg.analytics_config,
+                                        self.live) if cfg.analytics else None)
+        # First snapshot soon after start, so the live view fills within a minute.
+        self._last_snapshot = time.monotonic() - cfg.snapshot_interval_s + 15.0
+        self._last_live = 0.0
+        self.http: HubHttp | None = None
         self.sink = sink or make_sink(cfg.influx)
         self.writer = InfluxWriter(self.sink, self.counters, batch_lines=cfg.write_batch_lines,
                                    flush_s=cfg.write_flush_s)
@@ -111,6 +124,11 @@ class Hub:
         self._thread.start()
         connect_and_wait(self.client, self.cfg.broker)
         self._stats.start()
+        if self.cfg.http_port is not None:
+            from hub.http import HubHttp, metrics_registry
+            registry = metrics_registry("citybrain_hub", self.snapshot, gauges=HUB_GAUGES)
+            self.http = HubHttp(self.live, registry, self.cfg.http_host, self.cfg.http_port)
+            self.http.start()
         log.info("hub %s ingesting into %s", self.cfg.client_id, self.cfg.influx.describe())
 
     def stop(self, timeout_s: float = 60.0) -> dict[str, Any]:
@@ -123,6 +141,8 @@ class Hub:
         self.counters.inc("unwritten_lines_at_exit", unwritten)
         self.sink.close()
         self._stats.stop()
+        if self.http is not None:
+            self.http.stop()
         return self.snapshot()
 
     def snapshot(self) -> dict[str, Any]:
@@ -200,9 +220,10 @@ class Hub:
             keep = series >= 0
             series, ts, value = series[keep], ts[keep], value[keep]
         self._advance_event_clock(_frame_clock(ts))
+        recv = time.time_ns()
+        self.live.observe_latency(ts, recv)
         if self.analytics is not None and len(series):
             dev = resolved.device[resolved.series >= 0] if resolved.invalid else resolved.device
-            recv = time.time_ns()
             self._analytics(lambda a: a.on_readings(series, dev, ts, value, recv))
         if self.cfg.store_raw and len(series):
             body, lines = render_single(self.registry.raw_prefixes, series, value, ts)
@@ -224,7 +245,12 @@ class Hub:
         self._event_clock_wall = now
 
     def tick(self, now_monotonic: float) -> None:
-        """Close windows the watermark has passed; idle time advances the event clock."""
+        """Close windows the watermark has passed; idle time advances the event clock;
+        refresh the live view once a second."""
+        if now_monotonic - self._last_live >= 1.0:
+            self._last_live = now_monotonic
+            self.live.refresh(self.counters.snapshot(), self._queue.qsize(), self.writer.depth,
+                              self.event_clock_ns)
         if self.event_clock_ns is None:
             return
         idle = now_monotonic - self._event_clock_wall
