@@ -279,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     from hub.aqi_cli import add_aqi_parser
     add_aqi_parser(sub)
 
+    from citybrain.top import add_top_parser
+    add_top_parser(sub)
+
     p = sub.add_parser("bench", help="measure kernels and the end-to-end path; write JSON")
     add_common(p)
     env_option(p, "--out", default=Path("bench/results/latest.json"), type=Path,
@@ -290,7 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+    level = str(getattr(args, "log_level", "WARNING")).upper()
+    logging.basicConfig(level=getattr(logging, level, logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return int(args.func(args) or 0)
 

@@ -104,7 +104,7 @@ class CityAnalytics:
         self.aqi_station = AirQualityTracker(self.cfg.aqi_standard)
         self.aqi_district = AirQualityTracker(self.cfg.aqi_standard)
         self.aqi_city = AirQualityTracker(self.cfg.aqi_standard)
-        self.bays = BayTracker(heartbeat_interval_s=self.cfg.bay_heartbeat_s)
+        self.bays = BayTracker(n_bays=0, heartbeat_interval_s=self.cfg.bay_heartbeat_s)
         self.kitchen = kt.KitchenAlarms(config=self.cfg.kitchen)
         self.stuck = StuckDetector(min_count=self.cfg.stuck_min_count,
                                    min_duration_s=self.cfg.stuck_min_duration_s)
