@@ -23,7 +23,8 @@ up: setup
 	exec $(VENV)/bin/citybrain up $(ARGS)
 
 # pytest exit 5 ("no tests collected") is a failure here, not a success.
-test: setup
+test:
+	@CITYBRAIN_SETUP_TESTS=1 bash scripts/bootstrap.sh
 	@rc=0; $(PY) -m pytest -q -p no:cacheprovider $(ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)" >&2; fi; \
 	exit $$rc

@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -111,12 +112,13 @@ def cmd_sim(args: argparse.Namespace) -> int:
     from citybrain.stats import write_json_atomic
     from firmware_sim import FaultConfig, SimConfig, run_sim
     faults = FaultConfig.none() if args.faults == "none" else FaultConfig()
+    start = None if args.start_ago_s is None else time.time() - args.start_ago_s
     cfg = SimConfig(mqtt_host=args.mqtt_host, mqtt_port=args.mqtt_port,
                     username=args.mqtt_username, password=args.mqtt_password,
                     scale=args.scale, seed=args.seed, speed=args.speed,
                     duration_s=args.duration, districts=_districts(args.districts),
                     devices_per_link=args.devices_per_link, qos=args.qos, faults=faults,
-                    client_id_prefix=args.client_id)
+                    client_id_prefix=args.client_id, start=start)
     stop = wait_for_signal(None)
     stats = run_sim(cfg, stop=stop)
     if args.stats_file:
@@ -213,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     env_option(p, "--faults", default="default", choices=["default", "none"],
                help="misbehaviour: realistic default rates, or none")
     env_option(p, "--client-id", default="citybrain-sim", help="MQTT client id prefix")
+    env_option(p, "--start-ago-s", type=float,
+               help="start simulated time this many seconds before now (default: now, or "
+                    "now − duration·speed when faster than real time with a duration)")
     p.set_defaults(func=cmd_sim)
 
     p = sub.add_parser("edge", help="run district edge gateways")

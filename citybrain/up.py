@@ -41,6 +41,7 @@ from seeds.city import City
 log = logging.getLogger("citybrain.up")
 
 RAW_MEASUREMENTS = "/^raw_/"
+SIM_REPLAY_S = 86400.0
 
 
 @dataclass
@@ -244,6 +245,11 @@ class CityRun:
                     "--faults", self.cfg.faults]
         if self.cfg.duration_s is not None:
             sim_args += ["--duration", str(self.cfg.duration_s)]
+        elif self.cfg.speed > 1:
+            # Faster than real time with no end: replay from a day ago, so device clocks stay
+            # behind the edges' for a day / (speed − 1) of wall time instead of running ahead
+            # (and being rejected as ts_future) within seconds.
+            sim_args += ["--start-ago-s", str(SIM_REPLAY_S)]
         self.sim = Child("sim", sim_args, self.var, env)
         self.children.append(self.sim)
 

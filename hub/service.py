@@ -52,7 +52,7 @@ log = logging.getLogger("citybrain.hub")
 
 #: Snapshot fields that are levels, not running totals (Prometheus gauges).
 HUB_GAUGES = ("frame_queue_depth", "write_queue_depth", "series", "devices", "links_online",
-              "event_clock_ns")
+              "event_clock_ns", "latency_p50_s", "latency_p95_s", "latency_p99_s")
 AGG_FIELDS = ["count", "mean", "min", "max", "sum", "first", "last", "std"]
 AGG_IS_INT = np.array([True] + [False] * (len(AGG_FIELDS) - 1))
 
@@ -99,8 +99,11 @@ class Hub:
         self.live = LiveState(self.city)
         self.analytics = (CityAnalytics(self.city, self.registry, cfg.analytics_config,
                                         self.live) if cfg.analytics else None)
-        # First snapshot soon after start, so the live view fills within a minute.
-        self._last_snapshot = time.monotonic() - cfg.snapshot_interval_s + 15.0
+        # Early snapshots at 15 s and 45 s (the first final windows, hence the first
+        # provisional AQI, exist ~40 s in), so the live view fills within a minute.
+        self._started = time.monotonic()
+        self._early_snapshots = [15.0, 45.0]
+        self._last_snapshot = self._started
         self._last_live = 0.0
         self.http: HubHttp | None = None
         self.sink = sink or make_sink(cfg.influx)
@@ -154,6 +157,8 @@ class Hub:
         snap["devices"] = self.registry.n_devices
         snap["links_online"] = len(self.online_links)
         snap["event_clock_ns"] = self.event_clock_ns
+        for q in ("p50", "p95", "p99"):
+            snap[f"latency_{q}_s"] = self.live.pipeline.get(f"latency_{q}_s")
         snap["influx"] = self.cfg.influx.describe()
         return snap
 
@@ -263,7 +268,11 @@ class Hub:
         clock = self.event_clock_ns
         lateness = int(self.cfg.allowed_lateness_s * 1e9)
         self._analytics(lambda a: a.on_tick(clock, lateness))
-        if now_monotonic - self._last_snapshot >= self.cfg.snapshot_interval_s:
+        early = bool(self._early_snapshots) and (
+            now_monotonic - self._started >= self._early_snapshots[0])
+        if early or now_monotonic - self._last_snapshot >= self.cfg.snapshot_interval_s:
+            if early:
+                self._early_snapshots.pop(0)
             self._last_snapshot = now_monotonic
             self._analytics(lambda a: a.on_minute(clock, self.windows.pending("1h")))
 

@@ -110,3 +110,19 @@ ensure_binaries() {
 ensure_venv
 ensure_python_deps
 ensure_binaries
+
+# Dashboard: headless Chromium for tests/test_dashboard_browser.py (+ CJK fonts so its
+# screenshots show Chinese), and the vendored ECharts bundle (npm registry, no CDN).
+# Chromium and the fonts are for the tests only (CITYBRAIN_SETUP_TESTS=1, set by `make test`).
+ensure_dashboard() {
+    local missing=()
+    if [ "${CITYBRAIN_SETUP_TESTS:-0}" = "1" ]; then
+        have_binary chromium || missing+=(chromium)
+        if command -v fc-list >/dev/null 2>&1 && [ -z "$(fc-list :lang=zh 2>/dev/null)" ]; then
+            missing+=(fonts-noto-cjk)
+        fi
+    fi
+    need_packages "${missing[@]}"
+    bash scripts/vendor_js.sh
+}
+ensure_dashboard
