@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from hub.rollup import Rollup, snapshot_window
-from hub.window import WindowAggregator, WindowBatch
+from hub.window import WindowAggregator, WindowBatch, merge_partials
 
 
 def resolution_label(window_ns: int) -> str:
@@ -141,12 +141,20 @@ class MultiResolutionWindows:
         return emissions
 
     def pending(self, label: str) -> WindowBatch:
-        """Partial state of the open windows of a coarser resolution (e.g. the hour so far),
-        built from the fine windows finalized up to now."""
+        """Partial state of the open windows of a coarser resolution (e.g. the hour so far):
+        every fine window finalized up to now, whether or not the intermediate windows
+        (the minute in progress) have closed — merged and re-keyed to ``label``'s windows."""
         i = self.labels.index(label)
         if i == 0:
             raise ValueError("the finest resolution has no pending partials; use snapshots")
-        return self.rollups[i - 1].pending()
+        size = self.resolutions_ns[i]
+        merged = WindowBatch.empty()
+        for rollup in self.rollups[:i]:
+            part = rollup.pending()
+            if len(part):
+                start = (part.window_start_ns // size) * size
+                merged = merge_partials(merged, replace(part, window_start_ns=start))
+        return merged
 
     def close_all(self) -> list[Emission]:
         """Shutdown: every open window, every resolution, final."""

@@ -87,3 +87,14 @@ def test_far_future_reading_is_early_and_does_not_flush() -> None:
     out = mrw.add(s, np.array([T0, T0 + 86400 * S]), np.array([1.0, 2.0]), T0)
     assert (out.added, out.early, out.late) == (1, 1, 0)
     assert not out.emissions
+
+
+def test_pending_hour_includes_the_minute_in_progress() -> None:
+    mrw = MultiResolutionWindows((10, 60, 3600), lateness_s=30)
+    one = np.zeros(3, dtype=np.int64)
+    mrw.add(one, np.array([T0 + 1 * S, T0 + 15 * S, T0 + 25 * S]), np.array([1.0, 2.0, 4.0]),
+            T0 + 25 * S)
+    mrw.advance(T0 + 70 * S)  # 10 s windows final (watermark T0+40 s); minute 0 still open
+    hour = mrw.pending("1h")
+    assert int(hour.count.sum()) == 3 and float(hour.sum.sum()) == 7.0
+    assert set(hour.window_start_ns.tolist()) == {T0 // (3600 * S) * 3600 * S}
