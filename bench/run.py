@@ -46,7 +46,7 @@ def city_like_readings(n: int, n_series: int, seed: int = 7) -> tuple[np.ndarray
     return series, ts, value
 
 
-def bench_windows(quick: bool) -> dict[str, float]:
+def bench_windows(quick: bool, n_series: int | None = None) -> dict[str, float]:
     """Windowed aggregation (count, sum, M2, min, max, first, last per series and 10 s window).
 
     ``kernel_window_readings_per_s`` is the hub's configuration: a long-lived
@@ -57,7 +57,8 @@ def bench_windows(quick: bool) -> dict[str, float]:
     """
     from bench.reference import numpy_window_aggregate, pandas_window_aggregate
     from hub.window import WindowAggregator, aggregate_batch
-    n, n_series = (1_000_000, 10_000) if quick else (10_000_000, 100_000)
+    n = 1_000_000 if quick else 10_000_000
+    n_series = n_series or (10_000 if quick else 100_000)
     series, ts, value = city_like_readings(n, n_series)
     window_ns = 10_000_000_000
     aggregate_batch(series[:1000], ts[:1000], value[:1000], window_ns)  # compile (cached)
