@@ -94,7 +94,8 @@ def dashboard_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         deadline = time.monotonic() + 120
         while True:  # wait until the hub has stored readings: the city is moving
             assert proc.poll() is None, f"citybrain up exited; see {var}/log"
-            assert time.monotonic() < deadline, f"no readings after 120 s; see {var}/log"
+            if time.monotonic() > deadline:
+                pytest.fail(f"no readings after 120 s; see {var}/log")
             try:
                 with urlopen(base + "/api/state", timeout=2) as r:
                     if json.loads(r.read())["pipeline"].get("stored_raw", 0) > 0:

@@ -23,7 +23,8 @@ pytestmark = pytest.mark.integration
 def wait_for(cond: Callable[[], bool], timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout} s")
         time.sleep(0.05)
 
 

@@ -68,7 +68,9 @@ def test_ctrl_c_stops_everything_cleanly(tmp_path: Path) -> None:
         deadline = time.monotonic() + 120
         while not (var / "run" / "sim.json").exists() and not (var / "run" / "hub.json"
                                                               ).exists():
-            assert proc.poll() is None and time.monotonic() < deadline
+            assert proc.poll() is None, out_of(proc)
+            if time.monotonic() > deadline:
+                pytest.fail("the city did not start within 120 s")
             time.sleep(0.2)
         time.sleep(5)
         proc.send_signal(signal.SIGINT)
@@ -79,6 +81,12 @@ def test_ctrl_c_stops_everything_cleanly(tmp_path: Path) -> None:
     assert proc.returncode == 0, out[-3000:]
     assert '"lost": 0' in out
     assert not _processes_mentioning(str(tmp_path))
+
+
+def out_of(proc: subprocess.Popen[str]) -> str:
+    """What a finished child printed (for assertion messages)."""
+    out, _ = proc.communicate(timeout=10)
+    return out[-3000:]
 
 
 def _processes_mentioning(text: str) -> list[str]:
