@@ -42,6 +42,43 @@ def make_client(client_id: str, broker: BrokerConfig, *, clean_session: bool = T
     return client
 
 
+class Subscription:
+    """Subscribe on every (re)connect and let the owner wait until the broker granted it.
+
+    Messages published before a new session's SUBACK never reach it, so a tier must not
+    report ready (nor let the next tier start) before ``wait()`` returned. Use
+    ``on_connect``/``on_subscribe`` as the client's callbacks (they only subscribe and set
+    an event); a refused filter (SUBACK failure code) is recorded and raised by ``wait()``.
+    """
+
+    def __init__(self, filters: list[tuple[str, int]]) -> None:
+        self.filters = filters
+        self._mid: int | None = None
+        self._granted = threading.Event()
+        self._refused: list[str] = []
+
+    def on_connect(self, client: mqtt.Client, userdata: object, flags: object, rc: Any,
+                   props: object = None) -> None:
+        if not getattr(rc, "is_failure", False):
+            self._granted.clear()
+            _, self._mid = client.subscribe(self.filters)
+
+    def on_subscribe(self, client: mqtt.Client, userdata: object, mid: int,
+                     reason_codes: list[Any], props: object = None) -> None:
+        if mid != self._mid:
+            return
+        self._refused = [f"{f}: {rc}" for (f, _), rc in zip(self.filters, reason_codes,
+                                                            strict=False)
+                         if getattr(rc, "is_failure", False)]
+        self._granted.set()
+
+    def wait(self, timeout_s: float = 20.0) -> None:
+        if not self._granted.wait(timeout_s):
+            raise TimeoutError(f"no SUBACK for {[f for f, _ in self.filters]} in {timeout_s} s")
+        if self._refused:
+            raise ConnectionError(f"broker refused subscriptions: {self._refused}")
+
+
 def connect_and_wait(client: mqtt.Client, broker: BrokerConfig, timeout_s: float = 20.0) -> None:
     """Connect, start the network thread, and wait until the broker accepted the session.
 

@@ -29,7 +29,7 @@ import orjson
 import paho.mqtt.client as mqtt
 
 from citybrain import topics
-from citybrain.mqtt import BrokerConfig, connect_and_wait, make_client
+from citybrain.mqtt import BrokerConfig, Subscription, connect_and_wait, make_client
 from citybrain.stats import Counters, StatsWriter
 from edge.batcher import FrameBuilder
 from edge.dedup import Deduplicator, Seen
@@ -105,7 +105,10 @@ class EdgeGateway:
         self._metrics_server: Any = None
         self.device_client = make_client(f"{cfg.client_id}-dev", cfg.broker,
                                          clean_session=False)
-        self.device_client.on_connect = self._on_device_connect
+        self._subscription = Subscription(
+            [(topics.device_filter(d), 1) for d in sorted(self.districts)])
+        self.device_client.on_connect = self._subscription.on_connect
+        self.device_client.on_subscribe = self._subscription.on_subscribe
         self.device_client.on_message = self._on_message
         self.uplink_client = make_client(f"{cfg.client_id}-up", cfg.uplink or cfg.broker)
         # The Will tells the hub and operators that this edge (and its districts) vanished.
@@ -120,6 +123,7 @@ class EdgeGateway:
                                    retain=True)
         self._thread.start()
         connect_and_wait(self.device_client, self.cfg.broker)
+        self._subscription.wait()  # ready only once the broker routes device messages here
         self._stats.start()
         if self.cfg.metrics_port is not None:
             from prometheus_client import start_http_server
@@ -165,12 +169,6 @@ class EdgeGateway:
         return snap
 
     # -- paho callbacks (network thread): enqueue only ------------------------------------
-    def _on_device_connect(self, client: mqtt.Client, userdata: object, flags: object,
-                           rc: Any, props: object = None) -> None:
-        if getattr(rc, "is_failure", False):
-            return
-        client.subscribe([(topics.device_filter(d), 1) for d in sorted(self.districts)])
-
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         self._queue.put((msg.topic, bytes(msg.payload), bool(msg.dup)))
 

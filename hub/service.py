@@ -34,7 +34,7 @@ import paho.mqtt.client as mqtt
 
 from citybrain import topics
 from citybrain.frame import Frame, FrameError, decode_frame
-from citybrain.mqtt import BrokerConfig, connect_and_wait, make_client
+from citybrain.mqtt import BrokerConfig, Subscription, connect_and_wait, make_client
 from citybrain.stats import Counters, StatsWriter
 from hub.aggregation import Emission, MultiResolutionWindows
 from hub.analytics import AnalyticsConfig, AnalyticsOut, CityAnalytics
@@ -117,7 +117,10 @@ class Hub:
         self._thread = threading.Thread(target=self._run, name="hub-worker", daemon=True)
         self._stats = StatsWriter(cfg.stats_path, self.snapshot)
         self.client = make_client(cfg.client_id, cfg.broker, clean_session=False)
-        self.client.on_connect = self._on_connect
+        self._subscription = Subscription([(topics.FRAMES_FILTER, 1), (topics.EVENTS_FILTER, 1),
+                                           (topics.DLQ_FILTER, 1)])
+        self.client.on_connect = self._subscription.on_connect
+        self.client.on_subscribe = self._subscription.on_subscribe
         self.client.on_message = self._on_message
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -126,6 +129,7 @@ class Hub:
         self.writer.start()
         self._thread.start()
         connect_and_wait(self.client, self.cfg.broker)
+        self._subscription.wait()  # ready only once the broker routes frames here
         self._stats.start()
         if self.cfg.http_port is not None:
             from hub.http import HubHttp, metrics_registry
@@ -163,12 +167,6 @@ class Hub:
         return snap
 
     # -- paho callbacks (network thread) --------------------------------------------------
-    def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, rc: Any,
-                    props: object = None) -> None:
-        if not getattr(rc, "is_failure", False):
-            client.subscribe([(topics.FRAMES_FILTER, 1), (topics.EVENTS_FILTER, 1),
-                              (topics.DLQ_FILTER, 1)])
-
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         self._queue.put((msg.topic, bytes(msg.payload)))
 
