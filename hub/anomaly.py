@@ -78,6 +78,8 @@ import numpy as np
 from numba import njit
 
 from hub.arrays import check_1d as _check_1d
+from hub.arrays import doubled_capacity as _new_capacity
+from hub.arrays import grown as _grown
 from hub.kernel_config import CACHE, FASTMATH, NOGIL
 
 __all__ = [
@@ -397,19 +399,6 @@ def _check_ids(name: str, ids: np.ndarray) -> int:
         raise ValueError(f"{name} ids must be >= 0, got {lo}; drop unresolved rows (id < 0) "
                          "first")
     return int(ids.max()) + 1
-
-
-def _grown(a: np.ndarray, n: int, fill: float | int) -> np.ndarray:
-    """``a`` with its first axis extended to ``n`` rows of ``fill``."""
-    out = np.full((n, *a.shape[1:]), fill, dtype=a.dtype)
-    out[: a.shape[0]] = a
-    return out
-
-
-def _new_capacity(cap: int, needed: int) -> int:
-    while cap < needed:
-        cap *= 2
-    return cap
 
 
 def _reason(flag: np.ndarray, code: int) -> np.ndarray:

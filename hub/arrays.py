@@ -25,3 +25,19 @@ def check_1d(name: str, a: object, dtype: type[np.generic]) -> np.ndarray:
         raise ValueError(f"{name} must be contiguous (it is a strided view); "
                          f"pass np.ascontiguousarray({name})")
     return a
+
+
+def doubled_capacity(capacity: int, needed: int) -> int:
+    """The smallest ``max(capacity, 1) * 2**k`` that is ``>= needed``: amortised O(1) growth
+    for state arrays indexed by dense ids."""
+    cap = max(capacity, 1)
+    while cap < needed:
+        cap *= 2
+    return cap
+
+
+def grown(a: np.ndarray, n: int, fill: float | int | bool) -> np.ndarray:
+    """``a`` with its first axis extended to ``n`` rows of ``fill`` (a copy)."""
+    out = np.full((n, *a.shape[1:]), fill, dtype=a.dtype)
+    out[: a.shape[0]] = a
+    return out

@@ -90,6 +90,7 @@ from typing import Final
 import numpy as np
 from numba import njit
 
+from hub.arrays import doubled_capacity
 from hub.kernel_config import CACHE, FASTMATH, NOGIL
 
 __all__ = [
@@ -572,10 +573,7 @@ class KitchenAlarms:
 
     def _ensure(self, n: int) -> None:
         if n > self._cap:
-            cap = max(self._cap, 1)
-            while cap < n:
-                cap *= 2
-            self._alloc(cap)
+            self._alloc(doubled_capacity(self._cap, n))
         self._n = max(self._n, n)
 
     @property

@@ -58,6 +58,7 @@ import numpy as np
 from numba import njit
 
 from hub.arrays import check_1d as _check_1d
+from hub.arrays import doubled_capacity
 from hub.kernel_config import CACHE, FASTMATH, NOGIL
 
 __all__ = [
@@ -339,10 +340,7 @@ class BayTracker:
 
     def _ensure(self, n: int) -> None:
         if n > self._cap:
-            cap = max(self._cap, 1)
-            while cap < n:
-                cap *= 2
-            self._alloc(cap)
+            self._alloc(doubled_capacity(self._cap, n))
         self._n = max(self._n, n)
 
     @property
