@@ -33,6 +33,7 @@ from hub import kitchen as kt
 from hub.aggregation import Emission
 from hub.anomaly import DriftDetector, SpikeDetector, StuckDetector
 from hub.aqi import POLLUTANTS, AirQualityTracker, group_mean
+from hub.arrays import Column
 from hub.live import LiveState
 from hub.noise import noise_exceedance, zone_code
 from hub.parking import BayTracker, group_lot_occupancy, lot_occupancy
@@ -113,16 +114,22 @@ class CityAnalytics:
         n_groups = len(self.districts) * len(GLOBAL_NAMES)
         self._pct: dict[int, LogHistogram] = {}  # event-time minute -> sketch
         self._pct_groups = n_groups
-        self._stuck_open = np.zeros(0, dtype=bool)
-        # per-series and per-device arrays, synced from the registry as it grows
-        self.s_kind = np.empty(0, dtype=np.int64)
-        self.s_name = np.empty(0, dtype=np.int64)
-        self.s_device = np.empty(0, dtype=np.int64)
-        self.d_district = np.empty(0, dtype=np.int64)
-        self.d_system = np.empty(0, dtype=np.int64)
-        self.d_kind = np.empty(0, dtype=np.int64)
-        self.lot_free = np.empty(0, dtype=np.float64)
-        self.lot_ts = np.empty(0, dtype=np.int64)
+        # Per-series and per-device arrays, extended from the registry as it grows (append-only
+        # columns: amortised O(1), not a full copy per registration).
+        self._cols = {name: Column(np.int64) for name in (
+            "s_kind", "s_name", "s_device", "d_district", "d_system", "d_kind")}
+        self._cols["_stuck_open"] = Column(np.bool_, False)
+        self._cols["lot_free"] = Column(np.float64, np.nan)
+        self._cols["lot_ts"] = Column(np.int64, -(2**63))
+        self._stuck_open = self._cols["_stuck_open"].extend([])
+        self.s_kind = self._cols["s_kind"].extend([])
+        self.s_name = self._cols["s_name"].extend([])
+        self.s_device = self._cols["s_device"].extend([])
+        self.d_district = self._cols["d_district"].extend([])
+        self.d_system = self._cols["d_system"].extend([])
+        self.d_kind = self._cols["d_kind"].extend([])
+        self.lot_free = self._cols["lot_free"].extend([])
+        self.lot_ts = self._cols["lot_ts"].extend([])
         self.attrs: dict[str, dict[str, Any]] = {}  # device id -> attrs from its birth
         self._attrs_applied: set[str] = set()
         self._day_acc: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -132,27 +139,25 @@ class CityAnalytics:
     def _sync(self) -> None:
         reg = self.registry
         n = reg.n_series
+        cols = self._cols
         if n > len(self.s_kind):
             k0 = len(self.s_kind)
-            self.s_kind = np.concatenate([self.s_kind, np.array(
-                [KIND_CODE[k] for k in reg.series_kind[k0:n]], dtype=np.int64)])
-            self.s_name = np.concatenate([self.s_name, np.array(
-                [GLOBAL_CODE[m] for m in reg.series_name[k0:n]], dtype=np.int64)])
-            self.s_device = np.concatenate([self.s_device, np.array(
-                reg.series_device_gid[k0:n], dtype=np.int64)])
-            self._stuck_open = np.concatenate([self._stuck_open, np.zeros(n - k0, bool)])
+            self.s_kind = cols["s_kind"].extend([KIND_CODE[k] for k in reg.series_kind[k0:n]])
+            self.s_name = cols["s_name"].extend(
+                [GLOBAL_CODE[m] for m in reg.series_name[k0:n]])
+            self.s_device = cols["s_device"].extend(reg.series_device_gid[k0:n])
+            self._stuck_open = cols["_stuck_open"].extend(np.zeros(n - k0, bool))
         nd = reg.n_devices
         if nd > len(self.d_system):
             d0 = len(self.d_system)
             systems = reg.device_system[d0:nd]
-            self.d_system = np.concatenate([self.d_system, np.array(systems, dtype=np.int64)])
-            self.d_district = np.concatenate([self.d_district, np.array(
-                [self.district_index[self.city.systems[s].district_code] for s in systems],
-                dtype=np.int64)])
-            self.d_kind = np.concatenate([self.d_kind, np.array(
-                [KIND_CODE[self.city.systems[s].kind] for s in systems], dtype=np.int64)])
-            self.lot_free = np.concatenate([self.lot_free, np.full(nd - d0, np.nan)])
-            self.lot_ts = np.concatenate([self.lot_ts, np.full(nd - d0, -(2**63))])
+            self.d_system = cols["d_system"].extend(systems)
+            self.d_district = cols["d_district"].extend(
+                [self.district_index[self.city.systems[s].district_code] for s in systems])
+            self.d_kind = cols["d_kind"].extend(
+                [KIND_CODE[self.city.systems[s].kind] for s in systems])
+            self.lot_free = cols["lot_free"].extend(np.full(nd - d0, np.nan))
+            self.lot_ts = cols["lot_ts"].extend(np.full(nd - d0, -(2**63)))
             self.quality.sync_devices(reg.device_system)
             for gid in range(d0, nd):
                 self._apply_attrs(reg.device_ids[gid], gid)

@@ -41,3 +41,29 @@ def grown(a: np.ndarray, n: int, fill: float | int | bool) -> np.ndarray:
     out = np.full((n, *a.shape[1:]), fill, dtype=a.dtype)
     out[: a.shape[0]] = a
     return out
+
+
+class Column:
+    """An append-only 1-D array with amortised O(1) growth (capacity doubles).
+
+    ``extend`` returns the filled part as a view; writes through it land in the column. A view
+    taken before a later ``extend`` may point at a replaced buffer: re-read it after extending.
+    """
+
+    def __init__(self, dtype: type[np.generic], fill: float | int | bool = 0) -> None:
+        self._fill = fill
+        self._buf = np.full(16, fill, dtype=dtype)
+        self._n = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def extend(self, values: np.ndarray | list[float] | list[int]) -> np.ndarray:
+        add = np.asarray(values, dtype=self._buf.dtype)
+        need = self._n + len(add)
+        if need > len(self._buf):
+            self._buf = grown(self._buf[: self._n], doubled_capacity(len(self._buf), need),
+                              self._fill)
+        self._buf[self._n:need] = add
+        self._n = need
+        return self._buf[:need]

@@ -48,6 +48,8 @@ class LiveState:
         self.open_alarms = np.zeros(nd, dtype=np.int64)
         self.sys_online = np.zeros(ns, dtype=np.int64)
         self.sys_devices = np.array([s.device_count(city.scale) for s in city.systems])
+        index = {c: i for i, c in enumerate(self.codes)}
+        self.sys_district = np.array([index[s.district_code] for s in city.systems])
         self.sys_validity = np.full(ns, np.nan)
         self.sys_latency_p95 = np.full(ns, np.nan)
         self.sys_completeness = np.full(ns, np.nan)
@@ -103,7 +105,7 @@ class LiveState:
 
     # -- rendering -------------------------------------------------------------------------
     def document(self, event_clock_ns: int | None) -> dict[str, Any]:
-        sd = np.array([self.codes.index(s.district_code) for s in self.city.systems])
+        sd = self.sys_district
         online_d = np.bincount(sd, weights=self.sys_online, minlength=len(self.codes))
         devices_d = np.bincount(sd, weights=self.sys_devices, minlength=len(self.codes))
         comp = np.nan_to_num(self.sys_completeness, nan=0.0)

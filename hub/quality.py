@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from hub.arrays import Column
 from hub.kernel_config import CACHE, NOGIL
 from hub.sketch import LogHistogram
 from seeds.city import City
@@ -102,7 +103,8 @@ class DataQuality:
         self.system_ids = [s.system_id for s in city.systems]
         self.system_index = {sid: i for i, sid in enumerate(self.system_ids)}
         self._cap = 0
-        self.dev_system = np.empty(0, dtype=np.int64)
+        self._dev_system = Column(np.int64)
+        self.dev_system = self._dev_system.extend([])
         self.bits = np.zeros((0, 2), dtype=np.uint64)
         self.last_seen = np.empty(0, dtype=np.int64)
         self.ring_hour = np.full(2, np.iinfo(np.int64).min, dtype=np.int64)
@@ -125,7 +127,7 @@ class DataQuality:
             seen = np.full(cap, np.iinfo(np.int64).min, dtype=np.int64)
             seen[:self._cap] = self.last_seen
             self.bits, self.last_seen, self._cap = bits, seen, cap
-        self.dev_system = np.asarray(device_system, dtype=np.int64)
+        self.dev_system = self._dev_system.extend(device_system[len(self.dev_system):n])
 
     def set_dead(self, gids: list[int], dead: bool) -> None:
         """Mark devices whose link died (Will) or was born again."""
