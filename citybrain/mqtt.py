@@ -27,10 +27,16 @@ class BrokerConfig:
 
 
 def make_client(client_id: str, broker: BrokerConfig, *, clean_session: bool = True,
-                max_inflight: int = 1000, max_queued: int = 0) -> mqtt.Client:
-    """A paho 2.x client (MQTT 3.1.1) with credentials and limits set, not yet connected."""
+                max_inflight: int = 1000, max_queued: int = 0,
+                manual_ack: bool = False) -> mqtt.Client:
+    """A paho 2.x client (MQTT 3.1.1) with credentials and limits set, not yet connected.
+
+    ``manual_ack``: incoming QoS 1 messages are acknowledged only when the owner calls
+    ``client.ack(mid, qos)`` — after it made them durable — not on receipt.
+    """
     client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
-                         clean_session=clean_session, protocol=mqtt.MQTTv311)
+                         clean_session=clean_session, protocol=mqtt.MQTTv311,
+                         manual_ack=manual_ack)
     if broker.username is not None:
         client.username_pw_set(broker.username, broker.password)
     if broker.tls_ca:

@@ -37,6 +37,16 @@ class Counters:
     def get(self, name: str) -> int:
         return self.flat.get(name, 0)
 
+    def restore(self, doc: dict[str, Any]) -> None:
+        """Continue from a ``snapshot()`` persisted by an earlier run of the process."""
+        with self._lock:
+            for name, v in doc.items():
+                if isinstance(v, int):
+                    self.flat[name] = v
+                elif isinstance(v, dict):
+                    self.labelled[name] = Counter(
+                        {str(k): n for k, n in v.items() if isinstance(n, int)})
+
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             out: dict[str, Any] = dict(self.flat)

@@ -65,10 +65,14 @@ class FrameBuilder:
         return n >= self.max_readings or (n > 0 and now_monotonic - self._opened
                                           >= self.max_delay_s)
 
-    def seal(self) -> tuple[bytes, int, int]:
-        """Encode pending readings into a frame; returns ``(frame, frame_seq, n_readings)``."""
+    def seal(self, frame_seq: int | None = None) -> tuple[bytes, int, int]:
+        """Encode pending readings into a frame; returns ``(frame, frame_seq, n_readings)``.
+
+        ``frame_seq``: the id to give the frame (the edge's spool hands out epoch | counter);
+        by default this builder's own counter."""
         n = len(self._ts)
-        frame_seq = self.next_seq
+        if frame_seq is None:
+            frame_seq = self.next_seq
         frame = encode_frame(
             self.district, frame_seq, time.time_ns(), list(self._devices), self._systems,
             list(self._names),

@@ -2,16 +2,26 @@
 
 Threads and contracts:
   * paho's network thread (device side) runs ``_on_message``, which only enqueues
-    ``(topic, payload, dup)``; the queue is bounded, so a slow edge pushes back on the broker
-    (TCP) instead of growing without limit.
-  * one processing thread (``_run``) owns validation, de-duplication and the frame builders;
-    it seals a district's frame when it is full or ``frame_max_delay_s`` old and publishes it
-    at QoS 1 on the uplink client.
-  * ``stop()`` disconnects the device side, drains the queue, seals every pending frame and
-    waits (bounded) until the broker acknowledged each one.
+    ``(mid, qos, topic, payload, dup)``; the queue is bounded, so a slow edge pushes back on
+    the broker (TCP) instead of growing without limit. Device messages are acknowledged
+    manually (QoS 1, persistent session), never on receipt.
+  * one processing thread (``_run``) owns validation, de-duplication, local alarms and the
+    frame builders. Everything it produces (frames, dead letters, lifecycle events, local
+    alarms) goes into the on-disk spool (``edge.spool``). A *commit* seals every pending
+    frame, fsyncs the spool with the counters, and then acknowledges every device message
+    handled so far: a message is acknowledged only once its outcome is on disk. Commits
+    happen when a frame is due (full, or ``frame_max_delay_s`` old) or ``ack_window``
+    messages await acknowledgement (the broker must allow that many in flight, e.g.
+    Mosquitto ``max_inflight_messages``).
+  * the uplink thread (``edge.spool.SpoolPublisher``) publishes the spool in order at QoS 1;
+    while the broker or uplink is down the spool grows on disk (bounded; full → drop oldest,
+    counted, or block) and is replayed in order after reconnect or restart.
+  * ``stop()`` takes no more device messages (those not taken stay un-acknowledged, so the
+    broker re-delivers them to the next run), commits and acknowledges what was taken, then
+    publishes the spool (bounded wait) and reports what is left in it.
 
 Every message ends in exactly one of: readings framed, rejected (dead letter with reason),
-duplicate. Counters say how many of each, in readings.
+duplicate. Counters say how many of each, in readings, and survive restarts (state.json).
 """
 
 from __future__ import annotations
@@ -19,6 +29,7 @@ from __future__ import annotations
 import base64
 import logging
 import queue
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,10 +40,12 @@ import orjson
 import paho.mqtt.client as mqtt
 
 from citybrain import topics
+from citybrain.dedup import Deduplicator, Seen
 from citybrain.mqtt import BrokerConfig, Subscription, connect_and_wait, make_client
 from citybrain.stats import Counters, StatsWriter
 from edge.batcher import FrameBuilder
-from edge.dedup import Deduplicator, Seen
+from edge.local_alarms import LocalAlarms
+from edge.spool import EdgeSpool, SpoolPublisher
 from edge.validate import (
     Rejected,
     TimeLimits,
@@ -63,6 +76,15 @@ class EdgeConfig:
     frame_max_delay_s: float = 0.5
     time_limits: TimeLimits = field(default_factory=TimeLimits)
     queue_size: int = 100_000
+    #: Spool directory (state survives restarts); None: a temporary one, removed at stop.
+    spool_dir: Path | None = None
+    spool_max_bytes: int = 256 * 1024**2
+    spool_full: str = "drop_oldest"  # or "block"
+    spool_fsync: bool = True
+    #: Most device messages awaiting acknowledgement before a commit is forced.
+    ack_window: int = 5000
+    uplink_in_flight: int = 64  # frames published and not yet acknowledged by the broker
+    dedup_snapshot_s: float = 10.0
     stats_path: Path | None = None
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None  # Prometheus /metrics; None: off
@@ -93,24 +115,45 @@ class EdgeGateway:
         self.districts = set(cfg.districts) if cfg.districts else codes
         self.counters = Counters()
         self.dedup = Deduplicator()
+        self._tmp_spool: tempfile.TemporaryDirectory[str] | None = None
+        spool_dir = cfg.spool_dir
+        if spool_dir is None:
+            self._tmp_spool = tempfile.TemporaryDirectory(prefix="citybrain-spool-")
+            spool_dir = Path(self._tmp_spool.name)
+        self.spool = EdgeSpool(spool_dir, self.counters, max_bytes=cfg.spool_max_bytes,
+                               fsync=cfg.spool_fsync, full_policy=cfg.spool_full)
+        self.counters.restore(self.spool.saved_counters)
+        replayed = self.spool.load_dedup(self.dedup)
+        if replayed or self.spool.saved_counters:
+            log.info("edge %s resumes its spool: %d records to send, %d frames replayed "
+                     "into de-duplication", cfg.client_id,
+                     self.spool.log.committed_offset - self.spool.log.load_cursor(
+                         "sent", self.spool.log.first_offset), replayed)
+        self.local_alarms = LocalAlarms()
         self.builders = {
             d: FrameBuilder(d, max_readings=cfg.frame_max_readings,
                             max_delay_s=cfg.frame_max_delay_s) for d in sorted(self.districts)}
         self.links: dict[str, set[str]] = {}  # link id -> devices born on it
-        self._queue: queue.Queue[tuple[str, bytes, bool]] = queue.Queue(cfg.queue_size)
-        self._pending: list[tuple[mqtt.MQTTMessageInfo, int]] = []
+        self._queue: queue.Queue[tuple[int, int, str, bytes, bool]] = queue.Queue(
+            cfg.queue_size)
+        self._unacked: list[tuple[int, int]] = []  # (mid, qos) handled, not yet committed
+        self._intake_open = True
+        self._last_dedup_save = time.monotonic()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="edge-worker", daemon=True)
         self._stats = StatsWriter(cfg.stats_path, self.snapshot)
         self._metrics_server: Any = None
         self.device_client = make_client(f"{cfg.client_id}-dev", cfg.broker,
-                                         clean_session=False)
+                                         clean_session=False, manual_ack=True)
         self._subscription = Subscription(
             [(topics.device_filter(d), 1) for d in sorted(self.districts)])
         self.device_client.on_connect = self._subscription.on_connect
         self.device_client.on_subscribe = self._subscription.on_subscribe
         self.device_client.on_message = self._on_message
         self.uplink_client = make_client(f"{cfg.client_id}-up", cfg.uplink or cfg.broker)
+        self.publisher = SpoolPublisher(self.spool, self.uplink_client, self.counters,
+                                        max_in_flight=cfg.uplink_in_flight)
+        self.uplink_client.on_publish = self.publisher.on_publish
         # The Will tells the hub and operators that this edge (and its districts) vanished.
         self._state_topic = topics.edge_state_topic(cfg.client_id)
         self.uplink_client.will_set(self._state_topic, self._state_doc("offline"), qos=1,
@@ -121,6 +164,7 @@ class EdgeGateway:
         connect_and_wait(self.uplink_client, self.cfg.uplink or self.cfg.broker)
         self.uplink_client.publish(self._state_topic, self._state_doc("online"), qos=1,
                                    retain=True)
+        self.publisher.start()
         self._thread.start()
         connect_and_wait(self.device_client, self.cfg.broker)
         self._subscription.wait()  # ready only once the broker routes device messages here
@@ -131,21 +175,28 @@ class EdgeGateway:
             from hub.http import metrics_registry
             registry = metrics_registry("citybrain_edge", self.snapshot,
                                         gauges=("queue_depth", "frames_unacked",
-                                                "devices_tracked"))
+                                                "devices_tracked", "spool_bytes",
+                                                "spool_backlog_records", "messages_unacked",
+                                                "local_alarms_active"))
             self._metrics_server, _ = start_http_server(
                 self.cfg.metrics_port, addr=self.cfg.metrics_host, registry=registry)
         log.info("edge %s serving %d districts", self.cfg.client_id, len(self.districts))
 
     def stop(self, timeout_s: float = 30.0) -> dict[str, Any]:
-        """Stop taking device messages, flush everything, and return the final counters."""
-        self.device_client.disconnect()
-        self.device_client.loop_stop()
+        """Graceful stop (each stage bounded by ``timeout_s``): take no more device messages,
+        commit and acknowledge what was taken, publish the spool. Returns the final
+        counters; ``spool_left_records`` says what stays on disk for the next run."""
+        self._intake_open = False
+        self.spool.stop_waiting.set()
         self._stopping.set()
         self._thread.join(timeout=timeout_s)
-        deadline = time.monotonic() + timeout_s
-        for info, _ in self._pending:
-            info.wait_for_publish(max(0.0, deadline - time.monotonic()))
-        self._sweep_acks()
+        self.device_client.disconnect()
+        self.device_client.loop_stop()
+        left = self.publisher.drain(timeout_s)
+        self.counters.inc("spool_left_records", left)
+        if left:
+            log.warning("edge %s stops with %d records spooled on disk for the next run",
+                        self.cfg.client_id, left)
         self.uplink_client.publish(self._state_topic, self._state_doc("offline"), qos=1,
                                    retain=True).wait_for_publish(2)
         self.uplink_client.disconnect()
@@ -153,7 +204,11 @@ class EdgeGateway:
         self._stats.stop()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
-        return self.snapshot()
+        snap = self.snapshot()
+        self.spool.log.close()
+        if self._tmp_spool is not None:
+            self._tmp_spool.cleanup()
+        return snap
 
     def _state_doc(self, state: str) -> bytes:
         return orjson.dumps({"state": state, "edge": self.cfg.client_id,
@@ -163,20 +218,25 @@ class EdgeGateway:
         snap = self.counters.snapshot()
         snap["cpu_s"] = time.process_time()
         snap["queue_depth"] = self._queue.qsize()
-        snap["frames_unacked"] = len(self._pending)
+        snap["frames_unacked"] = len(self.spool.in_flight)
+        snap["messages_unacked"] = len(self._unacked)
+        snap["spool_bytes"] = self.spool.log.size_bytes
+        snap["spool_backlog_records"] = self.publisher.backlog
+        snap["local_alarms_active"] = self.local_alarms.active
         snap["devices_tracked"] = len(self.dedup)
         snap["districts"] = sorted(self.districts)
         return snap
 
     # -- paho callbacks (network thread): enqueue only ------------------------------------
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        self._queue.put((msg.topic, bytes(msg.payload), bool(msg.dup)))
+        if self._intake_open:  # after stop(): not taken, not acknowledged → re-delivered
+            self._queue.put((msg.mid, msg.qos, msg.topic, bytes(msg.payload), bool(msg.dup)))
 
     # -- processing thread ----------------------------------------------------------------
     def _run(self) -> None:
         while True:
             try:
-                topic, payload, dup = self._queue.get(timeout=0.05)
+                mid, qos, topic, payload, dup = self._queue.get(timeout=0.05)
             except queue.Empty:
                 if self._stopping.is_set():
                     break
@@ -186,8 +246,38 @@ class EdgeGateway:
                 except Exception:  # never let one message kill the edge; count it
                     log.exception("unexpected error handling a message on %s", topic)
                     self._reject(Rejected("internal_error", "see edge log"), topic, payload)
-            self._flush_due(time.monotonic())
-        self._flush_due(float("inf"), force=True)
+                if qos:
+                    self._unacked.append((mid, qos))
+            now = time.monotonic()
+            if len(self._unacked) >= self.cfg.ack_window or any(
+                    b.due(now) for b in self.builders.values()):
+                self.commit()
+            elif self._unacked and self._queue.empty() and not any(
+                    len(b) for b in self.builders.values()):
+                self.commit()  # nothing waits in a frame: acknowledge without delay
+            if now - self._last_dedup_save >= self.cfg.dedup_snapshot_s:
+                self.spool.save_dedup(self.dedup)
+                self._last_dedup_save = now
+        self.commit()
+        self.spool.save_dedup(self.dedup)
+
+    def commit(self) -> None:
+        """Seal every pending frame, make the spool and counters durable, then acknowledge
+        every device message handled so far (processing thread)."""
+        for b in self.builders.values():
+            if len(b):
+                frame, _seq, n = b.seal(self.spool.next_frame_seq(b.district))
+                self.spool.put(topics.frames_topic(b.district), frame, n)
+                self.counters.inc("frames_published")
+                self.counters.inc("readings_framed", n)
+                self.counters.inc("frame_bytes", len(frame))
+        if not self._unacked and self.spool.log.next_offset == self.spool.log.committed_offset:
+            return
+        self.spool.commit(self.counters.snapshot())
+        for mid, qos in self._unacked:
+            self.device_client.ack(mid, qos)
+        self.counters.inc("messages_acked", len(self._unacked))
+        self._unacked = []
 
     def handle(self, topic: str, payload: bytes, dup: bool = False) -> None:
         """Classify one device message. Runs on the processing thread (or in tests)."""
@@ -229,10 +319,24 @@ class EdgeGateway:
         for rejection in bad:
             self._reject(rejection, topic, payload)
         builder = self.builders[parsed.district]
+        device = env.device.device_id
         system = env.device.system.system_id
         for r in good:
-            builder.add(env.device.device_id, system, env.seq, env.t, r.name, r.value)
+            builder.add(device, system, env.seq, env.t, r.name, r.value)
         self.counters.inc("readings_accepted", len(good))
+        if parsed.domain == "kitchen":
+            for r in good:
+                alarm = self.local_alarms.observe(device, r.name, env.t, r.value)
+                if alarm is not None:
+                    self._local_alarm(parsed.district, alarm)
+
+    def _local_alarm(self, district: str, alarm: dict[str, Any]) -> None:
+        """Raised here, at once, whatever the uplink does; delivered through the spool."""
+        self.counters.inc_label("local_alarms", f"{alarm['alarm']}_{alarm['state']}")
+        log.warning("local alarm %s %s: device %s value %s", alarm["alarm"], alarm["state"],
+                    alarm["device"], alarm["value"])
+        alarm |= {"district": district, "edge": self.cfg.client_id, "edge_t": time.time()}
+        self.spool.put(topics.alarms_topic(district), orjson.dumps(alarm))
 
     def _lifecycle(self, parsed: topics.DeviceTopic, doc: Any, topic: str,
                    payload: bytes) -> None:
@@ -256,15 +360,16 @@ class EdgeGateway:
                 self._reject(exc, topic, payload)
                 return
             self.links.setdefault(link, set()).add(parsed.device)
-            attrs = doc.get("attrs")
+            attrs = _clean_attrs(doc.get("attrs"))
+            if "frozen" in attrs:
+                self.local_alarms.set_frozen(parsed.device, bool(attrs["frozen"]))
             event |= {"device": parsed.device, "fw": doc.get("fw"), "reset": doc.get("reset"),
-                      "attrs": _clean_attrs(attrs)}
+                      "attrs": attrs}
             self.counters.inc("births")
         else:
             event["devices"] = sorted(self.links.pop(link, {parsed.device}))
             self.counters.inc("deaths")
-        self.uplink_client.publish(topics.events_topic(parsed.district), orjson.dumps(event),
-                                   qos=1)
+        self.spool.put(topics.events_topic(parsed.district), orjson.dumps(event))
 
     def _reject(self, exc: Rejected, topic: str, payload: bytes) -> None:
         """Count and dead-letter a rejection; never raises."""
@@ -283,26 +388,5 @@ class EdgeGateway:
         except UnicodeDecodeError:
             letter["payload_b64"] = base64.b64encode(body).decode()
         letter["truncated"] = len(payload) > DLQ_PAYLOAD_BYTES
-        self.uplink_client.publish(topics.dlq_topic(district), orjson.dumps(letter), qos=1)
+        self.spool.put(topics.dlq_topic(district), orjson.dumps(letter))
         self.counters.inc("dead_letters")
-
-    def _flush_due(self, now: float, force: bool = False) -> None:
-        for b in self.builders.values():
-            if len(b) and (force or b.due(now)):
-                frame, _seq, n = b.seal()
-                info = self.uplink_client.publish(topics.frames_topic(b.district), frame, qos=1)
-                self._pending.append((info, n))
-                self.counters.inc("frames_published")
-                self.counters.inc("readings_framed", n)
-                self.counters.inc("frame_bytes", len(frame))
-        self._sweep_acks()
-
-    def _sweep_acks(self) -> None:
-        still: list[tuple[mqtt.MQTTMessageInfo, int]] = []
-        for info, n in self._pending:
-            if info.is_published():
-                self.counters.inc("frames_acked")
-                self.counters.inc("readings_acked", n)
-            else:
-                still.append((info, n))
-        self._pending = still

@@ -1,8 +1,12 @@
 """The city hub service: frames in from MQTT, aggregates and raw readings out to InfluxDB.
 
 Threads and contracts:
-  * paho's network thread runs ``_on_message``: it only enqueues the payload (bounded queue).
-  * the processing thread owns everything stateful: decode (``citybrain.frame``), series
+  * paho's network thread runs ``_on_message``: it only hands the message to the WAL's
+    bounded queue. Messages are acknowledged manually, after they are durable on disk.
+  * the WAL thread (``hub.wal``) appends them to the write-ahead log, fsyncs, acknowledges.
+  * the processing thread reads the WAL in order (after a crash: first the records kept from
+    the previous run) and owns everything stateful: frame de-duplication by (district, edge
+    epoch, frame counter), decode (``citybrain.frame``), series
     resolution (``hub.series``), windowed aggregation (``hub.window``, numba), line-protocol
     rendering (``hub.lineproto``, numba); it hands rendered bytes to the writer.
   * the writer thread (``hub.writer``) batches and stores them in InfluxDB.
@@ -21,10 +25,10 @@ not aggregated).
 from __future__ import annotations
 
 import logging
-import queue
+import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +37,8 @@ import orjson
 import paho.mqtt.client as mqtt
 
 from citybrain import topics
+from citybrain.dedup import Deduplicator, Seen
+from citybrain.durable_log import unpack_message
 from citybrain.frame import Frame, FrameError, decode_frame
 from citybrain.mqtt import BrokerConfig, Subscription, connect_and_wait, make_client
 from citybrain.stats import Counters, StatsWriter
@@ -42,6 +48,8 @@ from hub.lineproto import render_multi, render_single
 from hub.live import LiveState
 from hub.series import SeriesRegistry
 from hub.sinks import InfluxConfig, InfluxSink, ensure_target_with_retry, make_sink
+from hub.wal import HubWal
+from hub.window import WindowBatch
 from hub.writer import InfluxWriter
 from seeds.city import City
 
@@ -52,7 +60,10 @@ log = logging.getLogger("citybrain.hub")
 
 #: Snapshot fields that are levels, not running totals (Prometheus gauges).
 HUB_GAUGES = ("frame_queue_depth", "write_queue_depth", "series", "devices", "links_online",
-              "event_clock_ns", "latency_p50_s", "latency_p95_s", "latency_p99_s")
+              "event_clock_ns", "latency_p50_s", "latency_p95_s", "latency_p99_s",
+              "wal_size_bytes", "wal_backlog_records", "write_queued_lines")
+#: Frames remembered per (district, edge epoch) for de-duplication of re-deliveries.
+FRAME_DEDUP_WINDOW = 4096
 AGG_FIELDS = ["count", "mean", "min", "max", "sum", "first", "last", "std"]
 AGG_IS_INT = np.array([True] + [False] * (len(AGG_FIELDS) - 1))
 
@@ -76,7 +87,15 @@ class HubConfig:
     write_batch_lines: int = 10_000
     write_flush_s: float = 0.5
     queue_frames: int = 10_000
+    write_queue_lines: int = 500_000
     stats_path: Path | None = None
+    #: Write-ahead log directory; None: a temporary one (not durable across runs).
+    wal_dir: Path | None = None
+    wal_max_bytes: int = 2 * 1024**3
+    wal_fsync: bool = True
+    #: On stop, emit every open window as final (end of a run). Off for a restart: the WAL
+    #: keeps their readings and the next run completes them.
+    close_windows_at_exit: bool = True
 
 
 def _frame_clock(ts_ns: np.ndarray) -> int | None:
@@ -108,15 +127,31 @@ class Hub:
         self.http: HubHttp | None = None
         self.sink = sink or make_sink(cfg.influx)
         self.writer = InfluxWriter(self.sink, self.counters, batch_lines=cfg.write_batch_lines,
-                                   flush_s=cfg.write_flush_s)
+                                   flush_s=cfg.write_flush_s,
+                                   max_queued_lines=cfg.write_queue_lines)
         self.event_clock_ns: int | None = None
         self._event_clock_wall = time.monotonic()
         self.online_links: dict[str, set[str]] = {}
-        self._queue: queue.Queue[tuple[str, bytes]] = queue.Queue(cfg.queue_frames)
+        self.frame_dedup = Deduplicator(FRAME_DEDUP_WINDOW)
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hub-worker", daemon=True)
         self._stats = StatsWriter(cfg.stats_path, self.snapshot)
-        self.client = make_client(cfg.client_id, cfg.broker, clean_session=False)
+        self.client = make_client(cfg.client_id, cfg.broker, clean_session=False,
+                                  manual_ack=True)
+        self._tmp_wal: tempfile.TemporaryDirectory[str] | None = None
+        wal_dir = cfg.wal_dir
+        if wal_dir is None:
+            self._tmp_wal = tempfile.TemporaryDirectory(prefix="citybrain-wal-")
+            wal_dir = Path(self._tmp_wal.name)
+        self.wal = HubWal(wal_dir, self.counters, self.client.ack,
+                          max_bytes=cfg.wal_max_bytes, fsync=cfg.wal_fsync,
+                          ingress_size=cfg.queue_frames,
+                          window_ns=dict(zip(self.windows.labels, self.windows.resolutions_ns,
+                                             strict=True)))
+        self._offset = self.wal.log.first_offset  # next WAL record to process
+        self._replaying = False  # the record in hand was logged by an earlier run
+        self._skip_raw = False  # ... and its raw lines are already stored
+        self._record_offset = 0
         self._subscription = Subscription([(topics.FRAMES_FILTER, 1), (topics.EVENTS_FILTER, 1),
                                            (topics.DLQ_FILTER, 1)])
         self.client.on_connect = self._subscription.on_connect
@@ -127,7 +162,11 @@ class Hub:
     def start(self) -> None:
         ensure_target_with_retry(self.sink)
         self.writer.start()
+        if self.wal.replay_until > self._offset:
+            log.info("replaying WAL records %d..%d from the previous run", self._offset,
+                     self.wal.replay_until - 1)
         self._thread.start()
+        self.wal.start()
         connect_and_wait(self.client, self.cfg.broker)
         self._subscription.wait()  # ready only once the broker routes frames here
         self._stats.start()
@@ -139,24 +178,40 @@ class Hub:
         log.info("hub %s ingesting into %s", self.cfg.client_id, self.cfg.influx.describe())
 
     def stop(self, timeout_s: float = 60.0) -> dict[str, Any]:
-        """Stop ingesting, close every window, store everything; returns final counters."""
+        """Graceful stop, bounded by ``timeout_s`` per stage: take no more messages, log and
+        acknowledge what was taken, process the whole WAL, store everything; with
+        ``close_windows_at_exit`` also emit open windows as final. Returns the final counters,
+        with what remained: ``unprocessed_wal_records`` (kept on disk for the next run) and
+        ``unwritten_lines_at_exit`` (their WAL records are kept too)."""
+        self.wal.close_intake(timeout_s)
         self.client.disconnect()
         self.client.loop_stop()
         self._stopping.set()
         self._thread.join(timeout=timeout_s)
         unwritten = self.writer.stop(timeout_s)
         self.counters.inc("unwritten_lines_at_exit", unwritten)
+        if not self._thread.is_alive():
+            self.wal.settle(self.writer.durable_ticket, force_save=True)
+        self.counters.inc("unprocessed_wal_records",
+                          max(0, self.wal.log.committed_offset - self._offset))
+        self.wal.close()
         self.sink.close()
         self._stats.stop()
         if self.http is not None:
             self.http.stop()
-        return self.snapshot()
+        snap = self.snapshot()
+        if self._tmp_wal is not None:
+            self._tmp_wal.cleanup()
+        return snap
 
     def snapshot(self) -> dict[str, Any]:
         snap = self.counters.snapshot()
         snap["cpu_s"] = time.process_time()
-        snap["frame_queue_depth"] = self._queue.qsize()
+        wal = self.wal.stats(self._offset)
+        snap["frame_queue_depth"] = wal.pop("ingress_depth")
+        snap |= wal
         snap["write_queue_depth"] = self.writer.depth
+        snap["write_queued_lines"] = self.writer.queued_lines
         snap["series"] = self.registry.n_series
         snap["devices"] = self.registry.n_devices
         snap["links_online"] = len(self.online_links)
@@ -168,36 +223,52 @@ class Hub:
 
     # -- paho callbacks (network thread) --------------------------------------------------
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        self._queue.put((msg.topic, bytes(msg.payload)))
+        self.wal.offer(msg.mid, msg.qos, msg.topic, bytes(msg.payload))
 
     # -- processing thread ----------------------------------------------------------------
     def _run(self) -> None:
         last_tick = time.monotonic()
+        reader = self.wal.reader()
+        self._offset = reader.next_offset
         while True:
-            try:
-                topic, payload = self._queue.get(timeout=0.1)
-            except queue.Empty:
-                if self._stopping.is_set():
-                    break
-            else:
-                try:
-                    if topic.startswith(f"{topics.PREFIX}/frames/"):
-                        self.handle_frame(payload)
-                    elif topic.startswith(f"{topics.PREFIX}/dlq/"):
-                        self.handle_dead_letter(payload)
-                    else:
-                        self.handle_event(payload)
-                except Exception:
-                    log.exception("unexpected error on %s; frame counted as failed", topic)
-                    self.counters.inc_label("frames_rejected", "internal_error")
+            records = reader.read(64, timeout_s=0.1)
+            if not records and self._stopping.is_set() and self.wal.logging_done and (
+                    self._offset >= self.wal.log.committed_offset):
+                break
+            for rec in records:
+                self._process_record(rec.offset, rec.payload)
+            if records:
+                self.wal.mark_processed(self._offset, self.writer.last_ticket)
             now = time.monotonic()
             if now - last_tick >= 0.2:
                 self.tick(now)
                 last_tick = now
-        self.emit(self.windows.close_all())
-        if self.analytics is not None and self.event_clock_ns is not None:
-            self._analytics(lambda a: a.on_minute(self.event_clock_ns or 0,
-                                                   self.windows.pending("1h")))
+        reader.close()
+        self._replaying = self._skip_raw = False
+        if self.cfg.close_windows_at_exit:
+            self.emit(self.windows.close_all())
+            if self.analytics is not None and self.event_clock_ns is not None:
+                self._analytics(lambda a: a.on_minute(self.event_clock_ns or 0,
+                                                       self.windows.pending("1h")))
+        self.wal.mark_processed(self._offset, self.writer.last_ticket)
+
+    def _process_record(self, offset: int, record: bytes) -> None:
+        """One WAL record: a frame, a dead letter or a lifecycle event."""
+        self._replaying = offset < self.wal.replay_until
+        self._skip_raw = offset < self.wal.checkpoint.durable_offset
+        self._record_offset = offset
+        try:
+            topic, payload = unpack_message(record)
+            if topic.startswith(f"{topics.PREFIX}/frames/"):
+                self.handle_frame(payload)
+            elif topic.startswith(f"{topics.PREFIX}/dlq/"):
+                self.handle_dead_letter(payload)
+            else:
+                self.handle_event(payload)
+        except Exception:
+            log.exception("unexpected error on WAL record %d; counted as failed", offset)
+            self.counters.inc_label("frames_rejected", "internal_error")
+        self._offset = offset + 1
 
     def handle_frame(self, payload: bytes) -> None:
         """Decode, aggregate and render one frame (processing thread)."""
@@ -207,6 +278,14 @@ class Hub:
         except FrameError as exc:
             self.counters.inc_label("frames_rejected", exc.reason)
             log.warning("rejected frame: %s", exc)
+            return
+        # frame_seq = edge spool epoch (high 32 bits) and counter (low 32): a re-delivered
+        # frame (broker after a crash, or an edge replaying its spool) is recognised here.
+        stream = f"{frame.district}/{frame.frame_seq >> 32}"
+        seen = self.frame_dedup.check(stream, frame.frame_seq & 0xFFFFFFFF)
+        if seen is not Seen.NEW:
+            self.counters.inc(f"frames_{seen.value}")
+            self.counters.inc("readings_in_duplicate_frames", len(frame))
             return
         self.ingest(frame)
 
@@ -223,12 +302,15 @@ class Hub:
             keep = series >= 0
             series, ts, value = series[keep], ts[keep], value[keep]
         self._advance_event_clock(_frame_clock(ts))
+        if len(ts):
+            self.wal.note_readings(self._record_offset, min(
+                int(ts.max()), (self.event_clock_ns or 0) + self.windows.max_ahead_ns))
         recv = time.time_ns()
         self.live.observe_latency(ts, recv)
         if self.analytics is not None and len(series):
             dev = resolved.device[resolved.series >= 0] if resolved.invalid else resolved.device
             self._analytics(lambda a: a.on_readings(series, dev, ts, value, recv))
-        if self.cfg.store_raw and len(series):
+        if self.cfg.store_raw and len(series) and not self._skip_raw:
             body, lines = render_single(self.registry.raw_prefixes, series, value, ts)
             self.counters.inc("raw_nonfinite_skipped", len(series) - lines)
             self.writer.submit("raw", body, lines)
@@ -252,8 +334,9 @@ class Hub:
         refresh the live view once a second."""
         if now_monotonic - self._last_live >= 1.0:
             self._last_live = now_monotonic
-            self.live.refresh(self.counters.snapshot(), self._queue.qsize(), self.writer.depth,
-                              self.event_clock_ns)
+            self.live.refresh(self.counters.snapshot(), self.wal.stats(self._offset)[
+                "wal_backlog_records"], self.writer.depth, self.event_clock_ns)
+        self.wal.settle(self.writer.durable_ticket)
         if self.event_clock_ns is None:
             return
         idle = now_monotonic - self._event_clock_wall
@@ -284,6 +367,11 @@ class Hub:
             log.exception("analytics step failed")
             self.counters.inc("analytics_errors")
             return
+        if self._skip_raw:  # a replay of what was stored: rebuild state, don't overwrite
+            return
+        if self._replaying and out.alarms:
+            self.counters.inc("alarms_not_republished", len(out.alarms))
+            out = AnalyticsOut(out.bodies, [])
         for body, lines in out.bodies:
             self.writer.submit("analytics", body, lines)
         for topic, payload in out.alarms:
@@ -291,7 +379,11 @@ class Hub:
             self.counters.inc("alarms_published")
 
     def emit(self, emissions: list[Emission]) -> None:
-        """Render windows as ``agg_{label}`` points and hand them to the writer."""
+        """Render windows as ``agg_{label}`` points and hand them to the writer.
+
+        Windows already final in InfluxDB (per the WAL checkpoint) are dropped: after a crash
+        the replay sees only part of their readings and must not overwrite them."""
+        emissions = [self._not_yet_stored(e) for e in emissions]
         for e in emissions:
             b = e.rows
             if len(b) == 0:
@@ -302,9 +394,23 @@ class Hub:
                                        AGG_FIELDS, values, AGG_IS_INT, b.window_start_ns)
             kind = "final" if e.final else "ontime"
             self.counters.inc_label(f"windows_{kind}", e.label, len(b))
-            self.writer.submit("agg", body, lines)
+            ticket = self.writer.submit("agg", body, lines)
+            if e.final:
+                width = self.wal.window_ns[e.label]
+                self.wal.mark_final(e.label, int(b.window_start_ns.max()) + width, ticket)
         if self.analytics is not None and emissions:
             self._analytics(lambda a: a.on_emissions(emissions))
+
+    def _not_yet_stored(self, e: Emission) -> Emission:
+        through = self.wal.checkpoint.final_through.get(e.label)
+        if through is None or len(e.rows) == 0:
+            return e
+        keep = e.rows.window_start_ns + self.wal.window_ns[e.label] > through
+        if keep.all():
+            return e
+        self.counters.inc_label("windows_already_stored", e.label, int((~keep).sum()))
+        rows = WindowBatch(*(getattr(e.rows, f.name)[keep] for f in fields(WindowBatch)))
+        return Emission(e.label, rows, e.final)
 
     def _mark_dead(self, devices: list[str], dead: bool) -> None:
         if self.analytics is None:

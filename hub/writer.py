@@ -1,8 +1,12 @@
 """The hub's InfluxDB writer: batches rendered line protocol and stores it with retries.
 
-Contract: ``submit(kind, body, lines)`` never blocks for long (the queue is bounded: it
-blocks the processing thread when InfluxDB falls far behind, which pushes back to the broker
-instead of growing memory). One writer thread concatenates chunks into batches of about
+Contract: ``submit(kind, body, lines)`` returns a ticket (a chunk number, increasing);
+``durable_ticket`` is the highest ticket whose lines InfluxDB has acknowledged (chunks are
+written in submission order, so every smaller ticket is stored too). The hub uses tickets to
+know when a WAL record's outputs are stored and the record may be forgotten. The queue is
+bounded in lines (``max_queued_lines``): when InfluxDB falls behind, ``submit`` blocks the
+processing thread, which stops reading the WAL, which then grows on disk (bounded) instead
+of memory growing. One writer thread concatenates chunks into batches of about
 ``batch_lines`` lines or ``flush_s`` seconds, whichever comes first, and writes each batch
 until it is stored: retryable errors back off (honouring Retry-After) and try again; a
 rejected batch (HTTP 400) is counted, logged with the server's message, and kept in
@@ -25,19 +29,25 @@ log = logging.getLogger("citybrain.writer")
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    kind: str  # "raw" | "agg"
+    kind: str  # "raw" | "agg" | "analytics" | "dead_letters"
     body: bytes
     lines: int
+    ticket: int
 
 
 class InfluxWriter:
     def __init__(self, sink: InfluxSink, counters: Counters, *, batch_lines: int = 10_000,
-                 flush_s: float = 0.5, queue_chunks: int = 2048) -> None:
+                 flush_s: float = 0.5, max_queued_lines: int = 500_000) -> None:
         self.sink = sink
         self.counters = counters
         self.batch_lines = batch_lines
         self.flush_s = flush_s
-        self._queue: queue.Queue[Chunk] = queue.Queue(queue_chunks)
+        self.max_queued_lines = max(max_queued_lines, batch_lines)
+        self._queue: queue.Queue[Chunk] = queue.Queue()
+        self._room = threading.Condition()
+        self._queued_lines = 0
+        self.last_ticket = 0
+        self.durable_ticket = 0
         self._stop = threading.Event()
         self._deadline = float("inf")
         self._thread = threading.Thread(target=self._run, name="influx-writer", daemon=True)
@@ -47,13 +57,33 @@ class InfluxWriter:
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, kind: str, body: bytes, lines: int) -> None:
-        if lines:
-            self._queue.put(Chunk(kind, body, lines))
+    def submit(self, kind: str, body: bytes, lines: int) -> int:
+        """Queue rendered lines; blocks while ``max_queued_lines`` are waiting. Returns the
+        chunk's ticket (or the last one, if there was nothing to write)."""
+        if not lines:
+            return self.last_ticket
+        with self._room:
+            while self._queued_lines and self._queued_lines + lines > self.max_queued_lines:
+                self.counters.inc("write_queue_full_waits")
+                self._room.wait(1.0)
+            self._queued_lines += lines
+            self.last_ticket += 1
+            ticket = self.last_ticket
+        self._queue.put(Chunk(kind, body, lines, ticket))
+        return ticket
+
+    def _release(self, lines: int) -> None:
+        with self._room:
+            self._queued_lines -= lines
+            self._room.notify_all()
 
     @property
     def depth(self) -> int:
         return self._queue.qsize()
+
+    @property
+    def queued_lines(self) -> int:
+        return self._queued_lines
 
     def stop(self, timeout_s: float) -> int:
         """Write everything queued, giving up after ``timeout_s``; returns lines not stored."""
@@ -62,7 +92,9 @@ class InfluxWriter:
         self._thread.join(timeout=timeout_s + 5)
         while True:  # whatever the thread could not take is counted, not forgotten
             try:
-                self.unwritten_lines += self._queue.get_nowait().lines
+                chunk = self._queue.get_nowait()
+                self.unwritten_lines += chunk.lines
+                self._release(chunk.lines)
             except queue.Empty:
                 break
         return self.unwritten_lines
@@ -87,6 +119,7 @@ class InfluxWriter:
                 if time.monotonic() - opened < self.flush_s and not self._stop.is_set():
                     continue
             self._write(pending)
+            self._release(sum(c.lines for c in pending))
             pending = []
 
     def _write(self, chunks: list[Chunk]) -> None:
@@ -109,6 +142,7 @@ class InfluxWriter:
                     for kind, n in by_kind.items():
                         self.counters.inc_label("write_rejected_lines", kind, n)
                     self.failed_batches.append((str(exc), body))
+                    self.durable_ticket = chunks[-1].ticket  # handled: counted and kept
                     return
                 if time.monotonic() > self._deadline:
                     self.unwritten_lines += sum(by_kind.values())
@@ -126,6 +160,7 @@ class InfluxWriter:
             self.counters.inc("write_us_total", int(elapsed * 1e6))
             for kind, n in by_kind.items():
                 self.counters.inc(f"stored_{kind}", n)
+            self.durable_ticket = chunks[-1].ticket
             log.debug("wrote %d lines (%d bytes) in %.1f ms", sum(by_kind.values()), len(body),
                       elapsed * 1e3)
             return

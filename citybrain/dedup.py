@@ -10,6 +10,7 @@ Memory: one int and one Python int bitmask per device (≈100 bytes), so 1M devi
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from enum import Enum
 
 WINDOW = 1024
@@ -30,6 +31,14 @@ class Deduplicator:
 
     def __len__(self) -> int:
         return len(self._state)
+
+    def items(self) -> Iterator[tuple[str, tuple[int, int]]]:
+        """(device, (highest seq, mask)) pairs, for persisting the window."""
+        return iter(list(self._state.items()))
+
+    def restore(self, device: str, high: int, mask: int) -> None:
+        """Put back a persisted (highest seq, mask) for ``device``."""
+        self._state[device] = (high, mask & ((1 << self.window) - 1))
 
     def check(self, device: str, seq: int) -> Seen:
         """Classify ``(device, seq)`` and remember it if new."""

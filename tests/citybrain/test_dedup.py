@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.dedup import Deduplicator, Seen
+from citybrain.dedup import Deduplicator, Seen
 
 
 def test_basic() -> None:
