@@ -57,7 +57,8 @@ def add_mqtt(p: argparse.ArgumentParser) -> None:
     env_option(p, "--mqtt-host", default="127.0.0.1", help="MQTT broker host")
     env_option(p, "--mqtt-port", default=1883, type=int, help="MQTT broker port")
     env_option(p, "--mqtt-username", help="MQTT username")
-    env_option(p, "--mqtt-password", help="MQTT password")
+    env_option(p, "--mqtt-password", help="MQTT password (prefer --mqtt-password-file)")
+    env_option(p, "--mqtt-password-file", type=Path, help="read the MQTT password from this file")
     env_option(p, "--mqtt-tls-ca", help="CA certificate file: connect with TLS")
 
 
@@ -75,16 +76,22 @@ def add_influx(p: argparse.ArgumentParser) -> None:
     env_option(p, "--influx-token-file", type=Path, help="read the v2 token from this file")
 
 
+def mqtt_password(args: argparse.Namespace) -> str | None:
+    """``--mqtt-password``, or the first line of ``--mqtt-password-file``."""
+    if args.mqtt_password_file:
+        from citybrain.auth import read_password_file
+        return read_password_file(Path(args.mqtt_password_file))
+    return args.mqtt_password or None
+
+
 def broker_from(args: argparse.Namespace) -> BrokerConfig:
     return BrokerConfig(host=args.mqtt_host, port=args.mqtt_port, username=args.mqtt_username,
-                        password=args.mqtt_password, tls_ca=args.mqtt_tls_ca)
+                        password=mqtt_password(args), tls_ca=args.mqtt_tls_ca)
 
 
 def influx_from(args: argparse.Namespace) -> Any:
-    from hub.sinks import InfluxConfig
-    token = args.influx_token
-    if args.influx_token_file:
-        token = Path(args.influx_token_file).read_text().strip()
+    from hub.sinks import InfluxConfig, load_secret
+    token = load_secret(args.influx_token, args.influx_token_file)
     return InfluxConfig(url=args.influx_url, api=args.influx_api, database=args.influx_db,
                         retention_policy=args.influx_rp, username=args.influx_username,
                         password=args.influx_password, org=args.influx_org,
@@ -112,9 +119,12 @@ def cmd_sim(args: argparse.Namespace) -> int:
     from citybrain.stats import write_json_atomic
     from firmware_sim import FaultConfig, SimConfig, run_sim
     faults = FaultConfig.none() if args.faults == "none" else FaultConfig()
+    from citybrain.auth import load_secret
     start = None if args.start_ago_s is None else time.time() - args.start_ago_s
     cfg = SimConfig(mqtt_host=args.mqtt_host, mqtt_port=args.mqtt_port,
-                    username=args.mqtt_username, password=args.mqtt_password,
+                    username=args.mqtt_username, password=mqtt_password(args),
+                    secret=load_secret(args.mqtt_secret, args.mqtt_secret_file),
+                    tls_ca=args.mqtt_tls_ca,
                     scale=args.scale, seed=args.seed, speed=args.speed,
                     duration_s=args.duration, districts=_districts(args.districts),
                     devices_per_link=args.devices_per_link, qos=args.qos, faults=faults,
@@ -129,25 +139,36 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 
 def cmd_edge(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from edge.gateway import EdgeConfig, EdgeGateway
     from edge.validate import TimeLimits
-    cfg = EdgeConfig(broker=broker_from(args), districts=_districts(args.districts),
+    broker = broker_from(args)
+    uplink = None
+    if args.uplink_host or args.uplink_port:
+        uplink = dataclasses.replace(broker, host=args.uplink_host or broker.host,
+                                     port=args.uplink_port or broker.port)
+    cfg = EdgeConfig(broker=broker, uplink=uplink, districts=_districts(args.districts),
                      scale=args.scale, client_id=args.client_id,
                      frame_max_readings=args.frame_max_readings,
                      frame_max_delay_s=args.frame_max_delay_s,
                      time_limits=TimeLimits(args.max_future_s, args.max_past_s),
                      metrics_host=args.metrics_host,
                      metrics_port=None if args.metrics_port < 0 else args.metrics_port,
+                     spool_dir=args.spool_dir or Path("var/spool") / args.client_id,
+                     spool_max_bytes=int(args.spool_max_mb * 1024**2),
+                     spool_full=args.spool_full, ack_window=args.ack_window,
                      stats_path=args.stats_file)
     gw = EdgeGateway(cfg)
     stop = wait_for_signal(args.duration)
     gw.start()
     stop.wait()
-    final = gw.stop()
-    logging.getLogger("citybrain.edge").info("edge stopped: %d readings framed, %d rejected, "
-                                             "%d duplicates", final.get("readings_framed", 0),
-                                             final.get("readings_rejected", 0),
-                                             final.get("duplicates", 0))
+    final = gw.stop(args.stop_timeout_s)
+    logging.getLogger("citybrain.edge").info(
+        "edge stopped: %d readings framed, %d rejected, %d duplicates; %d records left in "
+        "the spool for the next run", final.get("readings_framed", 0),
+        final.get("readings_rejected", 0), final.get("duplicates", 0),
+        final.get("spool_left_records", 0))
     return 0
 
 
@@ -165,15 +186,20 @@ def cmd_hub(args: argparse.Namespace) -> int:
                     analytics=not args.no_analytics, analytics_config=analytics,
                     http_host=args.http_host,
                     http_port=None if args.http_port < 0 else args.http_port,
+                    wal_dir=args.wal_dir or Path("var/wal") / args.client_id,
+                    wal_max_bytes=int(args.wal_max_mb * 1024**2),
+                    close_windows_at_exit=args.close_windows_at_exit,
                     stats_path=args.stats_file)
     hub = Hub(cfg)
     stop = wait_for_signal(args.duration)
     hub.start()
     stop.wait()
-    final = hub.stop()
+    final = hub.stop(args.stop_timeout_s)
     logging.getLogger("citybrain.hub").info(
-        "hub stopped: %d readings received, %d raw and %d aggregate points stored",
-        final.get("hub_received", 0), final.get("stored_raw", 0), final.get("stored_agg", 0))
+        "hub stopped: %d readings received, %d raw and %d aggregate points stored; left for "
+        "the next run: %d WAL records unprocessed, %d lines unwritten",
+        final.get("hub_received", 0), final.get("stored_raw", 0), final.get("stored_agg", 0),
+        final.get("unprocessed_wal_records", 0), final.get("unwritten_lines_at_exit", 0))
     return 0
 
 
@@ -185,7 +211,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                    mqtt_host=args.mqtt_host, mqtt_port=args.mqtt_port,
                    influx_url=args.influx_url, influx_db=args.influx_db,
                    mqtt_port_local=args.local_mqtt_port, influx_port_local=args.local_influx_port,
-                   http_port=args.http_port)
+                   http_port=args.http_port, tls=args.tls, secret_file=args.mqtt_secret_file,
+                   device_accounts=not args.no_device_accounts)
     return run_city(cfg)
 
 
@@ -215,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     env_option(p, "--faults", default="default", choices=["default", "none"],
                help="misbehaviour: realistic default rates, or none")
     env_option(p, "--client-id", default="citybrain-sim", help="MQTT client id prefix")
+    env_option(p, "--mqtt-secret", help="the fleet's provisioning secret: each link logs in "
+               "as its system (or device) with a derived password (prefer --mqtt-secret-file)")
+    env_option(p, "--mqtt-secret-file", type=Path, help="read the provisioning secret from here")
     env_option(p, "--start-ago-s", type=float,
                help="start simulated time this many seconds before now (default: now, or "
                     "now − duration·speed when faster than real time with a duration)")
@@ -236,6 +266,20 @@ def build_parser() -> argparse.ArgumentParser:
     env_option(p, "--metrics-host", default="127.0.0.1", help="address of /metrics")
     env_option(p, "--metrics-port", default=9101, type=int,
                help="Prometheus /metrics port (-1: off)")
+    env_option(p, "--uplink-host", help="publish frames to this broker host (default: the "
+               "device broker; same credentials)")
+    env_option(p, "--uplink-port", type=int, help="... and port")
+    env_option(p, "--spool-dir", type=Path,
+               help="on-disk spool, kept across restarts (default: var/spool/CLIENT_ID)")
+    env_option(p, "--spool-max-mb", default=256.0, type=float, help="spool size limit, MiB")
+    env_option(p, "--spool-full", default="drop_oldest", choices=["drop_oldest", "block"],
+               help="when the spool is full: drop its oldest frames (counted) or stop taking "
+                    "device messages (the broker holds them)")
+    env_option(p, "--ack-window", default=5000, type=int,
+               help="device messages awaiting acknowledgement before a commit is forced "
+                    "(the broker must allow this many in flight)")
+    env_option(p, "--stop-timeout-s", default=30.0, type=float,
+               help="on SIGTERM/Ctrl-C, wait at most this long per stage to drain")
     env_option(p, "--duration", type=float, help="stop after this many seconds")
     p.set_defaults(func=cmd_edge)
 
@@ -256,6 +300,15 @@ def build_parser() -> argparse.ArgumentParser:
                help="HJ 633 version for AQI (2026 is in force since 2026-03-01)")
     env_option(p, "--fume-limit", default=1.0, type=float,
                help="cooking-fume alarm limit, mg/m³ (Chongqing 1.0; national GB 18483: 2.0)")
+    env_option(p, "--wal-dir", type=Path,
+               help="write-ahead log, kept across restarts (default: var/wal/CLIENT_ID)")
+    env_option(p, "--wal-max-mb", default=2048.0, type=float,
+               help="WAL size limit, MiB; when full the hub stops acknowledging frames and "
+                    "the broker holds them")
+    env_flag(p, "--close-windows-at-exit", "on stop, emit every open window as final (the "
+             "end of a run) instead of keeping its readings in the WAL for the next run")
+    env_option(p, "--stop-timeout-s", default=60.0, type=float,
+               help="on SIGTERM/Ctrl-C, wait at most this long per stage to drain")
     env_option(p, "--duration", type=float, help="stop after this many seconds")
     p.set_defaults(func=cmd_hub)
 
@@ -279,10 +332,20 @@ def build_parser() -> argparse.ArgumentParser:
     env_option(p, "--local-influx-port", type=int, help="port for the local influxd (free one)")
     env_option(p, "--http-port", default=8080, type=int,
                help="the hub's dashboard port (a free one if it is taken)")
+    env_option(p, "--mqtt-secret-file", type=Path,
+               help="the fleet's MQTT provisioning secret (default: VAR_DIR/mqtt-secret, made "
+                    "if missing); with --mqtt-host, the broker's accounts must derive from it")
+    env_flag(p, "--tls", "the local Mosquitto listens with TLS only, certificates from a local "
+             "CA made under VAR_DIR/tls (scripts/make_ca.sh)")
+    env_flag(p, "--no-device-accounts", "give the local Mosquitto system, edge and hub "
+             "accounts only (skips hashing a password per device; the sim uses system links)")
     p.set_defaults(func=cmd_up)
 
     from hub.aqi_cli import add_aqi_parser
     add_aqi_parser(sub)
+
+    from citybrain.auth import add_auth_parser
+    add_auth_parser(sub)
 
     from citybrain.top import add_top_parser
     add_top_parser(sub)

@@ -13,7 +13,8 @@ Layout (all integers little-endian)::
       8  n_readings   u32  n
      12  n_devices    u32  d   (device table entries)
      16  n_names      u32  m   (measurement-name table entries)
-     20  frame_seq    u64  per-edge, per-district counter; with the district it names a frame
+     20  frame_seq    u64  edge spool epoch (high 32 bits) | per-district counter (low 32);
+                           with the district it names a frame (the hub de-duplicates by it)
      28  created_ns   i64  edge clock when the frame was sealed, ns since the epoch (UTC)
      36  body_len     u32  bytes of body as sent (compressed or not)
      40  raw_len      u32  bytes of body once decompressed
@@ -196,6 +197,16 @@ def decode_frame(data: bytes | bytearray | memoryview) -> Frame:
     if raw_len > MAX_RAW_LEN:
         raise FrameError("oversized", f"raw body {raw_len} bytes exceeds {MAX_RAW_LEN}")
     if flags & FLAG_ZSTD:
+        # zstandard sizes its output by the content size the zstd frame header states and
+        # ignores max_output_size then: a hostile header claiming 2**40 bytes would be a
+        # MemoryError (or a huge allocation). Only raw_len (bounded above) or "unknown" pass.
+        try:
+            stated = zstandard.frame_content_size(body)
+        except zstandard.ZstdError as exc:
+            raise FrameError("bad_compression", str(exc)) from None
+        if stated not in (-1, raw_len):
+            raise FrameError("bad_compression",
+                             f"zstd frame states {stated} bytes, header says {raw_len}")
         try:
             raw = _decompressor().decompress(body, max_output_size=raw_len)
         except zstandard.ZstdError as exc:

@@ -32,6 +32,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -39,6 +40,7 @@ import urllib.parse
 import urllib.request
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self
@@ -51,6 +53,7 @@ __all__ = [
     "InfluxV1Server",
     "LocalServer",
     "MosquittoServer",
+    "TlsFiles",
     "VictoriaMetricsServer",
     "find_binary",
     "free_port",
@@ -424,26 +427,60 @@ def _mqtt_connect_packet(client_id: str) -> bytes:
     return bytes([0x10, len(rest)]) + rest
 
 
-def _mqtt_answers(host: str, port: int, client_id: str, timeout: float) -> bool:
-    """True if host:port replies to CONNECT with a CONNACK (accepted or refused)."""
+def _mqtt_answers(host: str, port: int, client_id: str, timeout: float,
+                  tls: ssl.SSLContext | None = None) -> bool:
+    """True if host:port replies to CONNECT with a CONNACK (accepted or refused).
+
+    With ``tls`` the connection is wrapped first (certificate and host name checked);
+    a TLS failure is raised as ``ssl.SSLError`` rather than answered with False.
+    """
     try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.sendall(_mqtt_connect_packet(client_id))
-            head = sock.recv(4)
-            if head[:1] == b"\x20":
-                sock.sendall(b"\xe0\x00")  # DISCONNECT
-                return True
-            return False
+        with socket.create_connection((host, port), timeout=timeout) as raw:
+            sock = tls.wrap_socket(raw, server_hostname=host) if tls is not None else raw
+            with sock:
+                sock.sendall(_mqtt_connect_packet(client_id))
+                head = sock.recv(4)
+                if head[:1] == b"\x20":
+                    sock.sendall(b"\xe0\x00")  # DISCONNECT
+                    return True
+                return False
+    except ssl.SSLError:
+        raise
     except OSError:
         return False
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A TLS listener's files: the CA that signed the server certificate, the certificate
+    (with 127.0.0.1 among its subject alternative names) and its private key (PEM)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    @classmethod
+    def in_dir(cls, directory: Path) -> TlsFiles:
+        """``ca.crt``, ``server.crt`` and ``server.key`` in ``directory`` (as
+        ``scripts/make_ca.sh`` writes them)."""
+        d = Path(directory).absolute()
+        return cls(d / "ca.crt", d / "server.crt", d / "server.key")
+
+    def client_context(self) -> ssl.SSLContext:
+        """A client context trusting only ``ca``."""
+        return ssl.create_default_context(cafile=str(self.ca))
 
 
 class MosquittoServer(LocalServer):
     """Mosquitto 2.x broker on 127.0.0.1:port with on-disk persistence in data_dir.
 
+    ``password_file`` and ``acl_file`` turn on Mosquitto's own authentication and
+    authorisation (see ``citybrain.auth``; pass ``allow_anonymous=False`` too);
+    ``tls`` makes the listener on ``port`` TLS-only with those files (the readiness
+    probe then speaks TLS and checks the certificate against ``tls.ca``).
     ``config_body`` replaces the generated body entirely (it is formatted with
     ``port``, ``data_dir`` and ``log_path``); ``extra_config`` is appended after
-    it, e.g. ``password_file``/``acl_file`` lines or an extra TLS ``listener``.
+    it, e.g. an extra ``listener``.
     Persistence is saved on graceful stop (and every ``autosave_interval``
     s, Mosquitto's default 1800 s), so retained messages and queued QoS>0
     messages survive ``restart()`` but not ``kill()``.
@@ -459,16 +496,26 @@ class MosquittoServer(LocalServer):
         log_path: Path | None = None,
         *,
         allow_anonymous: bool = True,
+        password_file: Path | None = None,
+        acl_file: Path | None = None,
+        tls: TlsFiles | None = None,
         extra_config: str = "",
         config_body: str | None = None,
     ) -> None:
         super().__init__(data_dir, port, log_path)
         self.allow_anonymous = allow_anonymous
+        self.password_file = Path(password_file).absolute() if password_file else None
+        self.acl_file = Path(acl_file).absolute() if acl_file else None
+        self.tls = tls
         self.extra_config = extra_config
         self.config_body = config_body
         self._probe_count = 0
-        for path in (self.data_dir, self.log_path):
-            if any(ch.isspace() for ch in str(path)):
+        self._probe_error: str | None = None
+        paths = [self.data_dir, self.log_path, self.password_file, self.acl_file]
+        if tls is not None:
+            paths += [tls.ca, tls.cert, tls.key]
+        for path in paths:
+            if path is not None and any(ch.isspace() for ch in str(path)):
                 raise ValueError(f"mosquitto cannot use paths with whitespace: {path!s}")
 
     @property
@@ -481,7 +528,16 @@ class MosquittoServer(LocalServer):
         lines = [
             "# generated by citybrain.localstack on every start; edits are overwritten",
             f"listener {self.port} {HOST}",
-            f"allow_anonymous {'true' if self.allow_anonymous else 'false'}",
+        ]
+        if self.tls is not None:
+            lines += [f"cafile {self.tls.ca}", f"certfile {self.tls.cert}",
+                      f"keyfile {self.tls.key}"]
+        lines.append(f"allow_anonymous {'true' if self.allow_anonymous else 'false'}")
+        if self.password_file is not None:
+            lines.append(f"password_file {self.password_file}")
+        if self.acl_file is not None:
+            lines.append(f"acl_file {self.acl_file}")
+        lines += [
             "persistence true",
             f"persistence_location {self.data_dir}/",
             "persistence_file mosquitto.db",
@@ -518,11 +574,28 @@ class MosquittoServer(LocalServer):
         """``mosquitto -c data_dir/mosquitto.conf``."""
         return [binary, "-c", str(self.config_path)]
 
+    @property
+    def url(self) -> str:
+        """``mqtt://127.0.0.1:PORT``, or ``mqtts://`` with TLS."""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{HOST}:{self.port}"
+
     def probe(self) -> bool:
-        """True once the listener answers an MQTT CONNECT with a CONNACK."""
+        """True once the listener answers an MQTT CONNECT with a CONNACK (refused counts:
+        the probe has no credentials)."""
         self._probe_count += 1
         client_id = f"citybrain-probe-{os.getpid()}-{self._probe_count}"
-        return _mqtt_answers(HOST, self.port, client_id, _PROBE_TIMEOUT)
+        context = self.tls.client_context() if self.tls is not None else None
+        try:
+            return _mqtt_answers(HOST, self.port, client_id, _PROBE_TIMEOUT, context)
+        except ssl.SSLError as exc:
+            self._probe_error = f"TLS handshake failed: {exc}"
+            return False
+
+    def _failure(self, what: str, tail: str) -> str:
+        message = super()._failure(what, tail)
+        if self._probe_error:
+            message += f"\nlast probe: {self._probe_error}"
+        return message
 
 
 # ---------------------------------------------------------------------------

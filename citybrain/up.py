@@ -2,7 +2,11 @@
 
 What it does, in order:
   1. starts a project-local Mosquitto and influxd under ``var/`` on loopback ports (unless a
-     broker or InfluxDB is given), and creates the database;
+     broker or InfluxDB is given), and creates the database. The local Mosquitto refuses
+     anonymous clients: every device, system, the edges and the hub have their own account
+     and ACL (``citybrain.auth``), derived from the fleet secret ``var/mqtt-secret`` (made
+     if missing); with ``--tls`` it listens with TLS only, certificates from a local CA
+     (``scripts/make_ca.sh``, under ``var/tls``);
   2. starts the hub, the edge processes and the simulator as child processes
      (``citybrain hub|edge|sim``), each writing its counters to ``var/run/*.json``;
   3. runs until ``--duration`` passes or Ctrl-C, then stops in data-flow order, draining each
@@ -10,7 +14,7 @@ What it does, in order:
      received every reading the sim published: seal and publish last frames) → hub (once it
      has received every framed reading: close windows, store everything);
   4. counts raw readings in InfluxDB with InfluxQL and writes the accounting report:
-     ``lost = published − (stored_raw + rejected + duplicates)``.
+     ``lost = published − (stored_raw + rejected + duplicates − redelivered + shed)``.
 
 Children run in their own process group (so Ctrl-C reaches only this supervisor, which
 stops them in order) and die with it (``PR_SET_PDEATHSIG``), so nothing is orphaned.
@@ -27,7 +31,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -35,6 +39,7 @@ from urllib.request import urlopen
 
 import orjson
 
+from citybrain import auth
 from citybrain.stats import read_json, write_json_atomic
 from seeds.city import City
 
@@ -42,6 +47,11 @@ log = logging.getLogger("citybrain.up")
 
 RAW_MEASUREMENTS = "/^raw_/"
 SIM_REPLAY_S = 86400.0
+MAKE_CA = Path(__file__).resolve().parents[1] / "scripts" / "make_ca.sh"
+#: Credentials a child would otherwise inherit from this process's environment; replaced by
+#: each tier's own when this run manages the accounts.
+CREDENTIAL_ENV = ("CITYBRAIN_MQTT_USERNAME", "CITYBRAIN_MQTT_PASSWORD",
+                  "CITYBRAIN_MQTT_PASSWORD_FILE", auth.SECRET_ENV, auth.SECRET_FILE_ENV)
 
 
 @dataclass
@@ -62,6 +72,15 @@ class UpConfig:
     influx_port_local: int | None = None
     drain_timeout_s: float = 120.0
     http_port: int = 8080  # the hub's dashboard; a free port is used if this one is taken
+    #: the local Mosquitto listens with TLS only (certificates from a CA under var/tls)
+    tls: bool = False
+    #: the fleet's MQTT provisioning secret; None: var/mqtt-secret for the local broker
+    #: (made if missing), or CITYBRAIN_MQTT_SECRET(_FILE) / no accounts with --mqtt-host
+    secret_file: Path | None = None
+    #: give the local Mosquitto an account per device too (not only per system)
+    device_accounts: bool = True
+    #: extra command-line arguments per tier (benchmarks: throttled links, small spools)
+    extra_args: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -74,6 +93,7 @@ class Child:
 
     def __init__(self, name: str, argv: list[str], var: Path, env: dict[str, str]) -> None:
         self.name = name
+        self.argv, self.var, self.env = argv, var, env
         self.stats_path = var / "run" / f"{name}.json"
         self.stats_path.unlink(missing_ok=True)
         log_path = var / "log" / f"{name}.log"
@@ -88,6 +108,16 @@ class Child:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to flush anything (what a crash or the OOM killer does)."""
+        self.proc.kill()
+        self.proc.wait(10)
+        self._log.close()
+
+    def respawn(self) -> Child:
+        """The same tier again, same arguments and environment (after a crash or a stop)."""
+        return Child(self.name, self.argv, self.var, self.env)
 
     def terminate_and_wait(self, timeout_s: float) -> int:
         if self.alive():
@@ -125,6 +155,18 @@ def influx_count(url: str, db: str, measurements: str = RAW_MEASUREMENTS) -> int
             for row in series.get("values", []):
                 total += sum(int(v) for v in row[1:] if v is not None)
     return total
+
+
+def make_local_ca(directory: Path) -> Any:
+    """A CA and a server certificate for 127.0.0.1 in ``directory`` (kept if present)."""
+    from citybrain.localstack import TlsFiles
+    if not MAKE_CA.exists():
+        raise SystemExit(f"--tls needs {MAKE_CA} (run from a checkout of citybrain)")
+    proc = subprocess.run(["bash", str(MAKE_CA), str(directory)], capture_output=True,
+                          text=True, timeout=60)
+    if proc.returncode != 0:
+        raise SystemExit(f"making the local CA failed: {proc.stderr.strip()}")
+    return TlsFiles.in_dir(directory)
 
 
 def _split(codes: list[str], parts: int) -> list[list[str]]:
@@ -172,7 +214,12 @@ def build_report(sim: dict[str, Any], edges: list[dict[str, Any]], hub: dict[str
         "aggregated_readings": int(hub.get("aggregated_readings", 0)),
         "late_readings": int(hub.get("late_readings", 0)),
         "early_readings": int(hub.get("early_readings", 0)),
-        "lost": published - (stored_raw + n_rejected + duplicates - redelivered),
+        # InfluxDB is the judge: its own count of raw points (the hub's counter restarts
+        # with the hub; re-written points after a crash replay overwrite, not add).
+        # shed: readings an edge's full spool dropped by its policy, each one counted
+        "shed": total("spool_dropped_readings"),
+        "lost": published - (counted_raw + n_rejected + duplicates - redelivered
+                             + total("spool_dropped_readings")),
         "influx": influx,
         "sim": sim,
         "edges": edges,
@@ -192,6 +239,27 @@ class CityRun:
         self.children: list[Child] = []
         self.mqtt = (cfg.mqtt_host or "127.0.0.1", cfg.mqtt_port)
         self.influx_url = cfg.influx_url or ""
+        self.secret: bytes | None = None       # the fleet secret, when this run has one
+        self.secret_path: Path | None = None   # ... and the file the sim reads it from
+        self.tls_ca: str | None = None         # CA the tiers trust (local broker with --tls)
+        self.hub_restarted = False
+
+    def _setup_mqtt_auth(self) -> Any:
+        """Secret, password and ACL files for the local broker; returns them."""
+        cfg = self.cfg
+        self.secret_path = (cfg.secret_file or self.var / "mqtt-secret").resolve()
+        self.secret = auth.ensure_secret_file(self.secret_path)
+        city = City(cfg.scale)
+        n = 2 + len(city.systems) + (city.device_total if cfg.device_accounts else 0)
+        if n > 100_000:
+            print(f"MQTT accounts: hashing up to {n} passwords on {os.cpu_count()} cores (once:"
+                  f" reused while {self.secret_path.name} and --scale stay the same; "
+                  "--no-device-accounts skips the devices) ...", flush=True)
+        files = auth.write_broker_files(self.var / "auth", self.secret, city,
+                                        devices=cfg.device_accounts)
+        log.info("MQTT accounts: %d in %s (%s, %.1f s)", files.accounts, files.password_file,
+                 "reused" if files.reused else "written", files.seconds)
+        return files
 
     def start_services(self) -> None:
         from citybrain.localstack import InfluxV1Server, MosquittoServer, missing_binaries
@@ -202,11 +270,29 @@ class CityRun:
             raise SystemExit(f"missing {', '.join(needed)}: run `make setup` (as root it "
                              "installs them) or apt-get install mosquitto influxdb")
         if not self.cfg.mqtt_host:
+            files = self._setup_mqtt_auth()
+            tls = make_local_ca(self.var / "tls") if self.cfg.tls else None
+            self.tls_ca = str(tls.ca) if tls is not None else None
             broker = MosquittoServer(self.var / "mosquitto", port=self.cfg.mqtt_port_local,
-                                     log_path=self.var / "log" / "mosquitto.log")
-            broker.start()
+                                     log_path=self.var / "log" / "mosquitto.log",
+                                     allow_anonymous=False, password_file=files.password_file,
+                                     acl_file=files.acl_file, tls=tls)
+            # Mosquitto reads the whole password file before it listens (~6 s for 1M).
+            broker.start(timeout=20.0 + files.accounts / 50_000)
             self.services.append(broker)
             self.mqtt = (broker.host, broker.port)
+        else:
+            if self.cfg.tls:
+                raise SystemExit("--tls configures the local Mosquitto; with --mqtt-host set "
+                                 "CITYBRAIN_MQTT_TLS_CA to the CA of that broker instead")
+            self.secret = auth.load_secret(path=self.cfg.secret_file)
+            if self.secret is not None:
+                self.secret_path = self.cfg.secret_file or (
+                    Path(os.environ[auth.SECRET_FILE_ENV]) if os.environ.get(auth.SECRET_FILE_ENV)
+                    else None)
+                if self.secret_path is None:  # the secret came as a value: hand it on in a file
+                    self.secret_path = self.var / "auth" / "mqtt-secret"
+                    auth.write_private(self.secret_path, self.secret + b"\n")
         if not self.cfg.influx_url:
             influx = InfluxV1Server(self.var / "influxdb", port=self.cfg.influx_port_local,
                                     log_path=self.var / "log" / "influxd.log")
@@ -214,26 +300,53 @@ class CityRun:
             self.services.append(influx)
             self.influx_url = influx.url
 
+    def _tier_env(self, base: dict[str, str], account: str | None) -> dict[str, str]:
+        """``base`` plus the credentials of ``account`` ("hub", "edge"; None: the sim)."""
+        env = dict(base)
+        if self.secret is None:
+            return env
+        if account is None:
+            env[auth.SECRET_FILE_ENV] = str(self.secret_path)
+        else:
+            password_file = self.var / "auth" / f"{account}.password"
+            auth.write_private(password_file, auth.derive_password(self.secret, account) + "\n")
+            env.update({"CITYBRAIN_MQTT_USERNAME": account,
+                        "CITYBRAIN_MQTT_PASSWORD_FILE": str(password_file)})
+        return env
+
     def start_tiers(self) -> None:
         env = dict(os.environ)
+        if self.secret is not None:  # each tier gets its own account, nothing inherited
+            for name in CREDENTIAL_ENV:
+                env.pop(name, None)
+        if not self.cfg.mqtt_host:
+            env.pop("CITYBRAIN_MQTT_TLS_CA", None)
+            if self.tls_ca:
+                env["CITYBRAIN_MQTT_TLS_CA"] = self.tls_ca
         env.update({"CITYBRAIN_MQTT_HOST": self.mqtt[0], "CITYBRAIN_MQTT_PORT": str(self.mqtt[1]),
                     "CITYBRAIN_SCALE": str(self.cfg.scale), "PYTHONUNBUFFERED": "1"})
         from citybrain.localstack import free_port, port_is_free
         self.http_port = (self.cfg.http_port if port_is_free(self.cfg.http_port)
                           else free_port())
+        self._fresh_durable_dirs()
         hub_args = ["hub", "--influx-url", self.influx_url, "--influx-api", "v1",
-                    "--influx-db", self.cfg.influx_db, "--http-port", str(self.http_port)]
-        self.hub = Child("hub", hub_args, self.var, env)
+                    "--influx-db", self.cfg.influx_db, "--http-port", str(self.http_port),
+                    "--wal-dir", str(self.var / "wal" / "hub"), "--close-windows-at-exit",
+                    *self.cfg.extra_args.get("hub", [])]
+        self.hub = Child("hub", hub_args, self.var, self._tier_env(env, auth.HUB_USER))
         self.children.append(self.hub)
         wait_until(lambda: self.hub.stats_path.exists() or not self.hub.alive(), 60,
                    "the hub to start")
         codes = sorted(d.code for d in City(self.cfg.scale).districts)
         parts = _split(codes, self.cfg.edge_procs)
         self.edge_metrics = [free_port() for _ in parts]
+        edge_env = self._tier_env(env, auth.EDGE_USER)
         self.edges = [Child(f"edge-{i}", ["edge", "--districts", ",".join(part),
                                           "--client-id", f"citybrain-edge-{i}",
-                                          "--metrics-port", str(self.edge_metrics[i])],
-                            self.var, env)
+                                          "--metrics-port", str(self.edge_metrics[i]),
+                                          "--spool-dir", str(self.var / "spool" / f"edge-{i}"),
+                                          *self.cfg.extra_args.get("edge", [])],
+                            self.var, edge_env)
                       for i, part in enumerate(parts)]
         self.children += self.edges
         wait_until(lambda: all(e.stats_path.exists() or not e.alive() for e in self.edges), 60,
@@ -242,7 +355,7 @@ class CityRun:
             if not child.alive():
                 raise RuntimeError(f"{child.name} exited at start; see {child.log_path}")
         sim_args = ["sim", "--seed", str(self.cfg.seed), "--speed", str(self.cfg.speed),
-                    "--faults", self.cfg.faults]
+                    "--faults", self.cfg.faults, *self.cfg.extra_args.get("sim", [])]
         if self.cfg.duration_s is not None:
             sim_args += ["--duration", str(self.cfg.duration_s)]
         elif self.cfg.speed > 1:
@@ -250,8 +363,61 @@ class CityRun:
             # behind the edges' for a day / (speed − 1) of wall time instead of running ahead
             # (and being rejected as ts_future) within seconds.
             sim_args += ["--start-ago-s", str(SIM_REPLAY_S)]
-        self.sim = Child("sim", sim_args, self.var, env)
+        self.sim = Child("sim", sim_args, self.var, self._tier_env(env, None))
         self.children.append(self.sim)
+
+    def _fresh_durable_dirs(self) -> None:
+        """Each run accounts for itself: the hub WAL and edge spools start empty. What an
+        interrupted earlier run left in them is reported, then removed."""
+        import shutil
+        for d in (self.var / "wal", self.var / "spool"):
+            if not d.exists():
+                continue
+            left = sum(p.stat().st_size for p in d.rglob("*.seg"))
+            if left:
+                print(f"note: {d} holds {left} bytes from an earlier run; starting afresh",
+                      flush=True)
+            shutil.rmtree(d)
+
+    def restart(self, child: Child, *, kill: bool, down_s: float = 0.0) -> Child:
+        """Crash (SIGKILL) or stop (SIGTERM) a hub or edge child, wait ``down_s``, start it
+        again; it resumes from its WAL or spool. Returns the new child."""
+        if kill:
+            child.kill()
+        else:
+            child.terminate_and_wait(self.cfg.drain_timeout_s)
+        time.sleep(down_s)
+        new = child.respawn()
+        self.children[self.children.index(child)] = new
+        if child is self.hub:
+            self.hub = new
+            self.hub_restarted = True
+        else:
+            self.edges[self.edges.index(child)] = new
+        wait_until(lambda: new.stats_path.exists() or not new.alive(), 60,
+                   f"{new.name} to start again")
+        return new
+
+    def _wait_hub_quiet(self, timeout_s: float) -> bool:
+        """True once the hub has nothing in flight for 3 s running: no WAL backlog, nothing
+        queued to log or to write (after a restart its counters restart, so counts can't
+        tell)."""
+        quiet_since: float | None = None
+
+        def quiet() -> bool:
+            nonlocal quiet_since
+            h = self.hub.stats()
+            idle = all(int(h.get(k) or 0) == 0 for k in ("wal_backlog_records",
+                                                          "frame_queue_depth",
+                                                          "write_queue_depth",
+                                                          "write_queued_lines"))
+            if not idle:
+                quiet_since = None
+                return False
+            quiet_since = quiet_since or time.monotonic()
+            return time.monotonic() - quiet_since >= 3.0
+
+        return wait_until(quiet, timeout_s, "the hub to finish its backlog")
 
     def drain_and_stop(self) -> dict[str, Any]:
         """Stop tiers in data-flow order, each after the previous one's output arrived."""
@@ -264,16 +430,23 @@ class CityRun:
         for e in self.edges:
             e.terminate_and_wait(t)
         edges = [e.stats() for e in self.edges]
-        framed = sum(int(e.get("readings_framed", 0)) for e in edges)
-        wait_until(lambda: int(self.hub.stats().get("hub_received", 0)) >= framed, t,
-                   "the hub to receive every framed reading")
+        # readings a full spool shed (counted by the edge) can never arrive
+        framed = sum(int(e.get("readings_framed", 0)) - int(e.get("spool_dropped_readings", 0))
+                     for e in edges)
+        if not self.hub_restarted:  # a restarted hub's counters say nothing of the past
+            wait_until(lambda: int(self.hub.stats().get("hub_received", 0)) >= framed, t,
+                       "the hub to receive every framed reading")
+        self._wait_hub_quiet(t)
         self.hub.terminate_and_wait(t)
         hub = self.hub.stats()
         counted = influx_count(self.influx_url, self.cfg.influx_db)
         report = build_report(sim, edges, hub, counted,
                               {"url": self.influx_url, "api": "v1",
                                "database": self.cfg.influx_db})
-        report["mqtt"] = {"host": self.mqtt[0], "port": self.mqtt[1]}
+        report["mqtt"] = {"host": self.mqtt[0], "port": self.mqtt[1],
+                          "tls": self.tls_ca is not None or bool(
+                              self.cfg.mqtt_host and os.environ.get("CITYBRAIN_MQTT_TLS_CA")),
+                          "accounts": self.secret is not None}
         return report
 
     def stop_everything(self) -> None:
@@ -290,7 +463,8 @@ citybrain is running — a simulated Chongqing, {City(self.cfg.scale).device_tot
   hub metrics     http://127.0.0.1:{self.http_port}/metrics   state: /api/state
   edge metrics    {', '.join(f'http://127.0.0.1:{p}/metrics' for p in self.edge_metrics)}
   terminal view   citybrain top --url http://127.0.0.1:{self.http_port}
-  MQTT broker     mqtt://{self.mqtt[0]}:{self.mqtt[1]}  (topics cb/v1/#)
+  MQTT broker     {'mqtts' if self.tls_ca else 'mqtt'}://{self.mqtt[0]}:{self.mqtt[1]}  \
+(topics cb/v1/#){self._auth_note()}
   InfluxDB        {self.influx_url}  database '{self.cfg.influx_db}'
                   try: influx -port {self.influx_url.rsplit(':', 1)[-1]} -database \
 {self.cfg.influx_db} -execute 'SHOW MEASUREMENTS'
@@ -298,6 +472,18 @@ citybrain is running — a simulated Chongqing, {City(self.cfg.scale).device_tot
   logs            {self.var / 'log'}/
 Press Ctrl-C to stop: the city drains, stops cleanly and prints its accounting.
 """, flush=True)
+
+
+    def _auth_note(self) -> str:
+        if self.secret is None:
+            return ""
+        lines = f"""
+  MQTT accounts   one per device and system, plus 'edge' and 'hub' (ACL: {self.var / 'auth'}\
+/acl)
+                  a password: citybrain auth password USER --mqtt-secret-file {self.secret_path}"""
+        if self.tls_ca:
+            lines += f"\n  MQTT TLS CA     {self.tls_ca}"
+        return lines
 
 
 def run_city(cfg: UpConfig) -> int:
@@ -331,5 +517,5 @@ def run_city(cfg: UpConfig) -> int:
         cfg.report.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(cfg.report, report)
         print(f"report written to {cfg.report}")
-    ok = report["lost"] == 0 and report["stored_raw"] == report["stored_raw_counted_in_influxdb"]
+    ok = report["lost"] == 0
     return 0 if ok else 1

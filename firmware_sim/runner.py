@@ -46,6 +46,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.client import MQTTErrorCode
 from paho.mqtt.enums import CallbackAPIVersion
 
+from citybrain.auth import derive_password
 from citybrain.payload import encode_death
 from firmware_sim.devices import DeviceModel, make_model, stable_hash
 from firmware_sim.fastclient import SUPPORTED as FAST_PAHO_SUPPORTED
@@ -82,8 +83,15 @@ class SimConfig:
 
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 1883
+    #: one account for every link (a broker without per-device accounts)
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
+    #: the fleet's provisioning secret (``citybrain.auth``): each link logs in with its own
+    #: account and derived password — the system id for a link per system or per chunk of a
+    #: system, the device id for a link per device. Excludes ``username``/``password``.
+    secret: bytes | None = field(default=None, repr=False)
+    #: CA certificate file: connect with TLS and check the broker's certificate against it
+    tls_ca: str | None = None
     #: MQTT client ids are ``{prefix}-{system id}`` (or ``-{device id}``, ``-{system}-cNNNN``)
     client_id_prefix: str = "cbsim"
     #: device scale of ``seeds.city.City`` (1.0 ≈ 3.7k devices)
@@ -147,6 +155,10 @@ class SimConfig:
             raise ValueError(f"mqtt_version must be '3.1.1' or '5', got {self.mqtt_version!r}")
         if not self.client_id_prefix or set("+#/") & set(self.client_id_prefix):
             raise ValueError(f"bad client_id_prefix {self.client_id_prefix!r}")
+        if self.secret is not None and (self.username is not None
+                                        or self.password is not None):
+            raise ValueError("give either a fleet secret (per-link accounts) or one "
+                             "username/password, not both")
         self.faults.validate()
 
     def sim_start(self, wall_now: float) -> float:
@@ -227,16 +239,18 @@ class _Events:
 class _Link:
     """One MQTT connection carrying one or more devices (paho's userdata for its client)."""
 
-    __slots__ = ("accepted", "acked", "backlog", "client", "connects", "death_topic",
-                 "down_until", "error", "events", "fault_rng", "id", "index", "injected",
-                 "models", "next_fault_t", "opened", "rejected", "retry_at", "retry_delay",
-                 "state", "window")
+    __slots__ = ("accepted", "account", "acked", "backlog", "client", "connects",
+                 "death_topic", "down_until", "error", "events", "fault_rng", "id", "index",
+                 "injected", "models", "next_fault_t", "opened", "rejected", "retry_at",
+                 "retry_delay", "state", "window")
 
     def __init__(self, index: int, link_id: str, models: list[int], death_topic: str,
-                 fault_rng: np.random.Generator, window: int, events: _Events) -> None:
+                 fault_rng: np.random.Generator, window: int, events: _Events,
+                 account: str = "") -> None:
         self.index = index
         self.events = events  # where this link's paho callbacks report
         self.id = link_id
+        self.account = account  # MQTT username with a fleet secret: system or device id
         self.models = models
         self.death_topic = death_topic
         self.fault_rng = fault_rng
@@ -256,6 +270,10 @@ class _Link:
         self.injected = False
         self.next_fault_t = math.inf
         self.error: str | None = None
+
+
+def _no_pending() -> int:
+    return 0
 
 
 # -- paho callbacks: thin, they only count or append ---------------------------------------------
@@ -281,21 +299,28 @@ def _on_socket_open(client: mqtt.Client, link: _Link, sock: Any) -> None:
     link.events.sel.register(sock, selectors.EVENT_READ, link)
 
 
+def _registered(sel: selectors.BaseSelector, sock: Any) -> bool:
+    """True if ``sock`` is in ``sel`` (False once the run closed its selector: paho may
+    close a client's socket later, when the client is garbage-collected)."""
+    registered = sel.get_map()
+    return registered is not None and sock in registered
+
+
 def _on_socket_close(client: mqtt.Client, link: _Link, sock: Any) -> None:
     sel = link.events.sel
-    if sock in sel.get_map():
+    if _registered(sel, sock):
         sel.unregister(sock)
 
 
 def _on_socket_register_write(client: mqtt.Client, link: _Link, sock: Any) -> None:
     sel = link.events.sel
-    if sock in sel.get_map():
+    if _registered(sel, sock):
         sel.modify(sock, selectors.EVENT_READ | selectors.EVENT_WRITE, link)
 
 
 def _on_socket_unregister_write(client: mqtt.Client, link: _Link, sock: Any) -> None:
     sel = link.events.sel
-    if sock in sel.get_map():
+    if _registered(sel, sock):
         sel.modify(sock, selectors.EVENT_READ, link)
 
 
@@ -349,25 +374,28 @@ class _Run:
     # -- setup ----------------------------------------------------------------------------------
     def _build_links(self) -> list[_Link]:
         cfg = self.cfg
-        groups: list[tuple[str, list[int]]] = []
+        # (link name, account, devices): a link per device logs in as the device, any
+        # other link as its system (whose account may publish for all its devices).
+        groups: list[tuple[str, str, list[int]]] = []
         by_system: dict[str, list[int]] = {}
         for i, m in enumerate(self.models):
             by_system.setdefault(m.device.system.system_id, []).append(i)
         for system_id, idx in by_system.items():
             n = cfg.devices_per_link
             if n is None:
-                groups.append((system_id, idx))
+                groups.append((system_id, system_id, idx))
             elif n == 1:
-                groups += [(self.models[i].device_id, [i]) for i in idx]
+                groups += [(self.models[i].device_id, self.models[i].device_id, [i])
+                           for i in idx]
             else:
-                groups += [(f"{system_id}-c{j // n:04d}", idx[j:j + n])
+                groups += [(f"{system_id}-c{j // n:04d}", system_id, idx[j:j + n])
                            for j in range(0, len(idx), n)]
         links = []
-        for k, (name, idx) in enumerate(groups):
+        for k, (name, account, idx) in enumerate(groups):
             rng = np.random.default_rng([cfg.seed, stable_hash(f"link:{name}")])
             links.append(_Link(k, f"{cfg.client_id_prefix}-{name}", idx,
                                self.models[idx[0]].topic("death"), rng, cfg.max_inflight,
-                               self.events))
+                               self.events, account))
         return links
 
     def _make_client(self, link: _Link) -> mqtt.Client:
@@ -379,8 +407,12 @@ class _Run:
         else:
             client = cls(callback_api_version=CallbackAPIVersion.VERSION2, client_id=link.id,
                          protocol=mqtt.MQTTv311, clean_session=True)
-        if cfg.username is not None:
+        if cfg.secret is not None:
+            client.username_pw_set(link.account, derive_password(cfg.secret, link.account))
+        elif cfg.username is not None:
             client.username_pw_set(cfg.username, cfg.password)
+        if cfg.tls_ca:
+            client.tls_set(ca_certs=cfg.tls_ca)
         client.max_inflight_messages_set(cfg.max_inflight)
         client.max_queued_messages_set(cfg.max_inflight)
         client.user_data_set(link)
@@ -626,10 +658,17 @@ class _Run:
 
     # -- the loop -------------------------------------------------------------------------------
     def _poll(self, timeout: float) -> None:
+        tls = self.cfg.tls_ca is not None
         for key, mask in self.sel.select(timeout):
             client = key.data.client
             if mask & selectors.EVENT_READ:
                 client.loop_read()
+                # TLS records already decrypted into the SSL buffer wake no select():
+                # read them now, or their PUBACKs would wait for the next bytes to arrive.
+                while tls and (sock := client.socket()) is not None and getattr(
+                        sock, "pending", _no_pending)() > 0:
+                    if client.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                        break
             if mask & selectors.EVENT_WRITE and client.socket() is not None:
                 client.loop_write()
 

@@ -14,6 +14,12 @@ Errors are sorted as in quix-streams' sinks: ``retryable`` (connection failures,
 * ``InfluxV2Sink``: influxdb-client's synchronous write to ``/api/v2/write`` (org, bucket,
   token); creates the bucket when missing. Tested against victoria-metrics, which implements
   that endpoint but not the buckets API (then creation is skipped with a warning).
+
+Secrets: the v2 token and the v1 password come from the environment
+(``CITYBRAIN_INFLUX_TOKEN``) or a file (``--influx-token-file``, ``CITYBRAIN_INFLUX_TOKEN_FILE``;
+``load_secret``), never from a logged place. They are left out of ``InfluxConfig``'s repr and
+``describe()`` (which also drops credentials written into the URL), and scrubbed from every
+``WriteError`` message, so logs, stats files and ``/api/state`` never carry them.
 """
 
 from __future__ import annotations
@@ -21,13 +27,51 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import urllib3
 
 log = logging.getLogger("citybrain.sink")
+
+
+def load_secret(value: str = "", path: Path | str | None = None) -> str:
+    """A token or password: the first line of ``path`` if given, else ``value``.
+
+    Errors name the file, never its contents.
+    """
+    if not path:
+        return value
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read secret file {path}: {exc.strerror}") from None
+    lines = text.splitlines()
+    if not lines or not lines[0].strip():
+        raise ValueError(f"secret file {path} is empty")
+    return lines[0].strip()
+
+
+def public_url(url: str) -> str:
+    """``url`` without user name and password (``http://u:p@host`` → ``http://host``)."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def scrub(text: str, *secrets: str) -> str:
+    """``text`` with every non-empty ``secrets`` value replaced by ``***``."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 class WriteError(Exception):
@@ -61,18 +105,37 @@ class InfluxConfig:
     database: str = "citybrain"  # v1
     retention_policy: str = ""  # v1; empty: the database's default
     username: str = ""  # v1
-    password: str = ""  # v1
+    password: str = field(default="", repr=False)  # v1; never logged (nor is the URL's)
     org: str = "citybrain"  # v2
     bucket: str = "citybrain"  # v2
-    token: str = ""  # v2; never logged
+    token: str = field(default="", repr=False)  # v2; never logged
     timeout_s: float = 30.0
+
+    def __repr__(self) -> str:  # no token, no password, no credentials in the URL
+        return (f"InfluxConfig(url={public_url(self.url)!r}, api={self.api!r}, "
+                f"database={self.database!r}, retention_policy={self.retention_policy!r}, "
+                f"username={self.username!r}, org={self.org!r}, bucket={self.bucket!r}, "
+                f"timeout_s={self.timeout_s!r})")
 
     def describe(self) -> dict[str, str]:
         """Where data goes, without secrets (for reports and logs)."""
+        url = public_url(self.url)
         if self.api == "v1":
-            return {"url": self.url, "api": "v1", "database": self.database,
+            return {"url": url, "api": "v1", "database": self.database,
                     "retention_policy": self.retention_policy}
-        return {"url": self.url, "api": "v2", "org": self.org, "bucket": self.bucket}
+        return {"url": url, "api": "v2", "org": self.org, "bucket": self.bucket}
+
+    def secrets(self) -> tuple[str, ...]:
+        """Values that must never leave this process in a message (the basic-auth header
+        value included)."""
+        basic = (base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+                 if self.username else "")
+        parts = urlsplit(self.url)
+        return tuple(s for s in (self.token, self.password, basic, parts.password) if s)
+
+    def scrub(self, text: str) -> str:
+        """``text`` with this config's secrets masked."""
+        return scrub(text, *self.secrets())
 
 
 class InfluxSink(Protocol):
@@ -85,7 +148,20 @@ class InfluxSink(Protocol):
     def close(self) -> None: ...
 
 
-class InfluxV1Sink:
+class _Errors:
+    """``WriteError``s whose messages carry none of the config's secrets."""
+
+    config: InfluxConfig
+
+    def _status_error(self, status: int, body: str, retry_after: str | None) -> WriteError:
+        return classify_status(status, self.config.scrub(body), retry_after)
+
+    def _unreachable(self, exc: Exception) -> WriteError:
+        return WriteError(self.config.scrub(f"{public_url(self.config.url)} unreachable: {exc}"),
+                          retryable=True)
+
+
+class InfluxV1Sink(_Errors):
     def __init__(self, config: InfluxConfig) -> None:
         self.config = config
         self._http = urllib3.PoolManager(
@@ -101,14 +177,14 @@ class InfluxV1Sink:
         try:
             return self._http.request(method, url, body=body, headers=self._headers)
         except urllib3.exceptions.HTTPError as exc:
-            raise WriteError(f"{self.config.url} unreachable: {exc}", retryable=True) from None
+            raise self._unreachable(exc) from None
 
     def ensure_target(self) -> None:
         name = self.config.database.replace('"', '\\"')
         resp = self._request("POST", "/query", {"q": f'CREATE DATABASE "{name}"'})
         if resp.status != 200:
-            raise classify_status(resp.status, resp.data.decode(errors="replace"),
-                                  resp.headers.get("Retry-After"))
+            raise self._status_error(resp.status, resp.data.decode(errors="replace"),
+                                     resp.headers.get("Retry-After"))
 
     def write(self, body: bytes) -> None:
         params = {"db": self.config.database, "precision": "ns"}
@@ -116,14 +192,14 @@ class InfluxV1Sink:
             params["rp"] = self.config.retention_policy
         resp = self._request("POST", "/write", params, body)
         if resp.status != 204:
-            raise classify_status(resp.status, resp.data.decode(errors="replace"),
-                                  resp.headers.get("Retry-After"))
+            raise self._status_error(resp.status, resp.data.decode(errors="replace"),
+                                     resp.headers.get("Retry-After"))
 
     def close(self) -> None:
         self._http.clear()
 
 
-class InfluxV2Sink:
+class InfluxV2Sink(_Errors):
     def __init__(self, config: InfluxConfig) -> None:
         try:
             from influxdb_client import InfluxDBClient
@@ -147,11 +223,11 @@ class InfluxV2Sink:
         except ApiException as exc:
             if exc.status in (400, 404, 405):
                 log.warning("%s has no buckets API (HTTP %s); assuming it creates buckets "
-                            "on write", self.config.url, exc.status)
+                            "on write", public_url(self.config.url), exc.status)
                 return
-            raise classify_status(exc.status or 0, str(exc.body), None) from None
+            raise self._status_error(exc.status or 0, str(exc.body), None) from None
         except urllib3.exceptions.HTTPError as exc:
-            raise WriteError(f"{self.config.url} unreachable: {exc}", retryable=True) from None
+            raise self._unreachable(exc) from None
 
     def write(self, body: bytes) -> None:
         from influxdb_client.domain.write_precision import WritePrecision
@@ -162,10 +238,10 @@ class InfluxV2Sink:
                               write_precision=precision)
         except ApiException as exc:
             headers: Any = exc.headers or {}
-            raise classify_status(exc.status or 0, str(exc.body),
-                                  headers.get("Retry-After")) from None
+            raise self._status_error(exc.status or 0, str(exc.body),
+                                     headers.get("Retry-After")) from None
         except urllib3.exceptions.HTTPError as exc:
-            raise WriteError(f"{self.config.url} unreachable: {exc}", retryable=True) from None
+            raise self._unreachable(exc) from None
 
     def close(self) -> None:
         self._write.close()
@@ -190,5 +266,5 @@ def ensure_target_with_retry(sink: InfluxSink, timeout_s: float = 60.0) -> None:
         except WriteError as exc:
             if not exc.retryable or time.monotonic() > deadline:
                 raise
-            log.info("waiting for InfluxDB at %s: %s", sink.config.url, exc)
+            log.info("waiting for InfluxDB at %s: %s", public_url(sink.config.url), exc)
             time.sleep(0.5)
