@@ -197,8 +197,10 @@ class EdgeGateway:
         if left:
             log.warning("edge %s stops with %d records spooled on disk for the next run",
                         self.cfg.client_id, left)
-        self.uplink_client.publish(self._state_topic, self._state_doc("offline"), qos=1,
-                                   retain=True).wait_for_publish(2)
+        info = self.uplink_client.publish(self._state_topic, self._state_doc("offline"), qos=1,
+                                          retain=True)
+        if info.rc == mqtt.MQTT_ERR_SUCCESS:  # uplink down: not sent (its Will says it)
+            info.wait_for_publish(2)
         self.uplink_client.disconnect()
         self.uplink_client.loop_stop()
         self._stats.stop()
@@ -256,6 +258,10 @@ class EdgeGateway:
                     len(b) for b in self.builders.values()):
                 self.commit()  # nothing waits in a frame: acknowledge without delay
             if now - self._last_dedup_save >= self.cfg.dedup_snapshot_s:
+                # The snapshot may hold only messages whose outcome is on disk: a message
+                # still pending in a frame is not acknowledged, so after a crash the broker
+                # re-delivers it, and it must not be taken for a duplicate then.
+                self.commit()
                 self.spool.save_dedup(self.dedup)
                 self._last_dedup_save = now
         self.commit()

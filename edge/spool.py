@@ -205,7 +205,9 @@ class SpoolPublisher:
         self.client = client
         self.counters = counters
         self.max_in_flight = max_in_flight
-        self.cursor = spool.log.load_cursor("sent", spool.log.first_offset)
+        # Never beyond the log's end: a tail cut at recovery hands its offsets out again.
+        self.cursor = min(spool.log.load_cursor("sent", spool.log.first_offset),
+                          spool.log.committed_offset)
         self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._by_mid: dict[int, int] = {}
         self._stop = threading.Event()

@@ -91,6 +91,13 @@ class HubWal:
         self.window_ns = dict(window_ns or {})
         self._ckpt_path = Path(directory) / CHECKPOINT
         self.checkpoint = Checkpoint.load(self._ckpt_path)
+        if self.checkpoint.durable_offset > self.log.committed_offset:
+            # Records the checkpoint counts as stored are gone (a torn or corrupt tail cut at
+            # recovery): their offsets are handed out again, to new records that must be
+            # stored, not skipped as already stored.
+            log.warning("WAL %s: checkpoint covers records up to %d, the log ends at %d",
+                        directory, self.checkpoint.durable_offset, self.log.committed_offset)
+            self.checkpoint.durable_offset = self.log.committed_offset
         #: Records below this offset were logged by an earlier run: processing them is a replay.
         self.replay_until = self.log.committed_offset
         self._ingress: queue.Queue[tuple[int, int, str, bytes]] = queue.Queue(ingress_size)
