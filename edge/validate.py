@@ -1,24 +1,47 @@
 """Validation of device messages against the topic scheme and the sensor catalogue.
 
-Pure functions: bytes and strings in, a ``Verdict`` out. Nothing here does I/O, so every
-reason code is unit-tested without a broker. Reason codes are short, stable strings used as
-counter labels and in dead letters (``docs/architecture.md`` lists them).
+Pure functions: bytes and strings in, a value or ``Rejected`` out. Nothing here does I/O, so
+every reason code is unit-tested without a broker. Reason codes are short, stable strings used
+as counter labels and in dead letters (``docs/architecture.md`` lists them).
 
 A message is checked in two stages, so that de-duplication (which needs a trusted device id
 and sequence number) sits between them:
 
-1. ``check_envelope`` — size, topic, JSON, header fields (dev, seq, t, e), the device is known
-   and publishes on its own topic. Failure rejects every reading. Then de-duplication, then
-   ``check_time`` (device time plausible; failure rejects every reading) — after the
-   de-duplication, so that a redelivered copy of a message is a duplicate, not a second
-   rejection.
+1. ``check_envelope`` — size, topic, JSON, header fields (dev, seq, t, e), identifiers
+   well-formed, the device is known and publishes on its own topic. Failure rejects every
+   reading. Then de-duplication, then ``check_time`` (device time plausible; failure
+   rejects every reading) — after the de-duplication, so that a redelivered copy of a
+   message is a duplicate, not a second rejection.
 2. ``check_records`` — each SenML-like record: known measurement for the device kind, unit,
    value type, finite, inside the catalogue range. Failure rejects that reading only.
+
+Reason codes (``readings``: how many readings a rejection covers):
+
+* whole message — ``oversized`` (payload over ``MAX_PAYLOAD_BYTES``), ``bad_topic`` (not
+  ``cb/v1/dev/{district}/{domain}/{system}/{device}/{channel}``: wrong prefix or number of
+  levels, empty segment, ``+ # NUL``, unknown channel), ``bad_id`` (a topic segment or the
+  payload's ``dev`` is not 1-64 ASCII letters, digits, ``_ . -``: control characters,
+  line-protocol specials ``, = space " \\``, look-alike Unicode digits), ``wrong_district``
+  (not served by this edge), ``malformed_json`` (not JSON: syntax, invalid UTF-8, BOM, NaN or
+  Infinity literals, numbers beyond float range, nesting deeper than 1024),
+  ``not_an_object``, ``missing_field``, ``wrong_type`` (header field of the wrong JSON type;
+  a boolean is never a number), ``bad_seq`` (not in 0..2**32-1), ``empty_records``,
+  ``too_many_records`` (over ``MAX_RECORDS``), ``topic_mismatch`` (payload device is not the
+  topic's, or the device belongs to another district, domain or system), ``unknown_device``
+  (not in the city registry), ``bad_time`` (not finite or beyond float range), ``ts_future``
+  / ``ts_past`` (outside ``TimeLimits``); ``stale_seq`` (below the de-duplication window)
+  is raised by the caller.
+* one reading — ``bad_record`` (not an object), ``missing_field``, ``unknown_measurement``
+  (not reported by the device's kind), ``unit_mismatch``, ``wrong_type`` (string or boolean
+  for a number, fraction for an integer, not 0/1 for a boolean, no string for an enum),
+  ``unknown_enum``, ``not_finite``, ``out_of_range`` (outside the catalogue range),
+  ``duplicate_measurement`` (same measurement twice in one message).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +55,27 @@ from seeds.city import AI_EVENTS, City, Device, Measurement, catalogue_by_kind
 #: Most records one message may carry; a device has at most a handful of sensors.
 MAX_RECORDS = 64
 SEQ_LIMIT = 2**32
+#: Identifiers (topic segments, the payload's ``dev``): ASCII only, so nothing that is special
+#: to MQTT, line protocol or a terminal, and no Unicode digits that ``int()`` would accept.
+ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _show(value: object, limit: int = 64) -> str:
+    """A bounded ``repr`` for details (dead letters carry them; a topic segment can be 64 KiB
+    long). Containers show only their type: ``repr`` of a deeply nested JSON array raises
+    ``RecursionError``, and a huge integer's ``str`` raises ``ValueError``."""
+    if isinstance(value, bool) or value is None or isinstance(value, float):
+        return repr(value)
+    if isinstance(value, int):
+        return repr(value) if value.bit_length() <= 64 else f"<{value.bit_length()}-bit int>"
+    if isinstance(value, str):
+        text = repr(value[:limit + 1])
+        return text if len(text) <= limit + 2 else text[:limit] + "…"
+    return f"<{type(value).__name__}>"
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 class Rejected(Exception):
@@ -86,7 +130,12 @@ def parse_topic(topic: str, districts: set[str] | None) -> DeviceTopic:
     try:
         parsed = DeviceTopic.parse(topic)
     except ValueError as exc:
-        raise Rejected("bad_topic", str(exc)) from None
+        raise Rejected("bad_topic", _clip(str(exc))) from None
+    for name in ("district", "domain", "system", "device"):
+        segment = getattr(parsed, name)
+        if not ID_PATTERN.fullmatch(segment):
+            raise Rejected("bad_id", f"topic {name} {_show(segment)} is not 1-64 of "
+                                     "[A-Za-z0-9_.-]")
     if districts is not None and parsed.district not in districts:
         raise Rejected("wrong_district", f"district {parsed.district} is not served here")
     return parsed
@@ -113,13 +162,14 @@ def _field(doc: Mapping[str, Any], name: str, types: tuple[type, ...], n: int) -
 def resolve_device(city: City, topic: DeviceTopic, dev: str, n: int) -> Device:
     """The device named in the payload, which must be the one that owns the topic."""
     if dev != topic.device:
-        raise Rejected("topic_mismatch", f"payload device {dev!r} on topic of {topic.device!r}", n)
+        raise Rejected("topic_mismatch",
+                       f"payload device {_show(dev)} on topic of {_show(topic.device)}", n)
     device = city.lookup_device(dev)
     if device is None:
-        raise Rejected("unknown_device", f"{dev!r} is not in the city registry", n)
+        raise Rejected("unknown_device", f"{_show(dev)} is not in the city registry", n)
     s = device.system
     if (s.system_id, s.district_code, s.domain) != (topic.system, topic.district, topic.domain):
-        raise Rejected("topic_mismatch", f"{dev!r} belongs to {s.district_code}/{s.domain}/"
+        raise Rejected("topic_mismatch", f"{_show(dev)} belongs to {s.district_code}/{s.domain}/"
                        f"{s.system_id}, not to the topic's", n)
     return device
 
@@ -140,10 +190,15 @@ def check_envelope(city: City, topic: DeviceTopic, doc: Any) -> Envelope:
     if not isinstance(doc, dict):
         raise Rejected("not_an_object", f"payload is a JSON {type(doc).__name__}", n)
     dev = _field(doc, "dev", (str,), n)
+    if not ID_PATTERN.fullmatch(dev):
+        raise Rejected("bad_id", f"payload device {_show(dev)} is not 1-64 of [A-Za-z0-9_.-]", n)
     seq = _field(doc, "seq", (int,), n)
     if not 0 <= seq < SEQ_LIMIT:
-        raise Rejected("bad_seq", f"seq {seq} outside 0..2**32-1", n)
-    t = float(_field(doc, "t", (int, float), n))
+        raise Rejected("bad_seq", f"seq {_show(seq)} outside 0..2**32-1", n)
+    try:
+        t = float(_field(doc, "t", (int, float), n))
+    except OverflowError:  # an int beyond float range (JSON parsers cap them; Python does not)
+        raise Rejected("bad_time", "device time is beyond the float range", n) from None
     records = _field(doc, "e", (list,), n)
     if not records:
         raise Rejected("empty_records", "'e' has no records", n)
@@ -156,7 +211,7 @@ def check_envelope(city: City, topic: DeviceTopic, doc: Any) -> Envelope:
 
 
 def _value(rec: Mapping[str, Any], m: Measurement) -> float:
-    # A boolean sensor may also send 0/1 as 'v'; the range check covers that case.
+    # A boolean sensor may also send 0/1 as 'v' (checked below).
     if m.dtype == "bool" and "vb" in rec:
         if not isinstance(rec["vb"], bool):
             raise Rejected("wrong_type", f"{m.name}: 'vb' must be true or false")
@@ -167,18 +222,24 @@ def _value(rec: Mapping[str, Any], m: Measurement) -> float:
             raise Rejected("wrong_type", f"{m.name}: enumerated value needs a string 'vs'")
         code = AI_EVENTS.get(vs)
         if code is None:
-            raise Rejected("unknown_enum", f"{m.name}: {vs[:40]!r} is not a known value")
+            raise Rejected("unknown_enum", f"{m.name}: {_show(vs, 40)} is not a known value")
         return float(code)
     v = rec.get("v")
     if v is None:
         raise Rejected("missing_field", f"{m.name}: no numeric 'v'")
     if isinstance(v, bool) or not isinstance(v, int | float):
         raise Rejected("wrong_type", f"{m.name}: 'v' is {type(v).__name__}")
-    value = float(v)
+    try:
+        value = float(v)
+    except OverflowError:  # an int beyond float range
+        raise Rejected("out_of_range", f"{m.name}={_show(v)} outside [{m.min:g}, {m.max:g}]"
+                       ) from None
     if not math.isfinite(value):
         raise Rejected("not_finite", f"{m.name}: {v!r}")
     if m.dtype == "int" and value != int(value):
         raise Rejected("wrong_type", f"{m.name}: {v!r} is not a whole number")
+    if m.dtype == "bool" and value not in (0.0, 1.0):
+        raise Rejected("wrong_type", f"{m.name}: {v!r} is not 0 or 1")
     return value
 
 
@@ -191,10 +252,10 @@ def check_record(rec: Any, catalogue: Mapping[str, Measurement]) -> Reading:
         raise Rejected("missing_field", "record without a string 'n'")
     m = catalogue.get(name)
     if m is None:
-        raise Rejected("unknown_measurement", f"{name[:40]!r} is not reported by this kind")
+        raise Rejected("unknown_measurement", f"{_show(name, 40)} is not reported by this kind")
     unit = rec.get("u", m.unit)
     if unit != m.unit:
-        raise Rejected("unit_mismatch", f"{name}: unit {str(unit)[:20]!r}, expected {m.unit!r}")
+        raise Rejected("unit_mismatch", f"{name}: unit {_show(unit, 20)}, expected {m.unit!r}")
     value = _value(rec, m)
     if not m.min <= value <= m.max:
         raise Rejected("out_of_range", f"{name}={value:g} outside [{m.min:g}, {m.max:g}]")

@@ -11,7 +11,7 @@ import csv
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 
 SEEDS_DIR = Path(__file__).parent
@@ -148,7 +148,13 @@ class City:
                 yield from self.devices_of(s)
 
     def system(self, system_id: str) -> System:
-        return _system_index(self.systems)[system_id]
+        return self._system_index[system_id]
+
+    @cached_property
+    def _system_index(self) -> dict[str, System]:
+        # Kept per instance: a module-level cache keyed by ``self.systems`` hashed all 201
+        # systems on every lookup (most of the edge's time per message).
+        return {s.system_id: s for s in self.systems}
 
     def lookup_device(self, device_id: str) -> Device | None:
         """Resolve a device id to its device, or None if this city has no such device.
@@ -156,20 +162,17 @@ class City:
         Ids are ``{system_id}-{nnnnn}``; the lookup is O(1) and never enumerates devices.
         """
         system_id, sep, num = device_id.rpartition("-")
-        if not sep or len(num) != 5 or not num.isdigit():
+        # ASCII digits only: str.isdigit() also accepts '²' (int() raises) and other scripts'
+        # digits ('٠٠٠٠١' would alias device 00001 under another id).
+        if not sep or len(num) != 5 or not (num.isascii() and num.isdigit()):
             return None
-        system = _system_index(self.systems).get(system_id)
+        system = self._system_index.get(system_id)
         if system is None:
             return None
         n = int(num)
         if n >= system.device_count(self.scale):
             return None
         return Device(device_id, system, n)
-
-
-@cache
-def _system_index(systems: tuple[System, ...]) -> dict[str, System]:
-    return {s.system_id: s for s in systems}
 
 
 @cache

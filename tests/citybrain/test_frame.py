@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -99,6 +100,29 @@ def test_zip_bomb_guard() -> None:
     struct.pack_into("<I", good, 40, 2**31)  # raw_len absurdly large
     with pytest.raises(FrameError):
         decode_frame(bytes(good))
+
+
+@pytest.mark.parametrize("claim", [2**40, 2**62, 2**64 - 1, -1, +1])
+def test_zstd_frame_stating_another_size_is_rejected(claim: int) -> None:
+    """A zstd frame header stating its content size makes zstandard allocate that much,
+    whatever max_output_size says: 2**40 was a MemoryError out of decode_frame. A stated
+    size other than raw_len is a FrameError now, before decompressing."""
+    good = _sample()
+    raw_len = struct.unpack_from("<I", good, 40)[0]
+    body = good[HEADER_LEN:]
+    fhd = body[4]  # frame header descriptor: rewrite it to an 8-byte content size field
+    single = (fhd >> 5) & 1
+    fcs = {0: single, 1: 2, 2: 4, 3: 8}[fhd >> 6]
+    end = 5 + (0 if single else 1) + [0, 1, 2, 4][fhd & 3] + fcs
+    stated = claim if claim > 1 else raw_len + claim
+    evil = (body[:4] + bytes([0xC0 | (fhd & 0x3F)]) + body[5:end - fcs]
+            + struct.pack("<Q", stated) + body[end:])
+    header = bytearray(good[:HEADER_LEN])
+    struct.pack_into("<I", header, 36, len(evil))
+    struct.pack_into("<I", header, 44, zlib.crc32(evil))
+    with pytest.raises(FrameError) as e:
+        decode_frame(bytes(header) + evil)
+    assert e.value.reason == "bad_compression"
 
 
 def test_header_is_48_bytes() -> None:

@@ -134,3 +134,58 @@ def test_payload_level() -> None:
     # orjson refuses NaN and Infinity literals: they arrive as malformed JSON.
     assert reason_of(lambda: parse_json(b'{"v": NaN}')) == "malformed_json"
     assert parse_json(orjson.dumps(msg()))["dev"] == DEV
+
+
+@pytest.mark.parametrize("dev", [
+    DEV + ",district=500101", DEV + " x", DEV + "=1", DEV + '"', DEV + "\\", DEV + "\n",
+    DEV + "\t", DEV + "\x7f", "500103-air-01-٠٠٠٠١", "500103-air-01-²²²²²",
+    DEV.replace("a", "а"), DEV + "-" + "9" * 60,
+])
+def test_bad_id(dev: str) -> None:
+    """Identifiers are ASCII letters, digits and ``_ . -``: nothing special to line protocol
+    or MQTT, no Unicode digits (``'²'`` made the registry lookup raise ValueError, Arabic-Indic
+    digits aliased device 00001)."""
+    topic = f"cb/v1/dev/500103/environment/500103-air-01/{dev}/data"
+    assert reason_of(lambda: parse_topic(topic, None)) == "bad_id"
+    with pytest.raises(Rejected) as e:  # in the payload, on a clean topic: all readings
+        envelope(msg(dev=dev))
+    assert (e.value.reason, e.value.readings) == ("bad_id", 2)
+    assert len(e.value.detail) < 120  # details are bounded, whatever the id's length
+
+
+def test_bad_id_in_other_segments() -> None:
+    assert reason_of(lambda: parse_topic(TOPIC.replace("500103-air-01/", "500103-air-01,x/"),
+                                         None)) == "bad_id"
+    assert reason_of(lambda: parse_topic(TOPIC.replace("/environment/", "/envi ronment/"),
+                                         None)) == "bad_id"
+    # An unserved district is wrong_district; an ill-formed one is bad_id first.
+    assert reason_of(lambda: parse_topic(TOPIC.replace("/500103/", "/5001 03/"),
+                                         {"500103"})) == "bad_id"
+
+
+def test_bool_sensor_numeric_value_must_be_0_or_1() -> None:
+    dev = "500103-bay-01-00000"
+    topic = f"cb/v1/dev/500103/parking/500103-bay-01/{dev}/data"
+    for v, ok in [(0, True), (1, True), (1.0, True), (0.5, False), (2, False), (-1, False)]:
+        env = envelope({"dev": dev, "seq": 0, "t": NOW, "e": [
+            {"n": "occupied", "u": "bool", "v": v}]}, topic)
+        good, bad = check_records(env)
+        assert (len(good), [b.reason for b in bad]) == ((1, []) if ok else (0, ["wrong_type"]))
+
+
+def test_numbers_beyond_float_range_from_python() -> None:
+    """JSON parsers cap integers at 64 bits; documents built in Python do not."""
+    assert reason_of(lambda: envelope(msg(t=10**400))) == "bad_time"
+    with pytest.raises(Rejected) as e:
+        envelope(msg(seq=10**5000))  # str() of it would raise ValueError
+    assert e.value.reason == "bad_seq" and len(e.value.detail) < 80
+    good, bad = check_records(envelope(msg(e=[{"n": "pm2_5", "u": "ug/m3", "v": 10**400}])))
+    assert good == [] and [b.reason for b in bad] == ["out_of_range"]
+
+
+def test_deeply_nested_unit_is_a_unit_mismatch() -> None:
+    """``str()`` of a 1020-deep JSON array raises RecursionError; it escaped the edge."""
+    payload = (b'{"dev":"%s","seq":1,"t":%d,"e":[{"n":"pm2_5","v":1,"u":' % (DEV.encode(), NOW)
+               + b"[" * 1020 + b"]" * 1020 + b"}]}")
+    good, bad = check_records(envelope(parse_json(payload)))
+    assert good == [] and [b.reason for b in bad] == ["unit_mismatch"]

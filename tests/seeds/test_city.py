@@ -45,7 +45,9 @@ def test_lookup_device() -> None:
     assert city.lookup_device(d.device_id) == d
     s = city.systems[0]
     assert city.lookup_device(s.device_id(s.device_count(1.0))) is None
-    for bad in ("", "x", "500103-air-01-1", "nope-00001", "500103-air-01-0000a"):
+    for bad in ("", "x", "500103-air-01-1", "nope-00001", "500103-air-01-0000a",
+                # Unicode digits: '²' made int() raise, Arabic-Indic ones aliased device 00001
+                "500103-air-01-²²²²²", "500103-air-01-٠٠٠٠١", "500103-air-01-０００１０"):
         assert city.lookup_device(bad) is None
 
 
