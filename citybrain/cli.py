@@ -162,14 +162,15 @@ def cmd_edge(args: argparse.Namespace) -> int:
     gw = EdgeGateway(cfg)
     stop = wait_for_signal(args.duration)
     gw.start()
-    stop.wait()
+    while not stop.wait(1.0) and not gw.failed:
+        pass
     final = gw.stop(args.stop_timeout_s)
     logging.getLogger("citybrain.edge").info(
         "edge stopped: %d readings framed, %d rejected, %d duplicates; %d records left in "
         "the spool for the next run", final.get("readings_framed", 0),
         final.get("readings_rejected", 0), final.get("duplicates", 0),
         final.get("spool_left_records", 0))
-    return 0
+    return 70 if gw.failed else 0  # EX_SOFTWARE: the spool failed; a supervisor restarts us
 
 
 def cmd_hub(args: argparse.Namespace) -> int:
@@ -188,19 +189,21 @@ def cmd_hub(args: argparse.Namespace) -> int:
                     http_port=None if args.http_port < 0 else args.http_port,
                     wal_dir=args.wal_dir or Path("var/wal") / args.client_id,
                     wal_max_bytes=int(args.wal_max_mb * 1024**2),
+                    write_queue_lines=args.write_queue_lines,
                     close_windows_at_exit=args.close_windows_at_exit,
                     stats_path=args.stats_file)
     hub = Hub(cfg)
     stop = wait_for_signal(args.duration)
     hub.start()
-    stop.wait()
+    while not stop.wait(1.0) and not hub.wal.failed:
+        pass
     final = hub.stop(args.stop_timeout_s)
     logging.getLogger("citybrain.hub").info(
         "hub stopped: %d readings received, %d raw and %d aggregate points stored; left for "
         "the next run: %d WAL records unprocessed, %d lines unwritten",
         final.get("hub_received", 0), final.get("stored_raw", 0), final.get("stored_agg", 0),
         final.get("unprocessed_wal_records", 0), final.get("unwritten_lines_at_exit", 0))
-    return 0
+    return 70 if hub.wal.failed else 0  # EX_SOFTWARE: the WAL failed; restart us
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -305,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     env_option(p, "--wal-max-mb", default=2048.0, type=float,
                help="WAL size limit, MiB; when full the hub stops acknowledging frames and "
                     "the broker holds them")
+    env_option(p, "--write-queue-lines", default=500_000, type=int,
+               help="lines rendered and waiting for InfluxDB before processing pauses (the "
+                    "WAL holds the rest on disk)")
     env_flag(p, "--close-windows-at-exit", "on stop, emit every open window as final (the "
              "end of a run) instead of keeping its readings in the WAL for the next run")
     env_option(p, "--stop-timeout-s", default=60.0, type=float,

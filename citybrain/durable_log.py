@@ -218,8 +218,9 @@ class DurableLog:
                 removed += 1
         return removed
 
-    def drop_oldest(self) -> tuple[int, int, int]:
-        """Delete the oldest non-active segment: (first offset, records, meta sum) it held.
+    def drop_oldest(self, count_from: int = 0) -> tuple[int, int, int]:
+        """Delete the oldest non-active segment: (first offset, records, meta sum) it held,
+        counting only records at or after ``count_from`` (e.g. those not yet delivered).
 
         Raises ``LogFull`` if only the active segment is left (nothing can be dropped).
         """
@@ -228,7 +229,12 @@ class DurableLog:
                 raise LogFull("only the active segment is left")
             first, path = self._segments.pop(0)
             self._sizes.pop(path, None)
-        n, meta_sum, _, _ = _scan(path)
+        n = meta_sum = 0
+        with path.open("rb") as f:
+            while (r := _read_record(f)) is not None:
+                if r.offset >= count_from:
+                    n += 1
+                    meta_sum += r.meta
         path.unlink(missing_ok=True)
         return first, n, meta_sum
 

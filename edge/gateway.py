@@ -61,6 +61,9 @@ from seeds.city import City
 
 log = logging.getLogger("citybrain.edge")
 
+#: Seal and acknowledge early when no message came for this long with some unacknowledged:
+#: a broker whose in-flight limit is below ``ack_window`` waits for acknowledgements.
+STARVED_S = 0.1
 #: Dead letters carry at most this much of the offending payload.
 DLQ_PAYLOAD_BYTES = 2048
 
@@ -88,6 +91,13 @@ class EdgeConfig:
     stats_path: Path | None = None
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None  # Prometheus /metrics; None: off
+
+
+def _scalar(v: Any) -> str | int | float | bool | None:
+    """A lifecycle field passed on only if it is a small scalar (strings ≤ 64 chars)."""
+    if isinstance(v, bool | int | float) or (isinstance(v, str) and len(v) <= 64):
+        return v
+    return None
 
 
 def _clean_attrs(attrs: Any) -> dict[str, str | int | float | bool]:
@@ -137,7 +147,10 @@ class EdgeGateway:
         self._queue: queue.Queue[tuple[int, int, str, bytes, bool]] = queue.Queue(
             cfg.queue_size)
         self._unacked: list[tuple[int, int]] = []  # (mid, qos) handled, not yet committed
+        self._seen: list[tuple[str, int]] = []  # (device, seq) new since the last commit
         self._intake_open = True
+        #: The processing thread stopped on a spool failure (the process should exit).
+        self.failed = False
         self._last_dedup_save = time.monotonic()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="edge-worker", daemon=True)
@@ -236,6 +249,20 @@ class EdgeGateway:
 
     # -- processing thread ----------------------------------------------------------------
     def _run(self) -> None:
+        try:
+            self._loop()
+        except (OSError, ValueError) as exc:
+            # The spool cannot take writes (disk full, failing disk): stop taking messages.
+            # Nothing handled since the last commit was acknowledged, so the broker keeps
+            # it for the next run; the process exits non-zero (see ``failed``).
+            log.critical("edge %s: spool write failed (%s); intake stopped, unacknowledged "
+                         "messages stay with the broker", self.cfg.client_id, exc)
+            self.counters.inc("spool_failures")
+            self._intake_open = False
+            self.failed = True
+
+    def _loop(self) -> None:
+        last_message = time.monotonic()
         while True:
             try:
                 mid, qos, topic, payload, dup = self._queue.get(timeout=0.05)
@@ -243,6 +270,7 @@ class EdgeGateway:
                 if self._stopping.is_set():
                     break
             else:
+                last_message = time.monotonic()
                 try:
                     self.handle(topic, payload, dup)
                 except Exception:  # never let one message kill the edge; count it
@@ -254,9 +282,13 @@ class EdgeGateway:
             if len(self._unacked) >= self.cfg.ack_window or any(
                     b.due(now) for b in self.builders.values()):
                 self.commit()
-            elif self._unacked and self._queue.empty() and not any(
-                    len(b) for b in self.builders.values()):
-                self.commit()  # nothing waits in a frame: acknowledge without delay
+            elif self._unacked and self._queue.empty() and (
+                    now - last_message >= STARVED_S
+                    or not any(len(b) for b in self.builders.values())):
+                # Nothing waits in a frame, or nothing has come for a while: the broker may
+                # be holding the rest until we acknowledge (its in-flight limit), so commit.
+                self.counters.inc("commits_early")
+                self.commit()
             if now - self._last_dedup_save >= self.cfg.dedup_snapshot_s:
                 # The snapshot may hold only messages whose outcome is on disk: a message
                 # still pending in a frame is not acknowledged, so after a crash the broker
@@ -277,12 +309,14 @@ class EdgeGateway:
                 self.counters.inc("frames_published")
                 self.counters.inc("readings_framed", n)
                 self.counters.inc("frame_bytes", len(frame))
-        if not self._unacked and self.spool.log.next_offset == self.spool.log.committed_offset:
+        if not (self._unacked or self._seen) and (
+                self.spool.log.next_offset == self.spool.log.committed_offset):
             return
-        self.spool.commit(self.counters.snapshot())
+        self.counters.inc("messages_acked", len(self._unacked))  # persisted with the commit
+        self.spool.commit(self.counters.snapshot(), self._seen)
+        self._seen = []
         for mid, qos in self._unacked:
             self.device_client.ack(mid, qos)
-        self.counters.inc("messages_acked", len(self._unacked))
         self._unacked = []
 
     def handle(self, topic: str, payload: bytes, dup: bool = False) -> None:
@@ -312,6 +346,8 @@ class EdgeGateway:
             if dup:
                 self.counters.inc("redelivered_messages")
             return
+        if seen is Seen.NEW:
+            self._seen.append((env.device.device_id, env.seq))
         if seen is Seen.STALE:
             self._reject(Rejected("stale_seq", f"seq {env.seq} is below the replay window", n),
                          topic, payload)
@@ -358,7 +394,7 @@ class EdgeGateway:
             return
         event: dict[str, Any] = {"type": parsed.channel, "district": parsed.district,
                                  "system": parsed.system, "link": link,
-                                 "t": doc.get("t"), "edge_t": time.time()}
+                                 "t": _scalar(doc.get("t")), "edge_t": time.time()}
         if parsed.channel == "birth":
             try:
                 resolve_device(self.city, parsed, doc.get("dev", ""), 0)
@@ -369,7 +405,8 @@ class EdgeGateway:
             attrs = _clean_attrs(doc.get("attrs"))
             if "frozen" in attrs:
                 self.local_alarms.set_frozen(parsed.device, bool(attrs["frozen"]))
-            event |= {"device": parsed.device, "fw": doc.get("fw"), "reset": doc.get("reset"),
+            event |= {"device": parsed.device, "fw": _scalar(doc.get("fw")),
+                      "reset": _scalar(doc.get("reset")),
                       "attrs": attrs}
             self.counters.inc("births")
         else:

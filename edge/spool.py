@@ -18,9 +18,11 @@ Frame identity: ``frame_seq`` = epoch (high 32 bits: random, chosen when the spo
 a wiped spool gets a new epoch, so its frames are never mistaken for old ones.
 
 On disk (``directory``): ``log/`` (segments, ``sent.cursor``), ``state.json`` (epoch, frame
-counters, counters), ``dedup.bin`` (the de-duplication window at an offset; frames spooled
-after it are replayed into it at start, so a message acknowledged before a crash is still a
-duplicate after it).
+counters, counters), ``dedup.bin`` (the de-duplication window as of a journal offset) and
+``dedup-journal/`` (the (device, seq) of every message committed since, written by each
+commit): replayed into the window at start, so a message acknowledged before a crash is
+still a duplicate after it. The journal is separate so the spool can be trimmed or shed
+independently of it.
 """
 
 from __future__ import annotations
@@ -40,7 +42,6 @@ import paho.mqtt.client as mqtt
 
 from citybrain.dedup import Deduplicator
 from citybrain.durable_log import DurableLog, LogFull, pack_message, unpack_message
-from citybrain.frame import FrameError, decode_frame
 from citybrain.stats import Counters
 
 log = logging.getLogger("citybrain.edge.spool")
@@ -59,9 +60,14 @@ class EdgeSpool:
             raise ValueError(f"spool full policy must be one of {FULL_POLICIES}")
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
-        seg = segment_bytes or max(64 * 1024, min(16 * 1024**2, max_bytes // 8))
+        if max_bytes < 64 * 1024:
+            raise ValueError("the spool needs at least 64 KiB")
+        # Several segments, so that dropping the oldest one always makes room.
+        seg = segment_bytes or max(8 * 1024, min(16 * 1024**2, max_bytes // 8))
         self.log = DurableLog(self.dir / "log", segment_bytes=seg, max_bytes=max_bytes,
                               fsync=fsync)
+        self.journal = DurableLog(self.dir / "dedup-journal", segment_bytes=1024**2,
+                                  max_bytes=1024**3, fsync=fsync)
         self.counters = counters
         self.full_policy = full_policy
         self._state_path = self.dir / "state.json"
@@ -71,7 +77,8 @@ class EdgeSpool:
         self.frame_counters: dict[str, int] = {
             str(k): int(v) for k, v in state.get("frame_counters", {}).items()}
         self.saved_counters: dict[str, Any] = state.get("counters", {})
-        self.dedup_offset = 0  # spool offset the dedup snapshot on disk covers
+        #: Records below this offset were acknowledged by the broker (set by the publisher).
+        self.acked_through = 0
         self.stop_waiting = threading.Event()  # set by the owner to end a "block" wait
         # offset -> readings of records the publisher handed to paho (publisher thread)
         self.in_flight: dict[int, int] = {}
@@ -123,7 +130,7 @@ class EdgeSpool:
     def _drop_oldest(self) -> None:
         self.log.commit()
         try:
-            first, records, readings = self.log.drop_oldest()
+            first, records, readings = self.log.drop_oldest(count_from=self.acked_through)
         except LogFull:  # only the active segment: it is the record itself that cannot fit
             raise ValueError("a record larger than the spool's segment room") from None
         end = self.log.first_offset
@@ -135,14 +142,20 @@ class EdgeSpool:
         log.warning("spool full: dropped %d records (%d readings) from offset %d",
                     records - kept_records, readings - kept, first)
 
-    def commit(self, counters: dict[str, Any]) -> None:
-        """Make everything put so far durable, with the counters that describe it."""
+    def commit(self, counters: dict[str, Any],
+               seen: list[tuple[str, int]] | None = None) -> None:
+        """Make everything put so far durable, with the counters that describe it and the
+        (device, seq) of the messages it came from (the de-duplication journal)."""
+        if seen:
+            self.journal.append(orjson.dumps(seen))
+            self.journal.commit()
         self.log.commit()
         self._save_state(counters)
 
     def save_dedup(self, dedup: Deduplicator) -> None:
-        """Write the de-duplication window; it covers everything committed so far."""
-        offset = self.log.committed_offset
+        """Write the de-duplication window; it must cover exactly what was committed (the
+        owner commits first), then forget the journal before it."""
+        offset = self.journal.committed_offset
         tmp = self._dedup_path.with_suffix(".tmp")
         with tmp.open("wb") as f:
             f.write(struct.pack("<QI", offset, len(dedup)))
@@ -152,11 +165,11 @@ class EdgeSpool:
                 f.write(d)
                 f.write(mask.to_bytes(dedup.window // 8, "little"))
         os.replace(tmp, self._dedup_path)
-        self.dedup_offset = offset
+        self.journal.trim(offset)
 
     def load_dedup(self, dedup: Deduplicator) -> int:
-        """Restore the window, then replay (device, seq) of frames spooled after it.
-        Returns how many frames were replayed."""
+        """Restore the window, then replay the journal after it. Returns how many commits'
+        worth of (device, seq) were replayed."""
         offset = 0
         try:
             data = self._dedup_path.read_bytes()
@@ -173,21 +186,18 @@ class EdgeSpool:
         except FileNotFoundError:
             pass
         except (struct.error, UnicodeDecodeError):
-            log.warning("unreadable %s: rebuilding de-duplication from the spool only",
+            log.warning("unreadable %s: rebuilding de-duplication from the journal only",
                         self._dedup_path)
             offset = 0
-        self.dedup_offset = offset
         replayed = 0
-        for rec in self.log.reader(max(offset, self.log.first_offset)):
-            topic, payload = unpack_message(rec.payload)
-            if "/frames/" not in topic:
-                continue
+        for rec in self.journal.reader(max(offset, self.journal.first_offset)):
             try:
-                frame = decode_frame(payload)
-            except FrameError:
+                pairs = orjson.loads(rec.payload)
+                for device, seq in pairs:
+                    dedup.check(str(device), int(seq))
+            except (orjson.JSONDecodeError, TypeError, ValueError):
+                log.warning("unreadable de-duplication journal record %d", rec.offset)
                 continue
-            for d, s in set(zip(frame.device.tolist(), frame.seq.tolist(), strict=True)):
-                dedup.check(frame.devices[d], s)
             replayed += 1
         return replayed
 
@@ -294,5 +304,5 @@ class SpoolPublisher:
         with self.spool.in_flight_lock:
             cursor = min(self.spool.in_flight, default=self.cursor)
         self.spool.log.save_cursor("sent", cursor)
-        self._saved = self.cursor = cursor
-        self.spool.log.trim(min(cursor, self.spool.dedup_offset))
+        self._saved = self.cursor = self.spool.acked_through = cursor
+        self.spool.log.trim(cursor)

@@ -102,6 +102,8 @@ class HubWal:
         self.replay_until = self.log.committed_offset
         self._ingress: queue.Queue[tuple[int, int, str, bytes]] = queue.Queue(ingress_size)
         self._intake_open = True
+        #: The WAL thread stopped on a write failure (the process should exit).
+        self.failed = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hub-wal", daemon=True)
         # processing-side bookkeeping (processing thread only)
@@ -134,6 +136,18 @@ class HubWal:
 
     # -- WAL thread -------------------------------------------------------------------------
     def _run(self) -> None:
+        try:
+            self._loop()
+        except (OSError, ValueError) as exc:
+            # The disk refuses writes: stop taking frames. Nothing un-logged was
+            # acknowledged, so the broker keeps it; the process exits non-zero (``failed``).
+            log.critical("WAL write failed (%s): intake stopped, unacknowledged frames stay "
+                         "with the broker", exc)
+            self.counters.inc("wal_failures")
+            self._intake_open = False
+            self.failed = True
+
+    def _loop(self) -> None:
         while True:
             try:
                 first = self._ingress.get(timeout=0.05)
