@@ -14,11 +14,11 @@ Units and domains
 
 Partial aggregate per (series, window)
 --------------------------------------
-``count`` (int64, non-NaN values), ``sum``, ``m2`` (sum of squared deviations from the mean,
-Welford per reading, Chan et al. when merging), ``min``, ``max``, ``first``/``first_ts`` and
-``last``/``last_ts`` (value at the smallest / largest timestamp; on a timestamp tie the
-earliest-added reading is ``first`` and the latest-added is ``last``). ``mean = sum / count``;
-the sample variance is ``m2 / (count - 1)``.
+``count`` (int64, non-NaN values), ``sum``, ``m2`` (sum of squared deviations from the mean:
+shifted sums per reading, see the state layout below; Chan et al. when merging), ``min``,
+``max``, ``first``/``first_ts`` and ``last``/``last_ts`` (value at the smallest / largest
+timestamp; on a timestamp tie the earliest-added reading is ``first`` and the latest-added is
+``last``). ``mean = sum / count``; the sample variance is ``m2 / (count - 1)``.
 
 NaN policy (decided): a NaN value is *not a reading* for aggregation. It is never counted,
 never updates first/last/min/max, and a (series, window) that received only NaN produces
@@ -32,12 +32,11 @@ Ring of open windows (``WindowAggregator``)
 -------------------------------------------
 ``n_slots`` windows are open at once, shared by all series: window ``w`` lives in slot
 ``w % n_slots``; ``slot_window[slot]`` holds its ``w`` (``EMPTY_WINDOW`` = ``INT64_MIN`` when
-free -- not ``-1``, which is a real window for negative timestamps). The state is one
-C-contiguous float64 array ``[n_slots, capacity, N_FIELDS]`` (an int64 view of the same
-memory holds count and timestamps): ``state[slot, series]`` is one 72-byte record, so a
-reading touches one or two cache lines, not nine; ``WindowAggregator.field(name)`` gives the
-``[n_slots, capacity]`` view of one field. Windows accepting readings are ``[floor, newest]``
-with ``newest - floor < n_slots``:
+free -- not ``-1``, which is a real window for negative timestamps). The state is
+slot-major, one record per (slot, series): a 64-byte *hot* record (one cache line: all that a
+reading in time order touches) and a 16-byte *cold* one (``first``); see "Record layout"
+below. ``WindowAggregator.field(name)`` gives the ``[n_slots, capacity]`` array of one field.
+Windows accepting readings are ``[floor, newest]`` with ``newest - floor < n_slots``:
 
 * ``add`` first finds the newest window of the batch (among readings not *early*). If it is
   newer than ``newest``, the ring advances: ``floor`` becomes ``newest_batch - n_slots + 1``
@@ -55,13 +54,11 @@ with ``newest - floor < n_slots``:
 
 Emitted rows (``WindowBatch``) are ordered by window start, then series id.
 
-Throughput (one core of the 2-core dev VM, 10M readings over 100k series whose ids cycle,
-warm JIT, best of 5): the accumulate kernel ~150-190 M readings/s; ``add`` as a whole (scan
-pass + accumulate + closing windows) ~90-120 M/s; ``aggregate_batch`` ~85 M/s. The numpy
-lexsort reference computing the same statistics: ~2.5 M/s.
+Throughput: see bench/README.md (``citybrain bench``, figures ``kernel_window_*``).
 
-Kernels (stumpy-style layers): ``_minmax2`` / ``_scan_batch`` / ``_accumulate`` /
-``_emit_slots`` / ``_merge_sorted`` are private ``@njit`` loops compiled lazily with the policy
+Kernels (stumpy-style layers): ``_minmax2`` / ``_scan_batch`` / ``_accumulate`` (with
+``_fold_run``) / ``_emit_slots`` / ``_merge_sorted`` are private
+``@njit`` loops compiled lazily with the policy
 in ``hub.kernel_config``; the public functions validate input and say how to fix it. There is
 no parallel driver: accumulation scatters into shared state (a parallel split would need
 one state copy per thread and a merge); the hub scales by running one aggregator per process
@@ -72,9 +69,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from hub.arrays import check_1d as _check_array
 from hub.kernel_config import CACHE, FASTMATH, NOGIL
@@ -130,12 +131,13 @@ class WindowBatch:
     last_ts: np.ndarray
 
     def __post_init__(self) -> None:
-        n = len(self.series)
-        for f in fields(self):
-            a = getattr(self, f.name)
-            if not isinstance(a, np.ndarray) or a.ndim != 1 or a.shape[0] != n:
+        s = self.series
+        n = len(s)
+        for name in _BATCH_FIELDS:
+            a = getattr(self, name)
+            if not isinstance(a, np.ndarray) or a.shape != (n,):
                 raise ValueError(
-                    f"WindowBatch.{f.name} must be a 1-D numpy array of length {n} "
+                    f"WindowBatch.{name} must be a 1-D numpy array of length {n} "
                     f"(the length of .series)")
 
     def __len__(self) -> int:
@@ -156,8 +158,8 @@ class WindowBatch:
             return WindowBatch.empty()
         if len(batches) == 1:
             return batches[0]
-        return WindowBatch(*(np.concatenate([getattr(b, f.name) for b in batches])
-                             for f in fields(WindowBatch)))
+        return WindowBatch(*(np.concatenate([getattr(b, name) for b in batches])
+                             for name in _BATCH_FIELDS))
 
     def variance(self, ddof: int = 1) -> np.ndarray:
         """``m2 / (count - ddof)``; NaN where ``count <= ddof``."""
@@ -166,6 +168,10 @@ class WindowBatch:
         ok = denom > 0
         np.divide(self.m2, denom, out=out, where=ok)
         return out
+
+
+#: field names of ``WindowBatch``, in order
+_BATCH_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(WindowBatch))
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,40 +193,124 @@ class AddResult:
 # --------------------------------------------------------------------------------------------
 
 
-# Record layout of the aggregation state: one float64 array [n_slots, capacity, N_FIELDS]
-# with an int64 view of the same memory for the integer fields. A (slot, series) record is
-# 72 contiguous bytes, so a reading touches one or two cache lines instead of nine (one per
-# field array): measured 40-60 M readings/s field-major vs 150-230 M/s record-major (100k
-# series, one core). Fields other than COUNT are undefined while COUNT == 0.
-F_COUNT = 0  # int64: non-NaN readings
-F_SUM = 1
-F_M2 = 2
-F_MIN = 3
-F_MAX = 4
-F_FIRST = 5
-F_FIRST_TS = 6  # int64
-F_LAST = 7
-F_LAST_TS = 8  # int64
-N_FIELDS = 9
-_U1 = np.uint64(F_SUM)
-_U2 = np.uint64(F_M2)
-_U3 = np.uint64(F_MIN)
-_U4 = np.uint64(F_MAX)
-_U5 = np.uint64(F_FIRST)
-_U6 = np.uint64(F_FIRST_TS)
-_U7 = np.uint64(F_LAST)
-_U8 = np.uint64(F_LAST_TS)
-_UNF = np.uint64(N_FIELDS)
+# Record layout of the aggregation state: two float64 arrays, with int64 views of the same
+# memory for the integer fields, both aligned to 64-byte cache lines.
+#   hot  [n_slots, capacity, N_HOT]: count, last_ts, s1, q, min, -max, shift, last -- 64
+#        bytes, one cache line per (slot, series);
+#   cold [n_slots, capacity, N_COLD]: first, first_ts -- 16 bytes.
+# * The per-reading update is bound by instructions, not memory (it runs as fast with the
+#   state in L2 as in L3): (s1, q) and (min, -max) are 16-byte pairs, each updated with one
+#   vector load, add/min and store (``_add2``/``_min2``); max is kept negated so that both
+#   halves are a min. -7 % per reading against scalar code.
+# * Sums are kept shifted by the record's first value K (``shift``; 0 if that value is not
+#   finite): ``s1 = sum(v - K)``, ``q = sum((v - K)^2)``, so a reading costs a subtraction
+#   and a fused multiply-add (Welford needs a division per reading), and ``sum = s1 +
+#   count*K``, ``m2 = q - s1^2/count`` are formed at emission. With K a value of the same
+#   series and window the terms are of the size of the spread, not of the values: no
+#   cancellation on a large offset (the "shifted data" algorithm; Chan, Golub & LeVeque
+#   1983); tests/hub/test_window.py checks it against exact references, outlier K included.
+#   (Only values beyond ~1e307 behave differently: ``v - K`` may overflow where a plain sum
+#   would not.)
+# * A reading in time order touches only the hot record: ``first_ts <= last_ts`` always
+#   holds, so a reading with ``t >= last_ts`` cannot be a new first. The cold record is
+#   written when a record opens and read only for readings older than the series' last one.
+# * A record is live iff ``last_ts >= `` the start of the window its slot holds
+#   (``_fresh_from``): records left from an older window of the slot, and never-used ones
+#   (``last_ts = INT64_MIN``), are empty. So closing a window only reads the state -- nothing
+#   is cleared -- and opening a record needs no separate count test. Other fields of an empty
+#   record are garbage.
+H_COUNT = 0  # int64: non-NaN readings
+H_LAST_TS = 1  # int64
+H_S1 = 2  # s1 and q: one 16-byte pair
+H_Q = 3
+H_MIN = 4  # min and -max: one 16-byte pair, updated by one vector min
+H_NEG_MAX = 5
+H_SHIFT = 6
+H_LAST = 7
+N_HOT = 8
+C_FIRST = 0
+C_FIRST_TS = 1  # int64
+N_COLD = 2
+_TS = np.uint64(H_LAST_TS)
+_S1 = np.uint64(H_S1)
+_Q = np.uint64(H_Q)
+_MIN = np.uint64(H_MIN)
+_NMAX = np.uint64(H_NEG_MAX)
+_K = np.uint64(H_SHIFT)
+_LAST = np.uint64(H_LAST)
+_NH = np.uint64(N_HOT)
+_C1 = np.uint64(C_FIRST_TS)
+_NC = np.uint64(N_COLD)
+
+_V2 = ir.VectorType(ir.DoubleType(), 2)
 
 
-_FIELD_INDEX = {"count": (F_COUNT, True), "sum": (F_SUM, False), "m2": (F_M2, False),
-                "min": (F_MIN, False), "max": (F_MAX, False), "first": (F_FIRST, False),
-                "first_ts": (F_FIRST_TS, True), "last": (F_LAST, False),
-                "last_ts": (F_LAST_TS, True)}
+def _pair(builder: ir.IRBuilder, a: ir.Value, b: ir.Value) -> ir.Value:
+    v = builder.insert_element(ir.Constant(_V2, ir.Undefined), a, ir.Constant(ir.IntType(32), 0))
+    return builder.insert_element(v, b, ir.Constant(ir.IntType(32), 1))
 
 
-def _alloc_state(n_slots: int, capacity: int) -> np.ndarray:
-    return np.zeros((n_slots, capacity, N_FIELDS), dtype=np.float64)
+def _pair_ptr(context: Any, builder: ir.IRBuilder, aryty: Any, ary: ir.Value,
+              idx: ir.Value) -> ir.Value:
+    data = context.make_array(aryty)(context, builder, ary).data
+    return builder.bitcast(builder.gep(data, [idx]), _V2.as_pointer())
+
+
+def _add2_typer(typingctx: Any, arr: Any, idx: Any, x: Any, y: Any) -> Any:
+    """``arr[idx] += x; arr[idx + 1] += y`` as one 16-byte load, add and store (float64
+    ``arr``, unsigned ``idx``, no bounds check)."""
+    sig = types.void(arr, idx, x, y)
+
+    def codegen(context: Any, builder: ir.IRBuilder, sig: Any, args: Any) -> Any:
+        ary, i, a, b = args
+        p = _pair_ptr(context, builder, sig.args[0], ary, i)
+        builder.store(builder.fadd(builder.load(p, align=8), _pair(builder, a, b)), p, align=8)
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+def _min2_typer(typingctx: Any, arr: Any, idx: Any, x: Any, y: Any) -> Any:
+    """``arr[idx] = min(arr[idx], x); arr[idx + 1] = min(arr[idx + 1], y)`` as one 16-byte
+    load, ``minpd`` and store. Operands must not be NaN (``llvm.minnum`` with ``nnan``)."""
+    sig = types.void(arr, idx, x, y)
+
+    def codegen(context: Any, builder: ir.IRBuilder, sig: Any, args: Any) -> Any:
+        ary, i, a, b = args
+        p = _pair_ptr(context, builder, sig.args[0], ary, i)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V2, [_V2, _V2]),
+                                            "llvm.minnum.v2f64")
+        res = builder.call(fn, [_pair(builder, a, b), builder.load(p, align=8)],
+                           fastmath=("nnan", "nsz"))
+        builder.store(res, p, align=8)
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+# numba intrinsics: called from kernels only, as _add2(arr, idx, x, y) / _min2(...)
+_add2: Any = intrinsic(_add2_typer)
+_min2: Any = intrinsic(_min2_typer)
+
+
+#: stored field name -> (in the hot record?, index, int64?); count/sum/m2/max are derived
+_FIELD_INDEX = {"min": (True, H_MIN, False), "first": (False, C_FIRST, False),
+                "first_ts": (False, C_FIRST_TS, True), "last": (True, H_LAST, False),
+                "last_ts": (True, H_LAST_TS, True)}
+_FIELDS = sorted([*_FIELD_INDEX, "count", "sum", "m2", "max"])
+
+
+def _zeros_aligned(shape: tuple[int, ...], align: int = 64) -> np.ndarray:
+    """float64 zeros whose first element sits on an ``align``-byte boundary."""
+    n = int(np.prod(shape))
+    extra = align // 8
+    buf = np.zeros(n + extra, dtype=np.float64)
+    off = (-buf.ctypes.data % align) // 8
+    return buf[off:off + n].reshape(shape)
+
+
+def _alloc_state(n_slots: int, capacity: int) -> tuple[np.ndarray, np.ndarray]:
+    hot = _zeros_aligned((n_slots, capacity, N_HOT))
+    hot.view(np.int64)[:, :, H_LAST_TS] = I64_MIN  # no record: older than any window
+    return hot, _zeros_aligned((n_slots, capacity, N_COLD))
 
 
 @njit(cache=CACHE, fastmath=FASTMATH)
@@ -263,152 +353,228 @@ def _minmax2(series, ts_ns):
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
-def _accumulate(series, ts_ns, value, window_ns, floor_w, max_w, ring_lo, ring_hi,
-                slot_window, slot_rows, capacity, fstate, istate, late_out, early_out):
-    """Fold readings into the ring; ``fstate``/``istate`` are flat float64/int64 views of the
-    record state; ``slot_rows[slot]`` counts the records with count > 0 in each slot (what
-    ``_emit_slots`` will write, so closing needs no counting pass over the state). Returns
-    (n_added, n_nan, n_late, n_early); n_added == -1 signals a broken
-    ring invariant (a slot holding a window other than the one mapped to it).
-
-    Window lookup, per reading: (1) same window as the previous reading (``lo <= t <= hi``):
-    nothing to compute; (2) inside the ring span ``[ring_lo, ring_hi]`` (the ``n_slots``
-    windows from ``floor_w``; ``ring_lo > ring_hi`` disables it): window offset from a float
-    reciprocal, corrected by one exact integer step -- no integer division; (3) otherwise
-    (late or early readings only) floor division. Readings must pass the wrapper's checks:
-    series in ``[0, capacity)``, so no bounds checks here (indices are unsigned, which also
-    removes numba's negative-index wraparound).
-    """
-    n_slots = slot_window.shape[0]
-    inv_wn = 1.0 / np.float64(window_ns)
-    floor_slot = floor_w % n_slots
-    lo = np.int64(1)
-    hi = np.int64(0)  # empty cache: lo > hi
-    status = _OK
-    base = np.uint64(0)
-    n_added = 0
-    n_nan = 0
-    n_late = 0
-    n_early = 0
-    for i in range(series.shape[0]):
+def _fold_run(series, ts_ns, value, i0, n, lo, span, fresh, rbase, hf, hi, cf, ci):
+    """Fold readings ``i0, i0+1, ... < n`` into the records ``rbase + series`` while their
+    timestamps stay in ``[lo, lo + span]`` (one window); returns (end, records opened, NaN
+    values skipped). A record whose ``last_ts < fresh`` (the window's start) is left over
+    from an older window of the slot, i.e. empty. Indices are unsigned: no negative-index
+    wraparound code."""
+    new_rows = 0
+    nan_run = 0
+    for i in range(i0, n):
         t = ts_ns[i]
-        if t < lo or t > hi:
-            if ring_lo <= t <= ring_hi:
-                rel = t - ring_lo
-                j = np.int64(np.float64(rel) * inv_wn)
-                if j * window_ns > rel:
-                    j -= 1
-                elif (j + 1) * window_ns <= rel:
-                    j += 1
-                w = floor_w + j
-                lo = ring_lo + j * window_ns
-                slot = floor_slot + j
-                if slot >= n_slots:
-                    slot -= n_slots
-            else:
-                w = t // window_ns
-                lo = w * window_ns
-                slot = w % n_slots
-            hi = lo + (window_ns - 1)
-            if w > max_w:
-                status = _EARLY
-            elif w < floor_w:
-                status = _LATE
-            else:
-                status = _OK
-                base = np.uint64(slot) * np.uint64(capacity) * _UNF
-                held = slot_window[slot]
-                if held != w:
-                    if held != EMPTY_WINDOW:
-                        return -1, 0, 0, 0
-                    slot_window[slot] = w
-        if status != _OK:
-            if status == _LATE:
-                late_out[n_late] = i
-                n_late += 1
-            else:
-                early_out[n_early] = i
-                n_early += 1
-            continue
+        if np.uint64(t - lo) > span:
+            return np.int64(i), new_rows, nan_run
         v = value[i]
         if v != v:
-            n_nan += 1
+            nan_run += 1
             continue
-        k = base + np.uint64(series[i]) * _UNF
-        c = istate[k]
-        if c == 0:
-            slot_rows[slot] += 1
-            istate[k] = 1
-            fstate[k + _U1] = v
-            fstate[k + _U2] = 0.0
-            fstate[k + _U3] = v
-            fstate[k + _U4] = v
-            fstate[k + _U5] = v
-            istate[k + _U6] = t
-            fstate[k + _U7] = v
-            istate[k + _U8] = t
+        r = rbase + np.uint64(series[i])
+        k = r * _NH
+        last_ts = hi[k + _TS]
+        if last_ts < fresh:
+            new_rows += 1
+            hi[k] = 1
+            hi[k + _TS] = t
+            if np.isfinite(v):
+                hf[k + _S1] = 0.0
+                hf[k + _Q] = 0.0
+                hf[k + _K] = v
+            else:  # a non-finite shift would turn s1 into NaN; shift by 0 keeps IEEE sums
+                hf[k + _S1] = v
+                hf[k + _Q] = v * v
+                hf[k + _K] = 0.0
+            hf[k + _MIN] = v
+            hf[k + _NMAX] = -v
+            hf[k + _LAST] = v
+            kc = r * _NC
+            cf[kc] = v
+            ci[kc + _C1] = t
         else:
-            # Welford on (count, sum): with S the old sum and c the old count,
-            # M2 += (v - S/c)^2 * c/(c+1) = (c*v - S)^2 / (c*(c+1)); one division.
-            cf = np.float64(c)
-            sm = fstate[k + _U1]
-            d = cf * v - sm
-            fstate[k + _U2] += d * d / (cf * (cf + 1.0))
-            fstate[k + _U1] = sm + v
-            istate[k] = c + 1
-            # min/max branch-free (new extremes are data-dependent: mispredicted often);
-            # first/last branchy (timestamps mostly arrive in order: predicted well).
-            fstate[k + _U3] = min(fstate[k + _U3], v)
-            fstate[k + _U4] = max(fstate[k + _U4], v)
-            if t < istate[k + _U6]:
-                istate[k + _U6] = t
-                fstate[k + _U5] = v
-            if t >= istate[k + _U8]:
-                istate[k + _U8] = t
-                fstate[k + _U7] = v
-        n_added += 1
-    return n_added, n_nan, n_late, n_early
+            d = v - hf[k + _K]
+            _add2(hf, k + _S1, d, d * d)
+            _min2(hf, k + _MIN, v, -v)
+            hi[k] += 1
+            if t >= last_ts:  # in time order: the new last
+                hi[k + _TS] = t
+                hf[k + _LAST] = v
+            else:  # out of order: maybe a new first (first_ts <= last_ts)
+                kc = r * _NC
+                if t < ci[kc + _C1]:
+                    ci[kc + _C1] = t
+                    cf[kc] = v
+    return np.int64(n), new_rows, nan_run
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
-def _emit_slots(slots, slot_window, slot_rows, window_ns, n_series, capacity, fstate, istate,
-                o_i, o_f):
-    """Write every record with count > 0 in ``slots`` (in that order) into ``o_i`` (int64
-    rows: series, window_start_ns, count, first_ts, last_ts) and ``o_f`` (float64 rows: sum,
-    mean, m2, min, max, first, last), sized by the sum of ``slot_rows`` over ``slots``; reset
-    those records (count = 0 is the reset: other fields are rewritten by the next first
-    reading) and free the slots (``slot_rows`` back to 0).
+def _accumulate(series, ts_ns, value, window_ns, floor_w, max_w, ring_lo, ring_hi,
+                slot_window, slot_rows, capacity, hf, hi, cf, ci, late_out, early_out):
+    """Fold readings into the ring. ``hf``/``hi`` and ``cf``/``ci`` are flat float64/int64
+    views of the hot and cold record state; ``slot_rows[slot]`` counts the live records of
+    each slot (what ``_emit_slots`` will write, so closing needs no counting pass over the
+    state). Returns (n_added, n_nan, n_late, n_early); n_added == -1 signals a broken ring
+    invariant (a slot holding a window other than the one mapped to it).
+
+    The batch is walked as runs of consecutive readings in one window (in time-ordered
+    input, runs are long): the window, its status and its slot are computed once per run,
+    and ``_fold_run``'s loop only updates records (a run check is one unsigned compare,
+    which also holds when ``lo`` wrapped around for a window starting below INT64_MIN).
+    Window of a run's first reading: inside the ring span ``[ring_lo, ring_hi]``
+    (``ring_lo > ring_hi`` disables it) from a float reciprocal corrected by one exact
+    integer step (no integer division); otherwise (late or early readings only) floor
+    division. Readings must pass the wrapper's checks: series in ``[0, capacity)``, so no
+    bounds checks here (indices are unsigned, which also removes numba's negative-index
+    wraparound).
+    """
+    n = series.shape[0]
+    n_slots = slot_window.shape[0]
+    w_min_ok = _lowest_whole_window(window_ns)
+    span = np.uint64(window_ns - 1)
+    inv_wn = 1.0 / np.float64(window_ns)
+    floor_slot = floor_w % n_slots
+    n_in = 0
+    n_nan = 0
+    n_late = 0
+    n_early = 0
+    i = 0
+    while i < n:
+        t = ts_ns[i]
+        if ring_lo <= t <= ring_hi:
+            rel = t - ring_lo
+            j = np.int64(np.float64(rel) * inv_wn)
+            if j * window_ns > rel:
+                j -= 1
+            elif (j + 1) * window_ns <= rel:
+                j += 1
+            w = floor_w + j
+            lo = ring_lo + j * window_ns
+            slot = floor_slot + j
+            if slot >= n_slots:
+                slot -= n_slots
+        else:
+            w = t // window_ns
+            lo = w * window_ns
+            slot = w % n_slots
+        if w > max_w or w < floor_w:
+            early = w > max_w
+            while True:
+                if early:
+                    early_out[n_early] = i
+                    n_early += 1
+                else:
+                    late_out[n_late] = i
+                    n_late += 1
+                i += 1
+                if i >= n or np.uint64(ts_ns[i] - lo) > span:
+                    break
+            continue
+        held = slot_window[slot]
+        if held != w:
+            if held != EMPTY_WINDOW:
+                return -1, 0, 0, 0
+            slot_window[slot] = w
+        rbase = np.uint64(slot) * np.uint64(capacity)
+        start = i
+        fresh = lo if w >= w_min_ok else I64_MIN + 1
+        i, new_rows, nan_run = _fold_run(series, ts_ns, value, np.uint64(i), np.uint64(n),
+                                         lo, span, fresh, rbase, hf, hi, cf, ci)
+        slot_rows[slot] += new_rows
+        n_nan += nan_run
+        n_in += i - start
+    return n_in - n_nan, n_nan, n_late, n_early
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
+def _record_stats(c, s1, q, shift):
+    """(sum, m2) of a record from its shifted sums."""
+    total = s1 + c * shift
+    if c == 1:
+        return total, 0.0
+    m2 = q - s1 * (s1 / c)
+    if m2 < 0.0:  # rounding: a tiny negative for (nearly) constant values
+        m2 = 0.0
+    return total, m2
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
+def _lowest_whole_window(window_ns):
+    """Smallest window index whose start ``w * window_ns`` fits int64."""
+    return (I64_MIN + window_ns - 1) // window_ns
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
+def _fresh_from(w, window_ns):
+    """Records of window ``w`` have ``last_ts >= _fresh_from(w)``; older records less."""
+    if w >= _lowest_whole_window(window_ns):
+        return w * window_ns
+    return np.int64(I64_MIN + 1)
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
+def _emit_slots(slots, slot_window, slot_rows, window_ns, n_series, capacity, hf, hi, cf, ci,
+                o_i, o_f, release):
+    """Write every live record of ``slots`` (in that order) into ``o_i`` (int64 rows: series,
+    window_start_ns, count, first_ts, last_ts) and ``o_f`` (float64 rows: sum, mean, m2,
+    min, max, first, last), sized by the sum of ``slot_rows`` over ``slots``. With
+    ``release``, also free the slots (``slot_rows`` back to 0). The state is only read: a
+    freed slot's records are recognised as old by their ``last_ts`` when the slot holds a
+    newer window, so closing writes nothing back.
 
     The outputs are allocated by the caller (numpy): numba's allocator hands back fresh pages
     every time, and page faults then cost ten times the copy itself.
     """
     j = np.uint64(0)
-    for k in range(slots.shape[0]):
-        sl = slots[k]
-        base = np.uint64(sl) * np.uint64(capacity) * _UNF
-        start = slot_window[sl] * window_ns
+    for q in range(slots.shape[0]):
+        sl = slots[q]
+        rbase = np.uint64(sl) * np.uint64(capacity)
+        w = slot_window[sl]
+        start = w * window_ns
+        fresh = _fresh_from(w, window_ns)
         for s in range(np.uint64(n_series)):
-            r = base + s * _UNF
-            c = istate[r]
-            if c > 0:
-                total = fstate[r + _U1]
+            r = rbase + s
+            k = r * _NH
+            last_ts = hi[k + _TS]
+            if last_ts >= fresh:
+                kc = r * _NC
+                c = hi[k]
+                total, m2 = _record_stats(c, hf[k + _S1], hf[k + _Q], hf[k + _K])
                 o_i[0, j] = np.int64(s)
                 o_i[1, j] = start
                 o_i[2, j] = c
-                o_i[3, j] = istate[r + _U6]
-                o_i[4, j] = istate[r + _U8]
+                o_i[3, j] = ci[kc + _C1]
+                o_i[4, j] = last_ts
                 o_f[0, j] = total
                 o_f[1, j] = total / c
-                o_f[2, j] = fstate[r + _U2]
-                o_f[3, j] = fstate[r + _U3]
-                o_f[4, j] = fstate[r + _U4]
-                o_f[5, j] = fstate[r + _U5]
-                o_f[6, j] = fstate[r + _U7]
-                istate[r] = 0
+                o_f[2, j] = m2
+                o_f[3, j] = hf[k + _MIN]
+                o_f[4, j] = -hf[k + _NMAX]
+                o_f[5, j] = cf[kc]
+                o_f[6, j] = hf[k + _LAST]
                 j += np.uint64(1)
-        slot_window[sl] = EMPTY_WINDOW
-        slot_rows[sl] = 0
+        if release:
+            slot_window[sl] = EMPTY_WINDOW
+            slot_rows[sl] = 0
     return j
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
+def _derived_fields(slot_window, window_ns, hf, hi, out_count, out_sum, out_m2):
+    """``count`` (0 for records left over from older windows), ``sum`` and ``m2`` of every
+    record ``[n_slots, capacity]``, for ``WindowAggregator.field``."""
+    for sl in range(out_count.shape[0]):
+        w = slot_window[sl]
+        fresh = _fresh_from(w, window_ns)
+        for s in range(out_count.shape[1]):
+            k = (np.uint64(sl) * np.uint64(out_count.shape[1]) + np.uint64(s)) * _NH
+            if w != EMPTY_WINDOW and hi[k + _TS] >= fresh:
+                c = hi[k]
+                out_count[sl, s] = c
+                out_sum[sl, s], out_m2[sl, s] = _record_stats(c, hf[k + _S1], hf[k + _Q],
+                                                              hf[k + _K])
+            else:
+                out_count[sl, s] = 0
+                out_sum[sl, s] = 0.0
+                out_m2[sl, s] = 0.0
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
@@ -550,9 +716,10 @@ class WindowAggregator:
         self._capacity = int(capacity)
         self._n_series = 0
         self._slot_window = np.full(self._n_slots, EMPTY_WINDOW, dtype=np.int64)
-        # records with count > 0 per slot, kept by _accumulate, reset by _emit_slots
+        # live records per slot, kept by _accumulate, reset by _emit_slots
         self._slot_rows = np.zeros(self._n_slots, dtype=np.int64)
-        self._state = _alloc_state(self._n_slots, self._capacity)
+        self._hot, self._cold = _alloc_state(self._n_slots, self._capacity)
+        self._views = self._flat_views()
         self._newest: int | None = None  # newest window index ever opened
         self._floor: int | None = None  # lowest window index accepting readings
 
@@ -594,15 +761,30 @@ class WindowAggregator:
         return self._newest
 
     def field(self, name: str) -> np.ndarray:
-        """Read-only ``[n_slots, capacity]`` view of one state field: ``count``, ``sum``,
+        """Read-only ``[n_slots, capacity]`` array of one state field: ``count``, ``sum``,
         ``m2``, ``min``, ``max``, ``first``, ``first_ts``, ``last`` or ``last_ts``. Values are
-        meaningful only where ``count > 0``."""
-        try:
-            idx, is_int = _FIELD_INDEX[name]
-        except KeyError:
-            raise ValueError(f"unknown field {name!r}; one of {sorted(_FIELD_INDEX)}") from None
-        base = self._state.view(np.int64) if is_int else self._state
-        v = base[:, :, idx]
+        meaningful only where ``count > 0``. A view of the state, except ``count``, ``sum``,
+        ``m2`` and ``max``, which are computed (copies): the state keeps shifted sums and
+        ``-max``, and records of closed windows are not cleared (their count reads 0 here)."""
+        if name in ("count", "sum", "m2"):
+            hf, hi, _, _ = self._views
+            shape = (self._n_slots, self._capacity)
+            count = np.empty(shape, dtype=np.int64)
+            total = np.empty(shape, dtype=np.float64)
+            m2 = np.empty(shape, dtype=np.float64)
+            _derived_fields(self._slot_window, self._window_ns, hf, hi, count, total, m2)
+            v = {"count": count, "sum": total, "m2": m2}[name]
+        elif name == "max":
+            v = -self._hot[:, :, H_NEG_MAX]
+        else:
+            try:
+                hot, idx, is_int = _FIELD_INDEX[name]
+            except KeyError:
+                raise ValueError(f"unknown field {name!r}; one of {_FIELDS}") from None
+            base = self._hot if hot else self._cold
+            if is_int:
+                base = base.view(np.int64)
+            v = base[:, :, idx]
         v.flags.writeable = False
         return v
 
@@ -658,10 +840,9 @@ class WindowAggregator:
                 ring_lo, ring_hi = lo_py, hi_py
         late = np.empty(n, dtype=np.int64)
         early = np.empty(n, dtype=np.int64)
-        flat = self._state.reshape(-1)
         n_added, n_nan, n_late, n_early = _accumulate(
             s, t, v, wn, floor_w, max_w, ring_lo, ring_hi, self._slot_window,
-            self._slot_rows, self._capacity, flat, flat.view(np.int64), late, early)
+            self._slot_rows, self._capacity, *self._views, late, early)
         if n_added < 0:  # pragma: no cover - internal invariant
             raise RuntimeError("window ring invariant broken: a slot holds a stale window")
         return AddResult(int(n_added), int(n_nan), late[:n_late].copy(),
@@ -693,13 +874,11 @@ class WindowAggregator:
             return WindowBatch.empty()
         slots = np.flatnonzero(mask)
         slots = slots[np.argsort(sw[slots], kind="stable")].astype(np.int64)
-        flat = self._state.reshape(-1)
-        iflat = flat.view(np.int64)
         n_out = int(self._slot_rows[slots].sum())
         o_i = np.empty((5, n_out), dtype=np.int64)
         o_f = np.empty((7, n_out), dtype=np.float64)
         n_emitted = _emit_slots(slots, sw, self._slot_rows, self._window_ns, self._n_series,
-                                self._capacity, flat, iflat, o_i, o_f)
+                                self._capacity, *self._views, o_i, o_f, True)
         if n_emitted != n_out:  # pragma: no cover - internal invariant
             raise RuntimeError("window ring invariant broken: slot row counts out of sync")
         return WindowBatch(series=o_i[0], window_start_ns=o_i[1], count=o_i[2], sum=o_f[0],
@@ -710,10 +889,17 @@ class WindowAggregator:
         cap = self._capacity
         while cap < needed:
             cap *= 2
-        new = _alloc_state(self._n_slots, cap)
-        new[:, : self._capacity] = self._state
-        self._state = new
+        hot, cold = _alloc_state(self._n_slots, cap)
+        hot[:, : self._capacity] = self._hot
+        cold[:, : self._capacity] = self._cold
+        self._hot, self._cold = hot, cold
         self._capacity = cap
+        self._views = self._flat_views()
+
+    def _flat_views(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        hf = self._hot.reshape(-1)
+        cf = self._cold.reshape(-1)
+        return hf, hf.view(np.int64), cf, cf.view(np.int64)
 
 
 def _check_batch(name: str, b: object) -> WindowBatch:

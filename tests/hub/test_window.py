@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -392,3 +393,87 @@ def test_jittered_timestamps_use_the_ring_fast_path_correctly() -> None:
     keep[late] = False
     assert_rows_match(batch_rows(WindowBatch.concat(out)),
                       _rows(series[keep], ts[keep], value[keep], wn))
+
+
+def test_reused_slot_holds_only_the_new_window() -> None:
+    """Closing does not clear records: a slot's next window must not see the old ones."""
+    agg = WindowAggregator(10, 2, capacity=8)
+    agg.add(_ids(0, 1, 2, 3), _ids(1, 2, 3, 4), _arr(1, 2, 3, 4))  # window 0 -> slot 0
+    first = agg.close_until(10)
+    assert first.series.tolist() == [0, 1, 2, 3]
+    agg.add(_ids(1, 1), _ids(21, 25), _arr(5, 7))  # window 2 -> slot 0 again
+    count = agg.field("count")
+    assert count[0].tolist() == [0, 2, 0, 0, 0, 0, 0, 0] and (count[1] == 0).all()
+    assert agg.field("sum")[0, 1] == 12.0 and agg.field("m2")[0, 1] == 2.0
+    out = agg.close_all()
+    assert out.series.tolist() == [1] and out.count.tolist() == [2]
+    assert (out.sum[0], out.m2[0], out.first[0], out.last[0]) == (12.0, 2.0, 5.0, 7.0)
+
+
+def test_open_window_fields_match_closed_rows() -> None:
+    """``field`` (what snapshots of open windows read) agrees with what closing emits."""
+    rng = np.random.default_rng(5)
+    n = 3000
+    series = rng.integers(0, 40, n)
+    ts = np.sort(rng.integers(0, 30, n))
+    value = rng.normal(1e6, 3.0, n)
+    agg = WindowAggregator(10, 3, capacity=64)
+    agg.add(series, ts, value)
+    snap = {name: agg.field(name).copy() for name in
+            ("count", "sum", "m2", "min", "max", "first", "first_ts", "last", "last_ts")}
+    out = agg.close_all()
+    slot = out.window_start_ns // 10 % 3
+    for name, col in snap.items():
+        assert np.array_equal(col[slot, out.series], getattr(out, name)), name
+
+
+@pytest.mark.parametrize("offset, scale", [(0.0, 1.0), (1e9, 1e-3), (-1e12, 1.0),
+                                           (1e6, 1e3)])
+def test_shifted_sums_keep_m2_accurate(offset: float, scale: float) -> None:
+    """Sums are shifted by a record's first value: accurate on a large offset, and when that
+    first value is an outlier, over many readings."""
+    rng = np.random.default_rng(11)
+    n = 20_000
+    value = offset + scale * rng.normal(0.0, 1.0, n)
+    value[0] = offset + 1e4 * scale  # the shift: far from the mean
+    series = np.zeros(n, dtype=np.int64)
+    ts = np.arange(n, dtype=np.int64)
+    got = aggregate_batch(series, ts, value, n)
+    assert_rows_match(batch_rows(got), _rows(series, ts, value, n))
+
+
+def test_windows_starting_below_int64_min() -> None:
+    """The lowest window (its start is below INT64_MIN) still aggregates correctly."""
+    t0 = -(2**63) + 1
+    agg = WindowAggregator(10, 2, capacity=2)
+    res = agg.add(_ids(0, 0, 1), _ids(t0, t0 + 3, t0 + 1), _arr(1, 2, 3))
+    assert res.n_added == 3
+    out = agg.close_all()
+    assert out.series.tolist() == [0, 1] and out.count.tolist() == [2, 1]
+    assert out.sum.tolist() == [3.0, 3.0] and out.last_ts.tolist() == [t0 + 3, t0 + 1]
+
+
+def test_pandas_baselines_compute_what_the_kernel_computes() -> None:
+    """The bench's pandas baselines (``citybrain bench``) aggregate the same rows (pandas
+    also lists groups of only NaN, with count 0: the kernel has no row for them)."""
+    pytest.importorskip("pandas")
+    from bench.reference import pandas_window_aggregate, pandas_window_aggregate_two_keys
+    from bench.run import city_like_readings
+    series, ts, value = city_like_readings(50_000, 700)
+    value[::13] = np.nan
+    value[:700 * 10] = np.nan  # the first window: only NaN
+    wn = 10_000_000_000
+    got = aggregate_batch(series, ts, value, wn)
+    fast: Any = pandas_window_aggregate(series, ts, value, wn)
+    two: Any = pandas_window_aggregate_two_keys(series, ts, value, wn)
+    fast = fast[fast["count"] > 0]
+    two = two[two["count"] > 0]
+    assert len(got) == len(fast) == len(two) > 0
+    pos = {(int(s), int(w) * wn): i for i, (s, w) in
+           enumerate(zip(fast["series"], fast["window"], strict=True))}
+    rows = [pos[(int(s), int(w))] for s, w in zip(got.series, got.window_start_ns, strict=True)]
+    keys = list(zip(got.series.tolist(), (got.window_start_ns // wn).tolist(), strict=True))
+    for col in ("count", "sum", "min", "max", "mean", "last"):
+        np.testing.assert_allclose(fast[col].to_numpy()[rows], getattr(got, col), rtol=1e-12)
+        np.testing.assert_allclose(two[col].loc[keys].to_numpy(), getattr(got, col),
+                                   rtol=1e-12)
