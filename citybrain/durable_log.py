@@ -16,9 +16,13 @@ Contract:
     in the middle of a write) is cut off and its size reported in ``recovered_torn_bytes``.
 
 On disk: ``{first_offset:020d}.seg`` files. Each record is a 24-byte header
-(``length u32, crc32 u32, offset u64, meta u32, reserved u32``, little-endian) followed by
+(``length u32, crc32 u32, offset u64, meta u32, flags u32``, little-endian) followed by
 ``length`` payload bytes; the CRC covers offset, meta and payload. ``meta`` is the caller's
-(e.g. how many readings a frame carries, so that dropping a segment can be counted).
+(e.g. how many readings a frame carries, so that dropping a segment can be counted). Every
+``commit()`` ends with a *commit marker* (flags 1, no payload, offset = the next record's)
+before the fsync; recovery keeps only records followed by a marker, so records a crashed
+process had appended (and its buffered writer had already passed to the OS) but never
+committed — and so never acknowledged upstream — do not come back to life.
 
 Small named cursors (``save_cursor``/``load_cursor``) remember how far a consumer got; they
 are replaced atomically (write + rename), so a crash leaves the old or the new value.
@@ -48,11 +52,16 @@ class LogFull(Exception):
     """``append`` would exceed ``max_bytes``; the caller decides: drop oldest or wait."""
 
 
+FLAG_COMMIT = 1
+_MARKER_META = 0xFFFFFFFF
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     offset: int
     meta: int
     payload: bytes
+    marker: bool = False  # a commit marker, not data: readers skip it
 
 
 def _crc(offset: int, meta: int, payload: bytes) -> int:
@@ -68,25 +77,40 @@ def _read_record(f: BinaryIO) -> Record | None:
     head = f.read(HEADER_LEN)
     if len(head) < HEADER_LEN:
         return None
-    length, crc, offset, meta, _ = RECORD_HEADER.unpack(head)
+    length, crc, offset, meta, _flags = RECORD_HEADER.unpack(head)
     if length > MAX_RECORD_BYTES:
         return None
     payload = f.read(length)
     if len(payload) < length or _crc(offset, meta, payload) != crc:
         return None
+    if length == 0 and meta == _MARKER_META:  # a commit marker (flags is informational)
+        return Record(offset, 0, b"", marker=True)
     return Record(offset, meta, payload)
 
 
+def _marker(next_offset: int) -> bytes:
+    return RECORD_HEADER.pack(0, _crc(next_offset, _MARKER_META, b""), next_offset,
+                              _MARKER_META, FLAG_COMMIT)
+
+
 def _scan(path: Path) -> tuple[int, int, int, int]:
-    """Walk a segment: (records, meta sum, bytes of intact records, last offset or -1)."""
+    """Walk a segment: (records, meta sum, bytes up to the last commit marker, last offset
+    or -1), counting only records a marker confirms."""
     n = meta_sum = good = 0
     last = -1
+    pending_n = pending_meta = 0
+    pending_last = -1
     with path.open("rb") as f:
         while (r := _read_record(f)) is not None:
-            n += 1
-            meta_sum += r.meta
-            last = r.offset
-            good = f.tell()
+            if r.marker:
+                n, meta_sum, last = n + pending_n, meta_sum + pending_meta, max(last,
+                                                                                 pending_last)
+                pending_n = pending_meta = 0
+                good = f.tell()
+                continue
+            pending_n += 1
+            pending_meta += r.meta
+            pending_last = r.offset
     return n, meta_sum, good, last
 
 
@@ -119,7 +143,7 @@ class DurableLog:
             first = int(path.stem)
             n, _, good, last = _scan(path)
             size = path.stat().st_size
-            if good < size:  # a torn tail: only the newest segment can have one legitimately
+            if good < size:  # uncommitted or torn: only the newest segment has one legitimately
                 self.recovered_torn_bytes += size - good
                 with path.open("r+b") as f:
                     f.truncate(good)
@@ -182,6 +206,8 @@ class DurableLog:
         """Make every appended record durable and visible; returns the committed offset."""
         if self._committed == self._next:
             return self._committed
+        self._active.write(_marker(self._next))
+        self._active_size += HEADER_LEN
         self._active.flush()
         if self.fsync:
             os.fsync(self._active.fileno())
@@ -232,7 +258,7 @@ class DurableLog:
         n = meta_sum = 0
         with path.open("rb") as f:
             while (r := _read_record(f)) is not None:
-                if r.offset >= count_from:
+                if not r.marker and r.offset >= count_from:
                     n += 1
                     meta_sum += r.meta
         path.unlink(missing_ok=True)
@@ -343,6 +369,8 @@ class LogReader:
                     break
             pos = self._file.tell()
             rec = _read_record(self._file)
+            if rec is not None and rec.marker:
+                continue
             if rec is not None and rec.offset == self.next_offset:
                 out.append(rec)
                 self.next_offset += 1

@@ -542,7 +542,7 @@ class MosquittoServer(LocalServer):
             f"persistence_location {self.data_dir}/",
             "persistence_file mosquitto.db",
             "max_queued_messages 100000",
-            "max_inflight_messages 1000",
+            "max_inflight_messages 10000",
             f"log_dest file {self.log_path}",
             "log_type error",
             "log_type warning",

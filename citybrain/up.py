@@ -345,7 +345,8 @@ class CityRun:
                                           "--client-id", f"citybrain-edge-{i}",
                                           "--metrics-port", str(self.edge_metrics[i]),
                                           "--spool-dir", str(self.var / "spool" / f"edge-{i}"),
-                                          *self.cfg.extra_args.get("edge", [])],
+                                          *self.cfg.extra_args.get(
+                                              f"edge-{i}", self.cfg.extra_args.get("edge", []))],
                             self.var, edge_env)
                       for i, part in enumerate(parts)]
         self.children += self.edges

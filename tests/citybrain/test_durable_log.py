@@ -53,24 +53,38 @@ def test_uncommitted_tail_is_lost_but_torn_record_is_cut(tmp_path: Path) -> None
     log.close()
     seg = sorted(tmp_path.glob("*.seg"))[-1]
     data = seg.read_bytes()
-    seg.write_bytes(data[:-30])  # a crash in the middle of writing the second record
+    seg.write_bytes(data[:-30])  # a crash in the middle of writing the second commit
     again = DurableLog(tmp_path)
-    assert again.recovered_torn_bytes == HEADER_LEN + 100 - 30
+    assert again.recovered_torn_bytes == HEADER_LEN + 100 + HEADER_LEN - 30
     assert payloads(again) == [b"kept"]
     assert again.append(b"after") == 1
     again.commit()
     assert payloads(again) == [b"kept", b"after"]
 
 
+def test_appended_but_uncommitted_records_do_not_come_back(tmp_path: Path) -> None:
+    """A process killed after its buffered writer passed records to the OS, before commit:
+    they were never acknowledged upstream, so they must not be recovered."""
+    log = DurableLog(tmp_path)
+    log.append(b"acked")
+    log.commit()
+    log.append(b"ghost")
+    log._active.flush()  # what a full buffer does on its own; then SIGKILL
+    again = DurableLog(tmp_path)
+    assert payloads(again) == [b"acked"]
+    assert again.append(b"next") == 1
+
+
 def test_corrupt_byte_is_detected_by_crc(tmp_path: Path) -> None:
     log = DurableLog(tmp_path)
     log.append(b"first")
+    log.commit()
     log.append(b"second")
     log.commit()
     log.close()
     seg = sorted(tmp_path.glob("*.seg"))[-1]
     data = bytearray(seg.read_bytes())
-    data[-1] ^= 0xFF
+    data[-HEADER_LEN - 1] ^= 0xFF  # the last payload byte of "second"
     seg.write_bytes(bytes(data))
     assert payloads(DurableLog(tmp_path)) == [b"first"]
 
