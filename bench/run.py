@@ -215,7 +215,9 @@ def run_bench(out: Path, quick: bool = False) -> int:
     keep_freed_memory()  # as the hub does: applies to every system measured in-process
     results: dict[str, Any] = {"machine": machine(), "quick": quick,
                                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    for part in (bench_windows, bench_analytics, bench_lineproto, bench_frame_codec, bench_e2e):
+    from bench.peers import bench_peers
+    for part in (bench_windows, bench_analytics, bench_lineproto, bench_frame_codec, bench_e2e,
+                 bench_peers):
         t0 = time.perf_counter()
         results.update(part(quick))
         results[f"{part.__name__}_s"] = round(time.perf_counter() - t0, 2)

@@ -17,6 +17,9 @@ PROMISED = [
     "percentile_sketch_readings_per_s", "spike_detector_readings_per_s",
     "stuck_detector_readings_per_s", "lineproto_lines_per_s", "frame_decode_readings_per_s",
     "e2e_readings_per_s", "hub_cpu_us_per_reading",
+    # peers, side by side (bench/peers): Node-RED only where Node.js and npm are present
+    "raw_subscriber_msgs_per_s", "naive_bridge_readings_per_s",
+    "naive_bridge_per_message_readings_per_s", "influx_raw_points_per_s",
 ]
 
 

@@ -1,0 +1,193 @@
+"""The load every peer is measured with: N air-station messages, published by several processes.
+
+One Python publisher is the ceiling of such comparisons (~30k messages/s at QoS 0, ~10k at
+QoS 1 on 2 cores, ``../shared/reference/peers.md``), so the load is spread over
+``processes`` publishers (``multiprocessing``, spawn). Each owns a disjoint slice of the real
+air stations of ``seeds.city.City(1.0)`` and publishes, on each station's real topic
+(``cb/v1/dev/{district}/environment/{system}/{device}/data``), citybrain's JSON data
+message (``citybrain.payload.encode_data``) with three readings (pm2_5, pm10, no2) and a
+per-device sequence number. Device time advances 60 s per message (an air station's
+interval), from ``T0``, so every (device, time) is distinct and no point overwrites another.
+
+Payloads are encoded before the start signal, so the rate measured is the MQTT client's and
+the broker's. QoS 1 publishes are capped at ``QOS1_WINDOW`` unacknowledged messages per
+publisher: paho reuses message ids beyond 65,535 in flight and ``publish()`` then fails.
+
+Timestamps are ``time.monotonic()`` (CLOCK_MONOTONIC: one clock for every process on Linux),
+so a consumer's timestamps can be compared with the publishers'.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+import time
+from dataclasses import dataclass
+from multiprocessing.synchronize import Event as MpEvent
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from citybrain.payload import encode_data, record
+from citybrain.topics import DeviceTopic
+from seeds.city import City
+
+#: First device time (UTC seconds, 2025-11-21T08:00:00Z); each message is 60 s later.
+T0 = 1_763_712_000.0
+INTERVAL_S = 60.0
+#: The three readings of each message, name and unit from ``seeds/catalogue.csv``.
+READINGS = (("pm2_5", "ug/m3", 35.0), ("pm10", "ug/m3", 60.0), ("no2", "ug/m3", 40.0))
+READINGS_PER_MESSAGE = len(READINGS)
+#: Unacknowledged QoS 1 publishes per publisher (paho's message ids wrap at 65,535).
+QOS1_WINDOW = 2_000
+#: Most time one publisher may take (connect, encode and publish), seconds.
+PUBLISH_DEADLINE_S = 600.0
+
+
+@dataclass(frozen=True)
+class Station:
+    device: str
+    topic: str  # the data topic (with the optional test prefix)
+
+
+def air_stations(prefix: str = "") -> list[Station]:
+    """Every air station of the seeded city (scale 1.0: 232), with its data topic."""
+    out = []
+    for d in City(1.0).devices():
+        if d.kind != "air":
+            continue
+        topic = str(DeviceTopic(d.district_code, d.domain, d.system.system_id, d.device_id,
+                                "data"))
+        out.append(Station(d.device_id, f"{prefix}/{topic}" if prefix else topic))
+    return out
+
+
+def build_messages(stations: list[Station], n: int) -> list[tuple[str, bytes]]:
+    """``n`` (topic, payload) pairs, round-robin over ``stations``, seq +1 per device."""
+    seq = [0] * len(stations)
+    out = []
+    for i in range(n):
+        k = i % len(stations)
+        s, q = stations[k], seq[k]
+        seq[k] += 1
+        v = 1.0 + (q % 97) * 0.5  # varied values, deterministic
+        payload = encode_data(s.device, q, T0 + q * INTERVAL_S,
+                              [record(name, unit, round(base + v, 1))
+                               for name, unit, base in READINGS])
+        out.append((s.topic, payload))
+    return out
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    messages: int          # acknowledged by the broker (QoS 1) or written to the socket (QoS 0)
+    t_start: float         # monotonic, first publish of any publisher
+    t_end: float           # monotonic, last acknowledgement of any publisher
+    errors: int            # publish() calls that failed
+
+    @property
+    def readings(self) -> int:
+        return self.messages * READINGS_PER_MESSAGE
+
+    @property
+    def msgs_per_s(self) -> float:
+        span = self.t_end - self.t_start
+        return self.messages / span if span > 0 else 0.0
+
+
+def _publisher(index: int, host: str, port: int, qos: int, stations: list[Station], n: int,
+               ready: Any, go: MpEvent, results: Any) -> None:
+    """One publisher process: connect, encode ``n`` messages, wait for ``go``, publish.
+
+    No network thread: ``publish()`` writes to the socket itself and ``loop(0)`` reads the
+    acknowledgements, which avoids a thread hand-off per message.
+    """
+    messages = build_messages(stations, n)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"peers-load-{index}",
+                         clean_session=True)
+    client.max_inflight_messages_set(QOS1_WINDOW)
+    client.max_queued_messages_set(0)
+    state = {"acked": 0, "last": 0.0}
+
+    def on_publish(_c: Any, _u: Any, _mid: int, _rc: Any, _p: Any) -> None:
+        state["acked"] += 1
+        state["last"] = time.monotonic()
+
+    client.on_publish = on_publish
+    client.connect(host, port, keepalive=60)
+    deadline = time.monotonic() + 30
+    while not client.is_connected() and time.monotonic() < deadline:
+        client.loop(0.05)
+    ready.put(index)
+    go.wait(PUBLISH_DEADLINE_S)
+    errors = sent = 0
+    t_start = time.monotonic()
+    deadline = t_start + PUBLISH_DEADLINE_S
+    for i, (topic, payload) in enumerate(messages):
+        while qos and sent - state["acked"] >= QOS1_WINDOW and time.monotonic() < deadline:
+            client.loop(0.01)
+        if client.publish(topic, payload, qos=qos).rc == mqtt.MQTT_ERR_SUCCESS:
+            sent += 1
+        else:
+            errors += 1
+        if i % 64 == 63:
+            client.loop(0)  # read acknowledgements, flush what the socket did not take
+    while state["acked"] < sent and time.monotonic() < deadline:
+        client.loop(0.05)
+    client.disconnect()
+    results.put((index, state["acked"], t_start, state["last"] or t_start, errors))
+
+
+def _wait_ready(ready: Any, procs: list[Any], timeout: float) -> None:
+    """Wait for every publisher's ready message; a publisher that died fails at once."""
+    deadline = time.monotonic() + timeout
+    pending = len(procs)
+    while pending:
+        try:
+            ready.get(timeout=0.2)
+            pending -= 1
+            continue
+        except queue.Empty:
+            pass
+        dead = [p.name for p in procs if p.exitcode is not None]
+        if dead or time.monotonic() > deadline:
+            raise RuntimeError(f"load publishers not ready (exited: {dead}); with the spawn "
+                               "start method the main script needs `if __name__ == '__main__'`")
+
+
+def publish_load(host: str, port: int, n: int, qos: int, processes: int = 2,
+                 prefix: str = "", on_ready: Any = None) -> LoadResult:
+    """Publish ``n`` messages from ``processes`` publisher processes, as fast as they go.
+
+    Blocks until every publisher has finished (bounded by ``PUBLISH_DEADLINE_S``).
+    ``on_ready`` (optional, no arguments) is called once every publisher is connected and
+    has its payloads encoded, just before the start signal.
+    """
+    if qos not in (0, 1):
+        raise ValueError(f"qos must be 0 or 1, got {qos}")
+    stations = air_stations(prefix)
+    processes = max(1, min(processes, len(stations), n))
+    ctx = mp.get_context("spawn")
+    ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    shares = [n // processes + (1 if i < n % processes else 0) for i in range(processes)]
+    procs = [ctx.Process(target=_publisher, name=f"peers-load-{i}", daemon=True,
+                         args=(i, host, port, qos, stations[i::processes], shares[i],
+                               ready, go, results))
+             for i in range(processes)]
+    for p in procs:
+        p.start()
+    try:
+        _wait_ready(ready, procs, timeout=120.0)
+        if on_ready is not None:
+            on_ready()
+        go.set()
+        rows = [results.get(timeout=PUBLISH_DEADLINE_S + 30) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+                p.join(5)
+    return LoadResult(messages=sum(r[1] for r in rows), t_start=min(r[2] for r in rows),
+                      t_end=max(r[3] for r in rows), errors=sum(r[4] for r in rows))

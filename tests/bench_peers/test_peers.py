@@ -1,0 +1,142 @@
+"""Peer baselines (``bench.peers``) on a real Mosquitto and a real influxd, small loads.
+
+Checks that every figure is measured (a positive number) and that the batched bridge loses
+nothing at QoS 1. No timing asserts: ``citybrain bench`` is where performance is measured.
+"""
+
+from __future__ import annotations
+
+import math
+
+import orjson
+import pytest
+
+import bench.peers.nodered as nodered
+from bench.peers import combine
+from bench.peers.common import PeerResult
+from bench.peers.influx_raw import build_batches, run_influx_raw
+from bench.peers.load import READINGS_PER_MESSAGE, air_stations, build_messages
+from bench.peers.naive_bridge import run_naive_bridge, to_line
+from bench.peers.raw_subscriber import run_raw_subscriber
+from citybrain.localstack import HOST, InfluxV1Server, MosquittoServer
+from citybrain.topics import DeviceTopic
+
+N = 600  # messages (1,800 readings): seconds per run
+
+
+def positive(x: float | None) -> bool:
+    return x is not None and math.isfinite(x) and x > 0
+
+
+# -- pure parts ----------------------------------------------------------------------------
+
+
+def test_load_uses_real_devices_topics_and_per_device_sequence_numbers() -> None:
+    stations = air_stations()
+    msgs = build_messages(stations, 3 * len(stations) + 1)
+    seqs: dict[str, list[int]] = {}
+    for topic, payload in msgs:
+        doc = orjson.loads(payload)
+        t = DeviceTopic.parse(topic)
+        assert (t.device, t.domain, t.channel) == (doc["dev"], "environment", "data")
+        assert len(doc["e"]) == READINGS_PER_MESSAGE
+        seqs.setdefault(doc["dev"], []).append(doc["seq"])
+    assert len(seqs) == len(stations)
+    assert all(s == list(range(len(s))) for s in seqs.values())
+
+
+def test_bridge_line_is_device_time_and_topic_tags() -> None:
+    topic, payload = build_messages(air_stations("test/x"), 1)[0]
+    line = to_line(topic, payload)
+    head, fields, ts = line.split(" ")
+    doc = orjson.loads(payload)
+    assert head == (f"air,device={doc['dev']},district={doc['dev'][:6]},"
+                    f"system={doc['dev'].rsplit('-', 1)[0]}")
+    assert fields.count("=") == READINGS_PER_MESSAGE
+    assert int(ts) == int(doc["t"] * 1e9)
+
+
+def test_raw_batches_hold_every_point_once() -> None:
+    batches = build_batches(12_345, batch_lines=5_000)
+    assert [b.count(b"\n") + 1 for b in batches] == [5_000, 5_000, 2_345]
+
+
+def test_passes_combine_best_rate_lowest_cpu_worst_loss() -> None:
+    a = PeerResult("p", 300, 300, 10.0, 5.0, 2.0)
+    b = PeerResult("p", 300, 297, 20.0, 4.0, None)
+    c = combine([a, b])
+    assert (c.readings_per_s, c.publish_msgs_per_s, c.cpu_us_per_reading) == (20.0, 5.0, 2.0)
+    assert c.lost_readings == 3
+
+
+def test_nodered_without_node_is_a_reason_not_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(nodered.shutil, "which", lambda _name: None)
+    assert "Node.js is not installed" in (nodered.unavailable_reason(install=True) or "")
+
+
+def test_quick_mode_never_installs_nodered(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(nodered, "installed", lambda: False)
+    def no_npm(*_a: object, **_k: object) -> None:
+        raise AssertionError("quick mode ran npm")
+
+    monkeypatch.setattr(nodered.subprocess, "run", no_npm)
+    monkeypatch.setattr(nodered, "node_major", lambda _node: 20)
+    if nodered.shutil.which("node") is None:
+        pytest.skip("no Node.js: the earlier reason applies")
+    assert "not installed" in (nodered.unavailable_reason(install=False) or "")
+
+
+# -- against real servers -------------------------------------------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_raw_subscriber_counts_everything(mosquitto: MosquittoServer,
+                                          unique_topic_prefix: str) -> None:
+    r = run_raw_subscriber(HOST, mosquitto.port, N, qos=1, prefix=unique_topic_prefix)
+    assert r.published_readings == N * READINGS_PER_MESSAGE
+    assert r.lost_readings == 0
+    assert positive(r.readings_per_s) and positive(r.publish_msgs_per_s)
+    assert positive(r.cpu_us_per_reading)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["batched", "per-message"])
+def test_naive_bridge_lands_the_load(mode: str, mosquitto: MosquittoServer,
+                                     influxd: InfluxV1Server, unique_db: str,
+                                     unique_topic_prefix: str) -> None:
+    r = run_naive_bridge(HOST, mosquitto.port, influxd, unique_db, N, qos=1, mode=mode,
+                         prefix=unique_topic_prefix)
+    assert r.published_readings == N * READINGS_PER_MESSAGE
+    assert positive(r.readings_per_s) and positive(r.publish_msgs_per_s)
+    assert positive(r.cpu_us_per_reading)
+    if mode == "batched":
+        assert r.lost_readings == 0  # QoS 1, a broker queue far above N: nothing may be lost
+    else:
+        assert r.landed_readings > 0
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_influx_raw_writes_every_point(influxd: InfluxV1Server, unique_db: str) -> None:
+    results = run_influx_raw(influxd, unique_db, 12_000, connections=(1, 2))
+    assert [r.connections for r in results] == [1, 2]
+    for r in results:
+        assert r.errors == 0
+        assert r.landed_readings == 12_000 * READINGS_PER_MESSAGE
+        assert positive(r.points_per_s) and positive(r.readings_per_s)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_nodered_flow_lands_the_load(mosquitto: MosquittoServer, influxd: InfluxV1Server,
+                                     unique_db: str, unique_topic_prefix: str) -> None:
+    """Runs only where Node-RED is installed (``npm ci`` in bench/peers/nodered)."""
+    reason = nodered.unavailable_reason(install=False)
+    if reason is not None:
+        pytest.skip(reason)
+    r = nodered.run_nodered(HOST, mosquitto.port, influxd, unique_db, N, qos=1,
+                            prefix=unique_topic_prefix)
+    assert r.lost_readings == 0
+    assert positive(r.readings_per_s) and positive(r.cpu_us_per_reading)
