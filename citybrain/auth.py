@@ -123,16 +123,22 @@ def load_secret(value: str | None = None, path: Path | str | None = None) -> byt
     return None
 
 
-def read_password_file(path: Path) -> str:
-    """The password in the first line of ``path`` (for ``--mqtt-password-file``)."""
+def read_first_line(path: Path | str, what: str = "secret file") -> str:
+    """The first line of ``path``, stripped: how passwords and tokens come from files.
+    Errors name the file (as ``what``), never its contents."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise SecretError(f"cannot read MQTT password file {path}: {exc.strerror}") from None
+        raise SecretError(f"cannot read {what} {path}: {exc.strerror}") from None
     lines = text.splitlines()
     if not lines or not lines[0].strip():
-        raise SecretError(f"MQTT password file {path} is empty")
+        raise SecretError(f"{what} {path} is empty")
     return lines[0].strip()
+
+
+def read_password_file(path: Path) -> str:
+    """The password in the first line of ``path`` (for ``--mqtt-password-file``)."""
+    return read_first_line(path, "MQTT password file")
 
 
 def write_private(path: Path, data: bytes | str) -> None:

@@ -44,14 +44,8 @@ def load_secret(value: str = "", path: Path | str | None = None) -> str:
     """
     if not path:
         return value
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ValueError(f"cannot read secret file {path}: {exc.strerror}") from None
-    lines = text.splitlines()
-    if not lines or not lines[0].strip():
-        raise ValueError(f"secret file {path} is empty")
-    return lines[0].strip()
+    from citybrain.auth import read_first_line
+    return read_first_line(path)
 
 
 def public_url(url: str) -> str:

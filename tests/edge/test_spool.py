@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from edge.gateway import EdgeConfig, EdgeGateway
 from edge.local_alarms import LocalAlarmConfig, LocalAlarms
 from edge.spool import EdgeSpool, SpoolPublisher
 from seeds.city import City
+from tests.waiting import wait_for
 
 DISTRICT = "500103"
 AIR_SYSTEM = "500103-air-01"
@@ -50,16 +51,6 @@ Reading = tuple[str, int, int, str, float]
 def committed(edge: EdgeGateway, messages: int) -> bool:
     """Every message acknowledged, i.e. its commit is on disk (acks follow the commit)."""
     return edge.counters.get("messages_acked") == messages and not edge._unacked
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 20.0,
-             what: Callable[[], object] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            detail = f": {what()}" if what is not None else ""
-            pytest.fail(f"condition not met within {timeout} s{detail}")
-        time.sleep(0.02)
 
 
 def broker_of(server: MosquittoServer) -> BrokerConfig:

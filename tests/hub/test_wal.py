@@ -14,7 +14,7 @@ import functools
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -32,6 +32,7 @@ from edge.batcher import FrameBuilder
 from hub.service import Hub, HubConfig
 from hub.sinks import InfluxConfig
 from hub.wal import CHECKPOINT, HubWal
+from tests.waiting import wait_for
 
 DISTRICT = "500103"
 SYSTEM = "500103-air-01"
@@ -39,16 +40,6 @@ DEVICES = tuple(f"{SYSTEM}-{i:05d}" for i in range(4))
 NAMES = ("pm2_5", "o3", "temp")
 PER_FRAME = len(DEVICES) * len(NAMES)
 WINDOWS_NS = {"10s": 10 * 10**9, "1m": 60 * 10**9, "1h": 3600 * 10**9}
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 20.0,
-             what: Callable[[], object] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            detail = f": {what()}" if what is not None else ""
-            pytest.fail(f"condition not met within {timeout} s{detail}")
-        time.sleep(0.02)
 
 
 def hour_start(hours_ago: int) -> float:
