@@ -178,7 +178,7 @@ def test_mosquitto_config_has_required_settings(tmp_path: Path) -> None:
         "persistence true",
         f"persistence_location {tmp_path / 'm'}/",
         "max_queued_messages 100000",
-        "max_inflight_messages 1000",
+        "max_inflight_messages 10000",
     ):
         assert line in text.splitlines()
     assert "max_packet_size" not in text
