@@ -6,15 +6,15 @@ import argparse
 import copy
 import json
 import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
 from rich.console import Console
 
 from citybrain.top import add_top_parser, cmd_top, fetch_state
+from tests.local_http import serving
 
 STATE: dict[str, Any] = {
     "t": 1763712000.1, "event_clock": 1763711990.0,
@@ -67,14 +67,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def hub_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(_Handler) as url:
+        yield url
 
 
 def free_port() -> int:

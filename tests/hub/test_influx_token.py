@@ -8,10 +8,9 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.request import urlopen
 
@@ -21,6 +20,7 @@ from citybrain.localstack import MosquittoServer, VictoriaMetricsServer, free_po
 from citybrain.mqtt import BrokerConfig
 from hub.service import HubConfig
 from hub.sinks import InfluxConfig, WriteError, load_secret, make_sink
+from tests.local_http import serving
 
 TOKEN = "tok-3f9a1c7e5b2d4a6f8e0c"
 PASSWORD = "pw-8d6b4f2a0c9e7d5b"
@@ -69,14 +69,8 @@ class _Echo(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def echo_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(_Echo) as url:
+        yield url
 
 
 @pytest.mark.parametrize("api", ["v1", "v2"])
