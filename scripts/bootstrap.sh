@@ -126,3 +126,19 @@ ensure_dashboard() {
     bash scripts/vendor_js.sh
 }
 ensure_dashboard
+
+# Node-RED for the side-by-side benchmark (bench/peers), installed for the tests when npm is
+# here; pinned by bench/peers/nodered/package-lock.json. Without npm or the registry the
+# Node-RED test skips with the reason, the rest of the benchmark still runs.
+ensure_nodered() {
+    [ "${CITYBRAIN_SETUP_TESTS:-0}" = "1" ] || return 0
+    [ -d bench/peers/nodered/node_modules/node-red ] && return 0
+    if ! command -v npm >/dev/null 2>&1; then
+        echo "bootstrap: npm not found: the Node-RED comparison will be skipped"
+        return 0
+    fi
+    echo "bootstrap: npm ci in bench/peers/nodered (node-red, node-red-contrib-influxdb)"
+    (cd bench/peers/nodered && npm ci --no-audit --no-fund --loglevel=error >/dev/null) \
+        || echo "bootstrap: npm ci failed: the Node-RED comparison will be skipped"
+}
+ensure_nodered
