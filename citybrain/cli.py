@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +193,8 @@ def cmd_hub(args: argparse.Namespace) -> int:
                     write_queue_lines=args.write_queue_lines,
                     close_windows_at_exit=args.close_windows_at_exit,
                     stats_path=args.stats_file)
+    if args.partitions > 0:
+        return _run_hub_node(cfg, args)
     hub = Hub(cfg)
     stop = wait_for_signal(args.duration)
     hub.start()
@@ -206,6 +209,42 @@ def cmd_hub(args: argparse.Namespace) -> int:
     return 70 if hub.wal.failed else 0  # EX_SOFTWARE: the WAL failed; restart us
 
 
+def _run_hub_node(cfg: Any, args: argparse.Namespace) -> int:
+    """``citybrain hub --partitions P``: one hub of a cluster sharing ``--cluster-dir``."""
+    from citybrain.stats import StatsWriter
+    from hub.cluster import ClusterConfig, HubNode, default_node_id
+    if args.cluster_dir is None:
+        raise SystemExit("--partitions needs --cluster-dir: a directory every hub of the "
+                         "cluster shares (one filesystem with working flock)")
+    cluster = ClusterConfig(args.cluster_dir, args.partitions,
+                            args.node_id or default_node_id(),
+                            handover_timeout_s=args.stop_timeout_s)
+    node = HubNode(replace(cfg, stats_path=None), cluster)
+    stats = StatsWriter(args.stats_file, node.snapshot)
+    http = None
+    if cfg.http_port is not None:
+        from hub.http import HubHttp, metrics_registry
+        from hub.service import HUB_GAUGES
+        registry = metrics_registry("citybrain_hub", node.snapshot, gauges=HUB_GAUGES)
+        http = HubHttp(node.live_view(), registry, cfg.http_host, cfg.http_port)
+    stop = wait_for_signal(args.duration)
+    node.start()
+    stats.start()
+    if http is not None:
+        http.start()
+    while not stop.wait(0.2) and not node.failed:  # prompt: peers must not adopt at stop
+        pass
+    final = node.stop(args.stop_timeout_s)
+    stats.stop()
+    if http is not None:
+        http.stop()
+    logging.getLogger("citybrain.hub").info(
+        "hub node %s stopped: %d readings received, %d raw and %d aggregate points stored, "
+        "%d hand-overs, %d partitions adopted", cluster.node_id, final.get("hub_received", 0),
+        final.get("stored_raw", 0), final.get("stored_agg", 0), node.handovers, node.adoptions)
+    return 70 if node.failed else 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from citybrain.up import UpConfig, run_city
     cfg = UpConfig(duration_s=args.duration, seed=args.seed, scale=args.scale,
@@ -215,7 +254,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                    influx_url=args.influx_url, influx_db=args.influx_db,
                    mqtt_port_local=args.local_mqtt_port, influx_port_local=args.local_influx_port,
                    http_port=args.http_port, tls=args.tls, secret_file=args.mqtt_secret_file,
-                   device_accounts=not args.no_device_accounts)
+                   device_accounts=not args.no_device_accounts, hubs=args.hubs,
+                   partitions=args.partitions)
     return run_city(cfg)
 
 
@@ -315,6 +355,14 @@ def build_parser() -> argparse.ArgumentParser:
              "end of a run) instead of keeping its readings in the WAL for the next run")
     env_option(p, "--stop-timeout-s", default=60.0, type=float,
                help="on SIGTERM/Ctrl-C, wait at most this long per stage to drain")
+    env_option(p, "--partitions", default=0, type=int,
+               help="run as one hub of a cluster: the districts are split into this many "
+                    "partitions, each served by one hub at a time (0: this hub serves all)")
+    env_option(p, "--cluster-dir", type=Path,
+               help="with --partitions: the directory every hub of the cluster shares "
+                    "(membership and partition locks, each partition's WAL)")
+    env_option(p, "--node-id", help="with --partitions: this hub's name in the cluster "
+               "(default: HOSTNAME-PID)")
     env_option(p, "--duration", type=float, help="stop after this many seconds")
     p.set_defaults(func=cmd_hub)
 
@@ -328,6 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
     env_option(p, "--var-dir", default=Path("var"), type=Path,
                help="data, logs and stats of the local services")
     env_option(p, "--edge-procs", default=1, type=int, help="edge processes (districts split)")
+    env_option(p, "--hubs", default=1, type=int,
+               help="hub processes; more than one share the districts as a cluster")
+    env_option(p, "--partitions", default=12, type=int,
+               help="with --hubs > 1: partitions the districts are split into")
     env_option(p, "--faults", default="default", choices=["default", "none"],
                help="device misbehaviour")
     env_option(p, "--mqtt-host", help="use this broker instead of starting a local Mosquitto")

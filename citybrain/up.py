@@ -81,6 +81,10 @@ class UpConfig:
     device_accounts: bool = True
     #: extra command-line arguments per tier (benchmarks: throttled links, small spools)
     extra_args: dict[str, list[str]] = field(default_factory=dict)
+    #: hub processes; more than one run as a cluster (``hub.cluster``) sharing var/cluster
+    hubs: int = 1
+    #: partitions of the districts when ``hubs > 1``
+    partitions: int = 12
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -329,14 +333,7 @@ class CityRun:
         self.http_port = (self.cfg.http_port if port_is_free(self.cfg.http_port)
                           else free_port())
         self._fresh_durable_dirs()
-        hub_args = ["hub", "--influx-url", self.influx_url, "--influx-api", "v1",
-                    "--influx-db", self.cfg.influx_db, "--http-port", str(self.http_port),
-                    "--wal-dir", str(self.var / "wal" / "hub"), "--close-windows-at-exit",
-                    *self.cfg.extra_args.get("hub", [])]
-        self.hub = Child("hub", hub_args, self.var, self._tier_env(env, auth.HUB_USER))
-        self.children.append(self.hub)
-        wait_until(lambda: self.hub.stats_path.exists() or not self.hub.alive(), 60,
-                   "the hub to start")
+        self._start_hubs(env)
         codes = sorted(d.code for d in City(self.cfg.scale).districts)
         parts = _split(codes, self.cfg.edge_procs)
         self.edge_metrics = [free_port() for _ in parts]
@@ -367,11 +364,53 @@ class CityRun:
         self.sim = Child("sim", sim_args, self.var, self._tier_env(env, None))
         self.children.append(self.sim)
 
+    def _start_hubs(self, env: dict[str, str]) -> None:
+        """One hub, or ``cfg.hubs`` hubs sharing the partitions through ``var/cluster``;
+        ready once every partition is served (a partition's session must exist at the
+        broker before frames for it are published, or the broker drops them)."""
+        hub_env = self._tier_env(env, auth.HUB_USER)
+        base = ["hub", "--influx-url", self.influx_url, "--influx-api", "v1",
+                "--influx-db", self.cfg.influx_db, "--close-windows-at-exit"]
+        if self.cfg.hubs <= 1:
+            args = [*base, "--http-port", str(self.http_port),
+                    "--wal-dir", str(self.var / "wal" / "hub"),
+                    *self.cfg.extra_args.get("hub", [])]
+            self.hubs = [Child("hub", args, self.var, hub_env)]
+        else:
+            from citybrain.localstack import free_port
+            self.hubs = [Child(f"hub-{i}", [
+                *base, "--http-port", str(self.http_port if i == 0 else free_port()),
+                "--partitions", str(self.cfg.partitions),
+                "--cluster-dir", str(self.var / "cluster"), "--node-id", f"hub-{i}",
+                *self.cfg.extra_args.get(f"hub-{i}", self.cfg.extra_args.get("hub", []))],
+                self.var, hub_env) for i in range(self.cfg.hubs)]
+        self.hub = self.hubs[0]
+        self.children += self.hubs
+        wait_until(lambda: all(h.stats_path.exists() or not h.alive() for h in self.hubs), 90,
+                   "the hubs to start")
+        if self.cfg.hubs > 1:
+            wait_until(lambda: len(self.partitions_served()) == self.cfg.partitions
+                       or not all(h.alive() for h in self.hubs), 90,
+                       "every partition to be served")
+
+    def partitions_served(self) -> set[int]:
+        """Partitions some live hub of the cluster serves now (from their stats files)."""
+        return {int(p) for h in self.hubs if h.alive()
+                for p in h.stats().get("partitions_owned", [])}
+
+    def hub_stats(self) -> dict[str, Any]:
+        """The hubs' counters combined (one hub: its own). A killed hub's last stats count
+        too: what it stored stays stored."""
+        if len(self.hubs) == 1:
+            return self.hub.stats()
+        from hub.cluster import combine_snapshots
+        return combine_snapshots([h.stats() for h in self.hubs])
+
     def _fresh_durable_dirs(self) -> None:
         """Each run accounts for itself: the hub WAL and edge spools start empty. What an
         interrupted earlier run left in them is reported, then removed."""
         import shutil
-        for d in (self.var / "wal", self.var / "spool"):
+        for d in (self.var / "wal", self.var / "spool", self.var / "cluster"):
             if not d.exists():
                 continue
             left = sum(p.stat().st_size for p in d.rglob("*.seg"))
@@ -390,8 +429,9 @@ class CityRun:
         time.sleep(down_s)
         new = child.respawn()
         self.children[self.children.index(child)] = new
-        if child is self.hub:
-            self.hub = new
+        if child in self.hubs:
+            self.hubs[self.hubs.index(child)] = new
+            self.hub = self.hubs[0]
             self.hub_restarted = True
         else:
             self.edges[self.edges.index(child)] = new
@@ -407,11 +447,9 @@ class CityRun:
 
         def quiet() -> bool:
             nonlocal quiet_since
-            h = self.hub.stats()
-            idle = all(int(h.get(k) or 0) == 0 for k in ("wal_backlog_records",
-                                                          "frame_queue_depth",
-                                                          "write_queue_depth",
-                                                          "write_queued_lines"))
+            idle = all(int(h.stats().get(k) or 0) == 0 for h in self.hubs if h.alive()
+                       for k in ("wal_backlog_records", "frame_queue_depth",
+                                 "write_queue_depth", "write_queued_lines"))
             if not idle:
                 quiet_since = None
                 return False
@@ -435,11 +473,16 @@ class CityRun:
         framed = sum(int(e.get("readings_framed", 0)) - int(e.get("spool_dropped_readings", 0))
                      for e in edges)
         if not self.hub_restarted:  # a restarted hub's counters say nothing of the past
-            wait_until(lambda: int(self.hub.stats().get("hub_received", 0)) >= framed, t,
+            wait_until(lambda: int(self.hub_stats().get("hub_received", 0)) >= framed, t,
                        "the hub to receive every framed reading")
         self._wait_hub_quiet(t)
-        self.hub.terminate_and_wait(t)
-        hub = self.hub.stats()
+        # All at once: a cluster hub that sees another leave would adopt its partitions.
+        for h in self.hubs:
+            if h.alive():
+                h.proc.send_signal(signal.SIGTERM)
+        for h in self.hubs:
+            h.terminate_and_wait(t)
+        hub = self.hub_stats()
         counted = influx_count(self.influx_url, self.cfg.influx_db)
         report = build_report(sim, edges, hub, counted,
                               {"url": self.influx_url, "api": "v1",

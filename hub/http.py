@@ -23,16 +23,22 @@ import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from hub.live import LiveState
-
 log = logging.getLogger("citybrain.http")
 
 DASHBOARD_DIR = Path(__file__).parent / "dashboard"
+
+
+class StateSource(Protocol):
+    """What the handlers read: the live state as JSON bytes (``hub.live.LiveState``, or a
+    cluster node's view of its partitions, ``hub.cluster.NodeLiveView``)."""
+
+    @property
+    def state_json(self) -> bytes: ...
 SSE_INTERVAL_S = 1.0
 
 
@@ -74,7 +80,7 @@ def metrics_registry(prefix: str, snapshot: Callable[[], dict[str, Any]],
 class HubHttp:
     """Serve the live view and metrics of one hub in a daemon thread."""
 
-    def __init__(self, live: LiveState, registry: CollectorRegistry, host: str = "127.0.0.1",
+    def __init__(self, live: StateSource, registry: CollectorRegistry, host: str = "127.0.0.1",
                  port: int = 8080) -> None:
         self.live = live
         self.registry = registry

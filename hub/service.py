@@ -96,6 +96,9 @@ class HubConfig:
     #: On stop, emit every open window as final (end of a run). Off for a restart: the WAL
     #: keeps their readings and the next run completes them.
     close_windows_at_exit: bool = True
+    #: Serve only these districts (a partition of a cluster, ``hub.cluster``): subscribe to
+    #: their topics only. None: every district (``+`` wildcards).
+    districts: tuple[str, ...] | None = None
 
 
 def _frame_clock(ts_ns: np.ndarray) -> int | None:
@@ -104,6 +107,15 @@ def _frame_clock(ts_ns: np.ndarray) -> int | None:
         return None
     k = (9 * (len(ts_ns) - 1)) // 10
     return int(np.partition(ts_ns, k)[k])
+
+
+def _subscriptions(districts: tuple[str, ...] | None) -> list[tuple[str, int]]:
+    """Frames, lifecycle events and dead letters at QoS 1: of every district (wildcards) or
+    of the given ones."""
+    if districts is None:
+        return [(topics.FRAMES_FILTER, 1), (topics.EVENTS_FILTER, 1), (topics.DLQ_FILTER, 1)]
+    return [(topic(d), 1) for d in districts
+            for topic in (topics.frames_topic, topics.events_topic, topics.dlq_topic)]
 
 
 class Hub:
@@ -152,8 +164,7 @@ class Hub:
         self._replaying = False  # the record in hand was logged by an earlier run
         self._skip_raw = False  # ... and its raw lines are already stored
         self._record_offset = 0
-        self._subscription = Subscription([(topics.FRAMES_FILTER, 1), (topics.EVENTS_FILTER, 1),
-                                           (topics.DLQ_FILTER, 1)])
+        self._subscription = Subscription(_subscriptions(cfg.districts))
         self.client.on_connect = self._subscription.on_connect
         self.client.on_subscribe = self._subscription.on_subscribe
         self.client.on_message = self._on_message
