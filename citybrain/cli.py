@@ -185,6 +185,7 @@ def cmd_hub(args: argparse.Namespace) -> int:
     cfg = HubConfig(broker=broker_from(args), influx=influx_from(args), scale=args.scale,
                     client_id=args.client_id, window_s=args.window_s,
                     allowed_lateness_s=args.lateness_s, store_raw=not args.no_raw,
+                    raw_every=args.raw_every,
                     analytics=not args.no_analytics, analytics_config=analytics,
                     http_host=args.http_host,
                     http_port=None if args.http_port < 0 else args.http_port,
@@ -226,7 +227,8 @@ def _run_hub_node(cfg: Any, args: argparse.Namespace) -> int:
         from hub.http import HubHttp, metrics_registry
         from hub.service import HUB_GAUGES
         registry = metrics_registry("citybrain_hub", node.snapshot, gauges=HUB_GAUGES)
-        http = HubHttp(node.live_view(), registry, cfg.http_host, cfg.http_port)
+        http = HubHttp(node.live_view(), registry, cfg.http_host, cfg.http_port,
+                       stats=node.snapshot)
     stop = wait_for_signal(args.duration)
     node.start()
     stats.start()
@@ -335,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     env_option(p, "--lateness-s", default=30.0, type=float,
                help="how long a window stays open for late readings")
     env_flag(p, "--no-raw", "store aggregates only, not raw readings")
+    env_option(p, "--raw-every", default=1, type=int,
+               help="store 1 raw reading in N (all are aggregated; the rest are counted as "
+                    "raw_sampled_out): load tests above InfluxDB's write limit")
     env_flag(p, "--no-analytics", "windows only: no AQI, alarms, quality and other analytics")
     env_option(p, "--http-host", default="127.0.0.1",
                help="address of the dashboard, /api/state, /events and /metrics")

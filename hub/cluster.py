@@ -43,6 +43,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from hub.latency import merge_snapshots
 from hub.partitions import assign_districts, assign_partitions, districts_of
 from hub.service import HUB_GAUGES, Hub, HubConfig
 from seeds.city import City
@@ -297,6 +298,9 @@ def _combine(into: dict[str, Any], snap: dict[str, Any], levels: bool = True) ->
     when ``levels`` (a retired partition has none)."""
     for key, value in snap.items():
         if key == "cpu_s" or isinstance(value, bool) or value is None:
+            continue
+        if key == "latency_hist":
+            into[key] = merge_snapshots([into.get(key) or {}, value])
             continue
         if key in _MAX_KEYS:
             if isinstance(value, int | float):

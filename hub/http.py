@@ -5,6 +5,7 @@
 ``GET /static/…``      files under ``hub/dashboard/`` (ECharts is vendored there: no CDN)
 ``GET /api/state``     the live state JSON (``hub.live``), from memory
 ``GET /events``        Server-Sent Events: ``event: state`` with the same JSON, every second
+``GET /api/stats``     the hub's counters, with its latency histograms (``hub.latency``)
 ``GET /metrics``       Prometheus text format (prometheus-client)
 ``GET /healthz``       ``ok``
 =====================  ====================================================================
@@ -81,8 +82,9 @@ class HubHttp:
     """Serve the live view and metrics of one hub in a daemon thread."""
 
     def __init__(self, live: StateSource, registry: CollectorRegistry, host: str = "127.0.0.1",
-                 port: int = 8080) -> None:
+                 port: int = 8080, stats: Callable[[], dict[str, Any]] | None = None) -> None:
         self.live = live
+        self.stats = stats
         self.registry = registry
         self._stop = threading.Event()
         handler = _handler_class(self)
@@ -123,6 +125,10 @@ def _handler_class(app: HubHttp) -> type[BaseHTTPRequestHandler]:
                 self._send(200, "application/json", app.live.state_json)
             elif path == "/events":
                 self._events()
+            elif path == "/api/stats" and app.stats is not None:
+                import orjson
+                self._send(200, "application/json",
+                           orjson.dumps(app.stats(), option=orjson.OPT_NON_STR_KEYS))
             elif path == "/metrics":
                 self._send(200, "text/plain; version=0.0.4; charset=utf-8",
                            generate_latest(app.registry))

@@ -121,15 +121,12 @@ class SeriesRegistry:
 
     def resolve(self, frame: Frame) -> Resolved:
         """Series id of every reading in ``frame`` (vectorised after per-device lookups)."""
-        d = len(frame.devices)
-        base = np.empty(d, dtype=np.int64)
-        kind = np.empty(d, dtype=np.int64)
-        gid = np.empty(d, dtype=np.int64)
-        for i, (dev, sys_id) in enumerate(zip(frame.devices, frame.systems, strict=True)):
-            entry = self._devices.get(dev)
-            if entry is None:
-                entry = self._register(dev, sys_id, frame.district)
-            base[i], kind[i], gid[i] = entry
+        get = self._devices.get
+        # One list, one array: per-device numpy element writes cost ~3x the dict lookup.
+        entries = [get(dev) or self._register(dev, sys_id, frame.district)
+                   for dev, sys_id in zip(frame.devices, frame.systems, strict=True)]
+        table = np.array(entries, dtype=np.int64).reshape(-1, 3)
+        base, kind, gid = table[:, 0], table[:, 1], table[:, 2]
         gcode = np.array([GLOBAL_CODE.get(n, -1) for n in frame.names], dtype=np.int64)
         b = base[frame.device]
         k = kind[frame.device]

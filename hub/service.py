@@ -44,6 +44,7 @@ from citybrain.mqtt import BrokerConfig, Subscription, connect_and_wait, make_cl
 from citybrain.stats import Counters, StatsWriter
 from hub.aggregation import Emission, MultiResolutionWindows
 from hub.analytics import AnalyticsConfig, AnalyticsOut, CityAnalytics
+from hub.latency import PipelineLatency
 from hub.lineproto import render_multi, render_single
 from hub.live import LiveState
 from hub.series import SeriesRegistry
@@ -79,6 +80,10 @@ class HubConfig:
     allowed_lateness_s: float = 30.0
     max_ahead_s: float = 300.0
     store_raw: bool = True
+    #: Store 1 raw reading in this many (every reading is still aggregated): load tests at
+    #: rates above InfluxDB's write limit. Readings not stored raw are counted
+    #: (``raw_sampled_out``).
+    raw_every: int = 1
     analytics: bool = True
     analytics_config: AnalyticsConfig = field(default_factory=AnalyticsConfig)
     snapshot_interval_s: float = 60.0
@@ -138,9 +143,12 @@ class Hub:
         self._last_live = 0.0
         self.http: HubHttp | None = None
         self.sink = sink or make_sink(cfg.influx)
-        self.writer = InfluxWriter(self.sink, self.counters, batch_lines=cfg.write_batch_lines,
-                                   flush_s=cfg.write_flush_s,
-                                   max_queued_lines=cfg.write_queue_lines)
+        self.latency = PipelineLatency()
+        self.writer = InfluxWriter(
+            self.sink, self.counters, batch_lines=cfg.write_batch_lines,
+            flush_s=cfg.write_flush_s, max_queued_lines=cfg.write_queue_lines,
+            on_durable=lambda ticket, ok: self.latency.stored(ticket, time.time_ns(), ok))
+        self._raw_phase = 0  # position in the 1-in-raw_every sampling of raw readings
         self.event_clock_ns: int | None = None
         self._event_clock_wall = time.monotonic()
         self.online_links: dict[str, set[str]] = {}
@@ -184,7 +192,8 @@ class Hub:
         if self.cfg.http_port is not None:
             from hub.http import HubHttp, metrics_registry
             registry = metrics_registry("citybrain_hub", self.snapshot, gauges=HUB_GAUGES)
-            self.http = HubHttp(self.live, registry, self.cfg.http_host, self.cfg.http_port)
+            self.http = HubHttp(self.live, registry, self.cfg.http_host, self.cfg.http_port,
+                                stats=self.snapshot)
             self.http.start()
         log.info("hub %s ingesting into %s", self.cfg.client_id, self.cfg.influx.describe())
 
@@ -230,6 +239,7 @@ class Hub:
         for q in ("p50", "p95", "p99"):
             snap[f"latency_{q}_s"] = self.live.pipeline.get(f"latency_{q}_s")
         snap["influx"] = self.cfg.influx.describe()
+        snap["latency_hist"] = self.latency.snapshot()
         return snap
 
     # -- paho callbacks (network thread) --------------------------------------------------
@@ -322,16 +332,29 @@ class Hub:
             dev = resolved.device[resolved.series >= 0] if resolved.invalid else resolved.device
             self._analytics(lambda a: a.on_readings(series, dev, ts, value, recv))
         if self.cfg.store_raw and len(series) and not self._skip_raw:
-            body, lines = render_single(self.registry.raw_prefixes, series, value, ts)
-            self.counters.inc("raw_nonfinite_skipped", len(series) - lines)
-            self.writer.submit("raw", body, lines)
+            self._store_raw(series, ts, value)
         assert self.event_clock_ns is not None
         out = self.windows.add(series, ts, value, self.event_clock_ns)
+        self.latency.aggregated(ts, time.time_ns())
         self.counters.inc("aggregated_readings", out.added)
         self.counters.inc("late_readings", out.late)
         self.counters.inc("early_readings", out.early)
         self.counters.inc("reaggregated_readings", out.reaggregated)
         self.emit(out.emissions)
+
+    def _store_raw(self, series: np.ndarray, ts: np.ndarray, value: np.ndarray) -> None:
+        every = self.cfg.raw_every
+        if every > 1:
+            keep = (np.arange(self._raw_phase, self._raw_phase + len(ts)) % every) == 0
+            self._raw_phase = (self._raw_phase + len(ts)) % every
+            self.counters.inc("raw_sampled_out", int(len(ts) - keep.sum()))
+            series, ts, value = series[keep], ts[keep], value[keep]
+            if not len(ts):
+                return
+        body, lines = render_single(self.registry.raw_prefixes, series, value, ts)
+        self.counters.inc("raw_nonfinite_skipped", len(series) - lines)
+        ticket = self.writer.submit("raw", body, lines)
+        self.latency.pending_store(ticket, ts)
 
     def _advance_event_clock(self, candidate_ns: int | None) -> None:
         now = time.monotonic()

@@ -377,7 +377,7 @@ class LogHistogram:
         args = (g, v, self._counts, self._min, self._max, self._inv_lg, self._k_min,
                 self._k_max, self._min_value, self._max_value)
         n = g.shape[0]
-        if n < _GROUPED_MIN:
+        if n < _GROUPED_MIN or self._n_groups == 1:  # one group: its row is always hot
             return int(_add_direct(*args))
         start = np.zeros(self._n_groups + 1, dtype=np.int64)
         buf = np.empty(n, dtype=np.int32)

@@ -19,6 +19,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from citybrain.stats import Counters
@@ -37,7 +38,12 @@ class Chunk:
 
 class InfluxWriter:
     def __init__(self, sink: InfluxSink, counters: Counters, *, batch_lines: int = 10_000,
-                 flush_s: float = 0.5, max_queued_lines: int = 500_000) -> None:
+                 flush_s: float = 0.5, max_queued_lines: int = 500_000,
+                 on_durable: Callable[[int, bool], None] | None = None) -> None:
+        """``on_durable(ticket, stored)`` is called on the writer thread each time
+        ``durable_ticket`` advances: ``stored`` False if InfluxDB rejected the batch (its
+        lines are counted and kept in ``failed_batches``)."""
+        self.on_durable = on_durable
         self.sink = sink
         self.counters = counters
         self.batch_lines = batch_lines
@@ -143,6 +149,8 @@ class InfluxWriter:
                         self.counters.inc_label("write_rejected_lines", kind, n)
                     self.failed_batches.append((str(exc), body))
                     self.durable_ticket = chunks[-1].ticket  # handled: counted and kept
+                    if self.on_durable is not None:
+                        self.on_durable(self.durable_ticket, False)
                     return
                 if time.monotonic() > self._deadline:
                     self.unwritten_lines += sum(by_kind.values())
@@ -161,6 +169,8 @@ class InfluxWriter:
             for kind, n in by_kind.items():
                 self.counters.inc(f"stored_{kind}", n)
             self.durable_ticket = chunks[-1].ticket
+            if self.on_durable is not None:
+                self.on_durable(self.durable_ticket, True)
             log.debug("wrote %d lines (%d bytes) in %.1f ms", sum(by_kind.values()), len(body),
                       elapsed * 1e3)
             return
