@@ -73,8 +73,8 @@ def profile(influx_url: str, frames: list[bytes], analytics: bool, raw_every: in
     assert n >= (len(frames) - WARM) * PER_FRAME, "frames were dropped: not measuring ingest"
     cpu_us = (time.process_time() - cpu0) / n * 1e6
     rate = n / rate_wall
-    print(f"analytics={analytics} raw_every={raw_every}: {cpu_us:.2f} µs CPU per reading, {rate:,.0f} readings/s "
-          "through the processing thread")
+    print(f"analytics={analytics} raw_every={raw_every}: {cpu_us:.2f} µs CPU per reading, "
+          f"{rate:,.0f} readings/s through the processing thread")
     pstats.Stats(prof).sort_stats("tottime").print_stats(12)
     hub.writer.stop(60)
 
