@@ -9,7 +9,7 @@ COPY edge ./edge
 COPY hub ./hub
 COPY bench ./bench
 RUN pip install --no-cache-dir . && useradd --system --uid 10001 citybrain \
-    && mkdir -p /data/wal /data/spool && chown -R citybrain /data
+    && mkdir -p /data/wal /data/spool /data/cluster && chown -R citybrain /data
 # Named volumes mounted on /data/* start with this ownership (WAL and spool are written here).
 USER citybrain
 # numba caches compiled kernels next to the code; give it a writable place instead.
