@@ -76,6 +76,7 @@ class LineProtocolError(ValueError):
 # --------------------------------------------------------------------------------------------
 
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
+_CONTROL_BYTES = re.compile(b"[\x00-\x1f\x7f]")
 _BAD_BACKSLASH = re.compile(r'\\(?=[,= "]|\Z)')
 _MEAS_TABLE = str.maketrans({",": "\\,", " ": "\\ "})
 _KEY_TABLE = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ "})
@@ -179,26 +180,36 @@ class PrefixTable:
 
     def add(self, prefix: bytes) -> int:
         """Append ``prefix`` (from ``series_prefix``) and return its index."""
-        if not isinstance(prefix, bytes | bytearray) or not prefix:
-            raise LineProtocolError("a prefix must be non-empty bytes from series_prefix()")
-        if prefix[-1:] not in (b" ", b"=") or any(c < 0x20 or c == 0x7F for c in prefix):
-            raise LineProtocolError(
-                f"{bytes(prefix)!r} is not a series prefix: it must end with ' ' or '=' and "
-                "hold no control bytes; build it with series_prefix()")
+        return self.add_many([prefix])
+
+    def add_many(self, prefixes: list[bytes], *, validate: bool = True) -> int:
+        """Append several prefixes in one copy; returns the index of the first. Validates
+        all before appending any (LineProtocolError), unless the caller built them from
+        escaped parts (``validate=False``)."""
+        for prefix in prefixes if validate else ():
+            if not isinstance(prefix, bytes | bytearray) or not prefix:
+                raise LineProtocolError("a prefix must be non-empty bytes from series_prefix()")
+            if prefix[-1:] not in (b" ", b"=") or _CONTROL_BYTES.search(prefix):
+                raise LineProtocolError(
+                    f"{bytes(prefix)!r} is not a series prefix: it must end with ' ' or '=' "
+                    "and hold no control bytes; build it with series_prefix()")
         n, end = self._n, int(self._offsets[self._n])
-        need = end + len(prefix)
+        joined = b"".join(prefixes)
+        need = end + len(joined)
         if need > self._blob.shape[0]:
             blob = np.empty(max(need, 2 * self._blob.shape[0]), dtype=np.uint8)
             blob[:end] = self._blob[:end]
             self._blob = blob
-        if n + 2 > self._offsets.shape[0]:
-            offsets = np.zeros(2 * self._offsets.shape[0], dtype=np.int64)
+        k = len(prefixes)
+        if n + k + 1 > self._offsets.shape[0]:
+            offsets = np.zeros(max(n + k + 1, 2 * self._offsets.shape[0]), dtype=np.int64)
             offsets[: n + 1] = self._offsets[: n + 1]
             self._offsets = offsets
-        self._blob[end:need] = np.frombuffer(bytes(prefix), dtype=np.uint8)
-        self._offsets[n + 1] = need
-        self._n = n + 1
-        self._max_len = max(self._max_len, len(prefix))
+        self._blob[end:need] = np.frombuffer(joined, dtype=np.uint8)
+        lengths = [len(p) for p in prefixes]
+        self._offsets[n + 1:n + k + 1] = list(itertools.accumulate(lengths, initial=end))[1:]
+        self._n = n + k
+        self._max_len = max(self._max_len, *lengths)
         return n
 
     def __len__(self) -> int:

@@ -15,11 +15,12 @@ Each series' escaped line-protocol prefix is rendered once, when its device is f
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
 from citybrain.frame import Frame
-from hub.lineproto import LineProtocolError, PrefixTable, series_prefix
+from hub.lineproto import LineProtocolError, PrefixTable, escape_key, escape_tag_value
 from seeds.city import KINDS, City, catalogue_by_kind, measurement_names
 
 GLOBAL_NAMES = measurement_names()
@@ -50,6 +51,29 @@ class Resolved:
     reason: str  # why, when invalid > 0 (first cause seen)
 
 
+@lru_cache(maxsize=65536)
+def _tag(value: str) -> bytes:
+    """An escaped tag value as bytes (validated; LineProtocolError if it cannot be one)."""
+    return escape_tag_value(value).encode("utf-8")
+
+
+@lru_cache(maxsize=256)
+def _key(name: str) -> bytes:
+    return escape_key(name).encode("utf-8")
+
+
+@lru_cache(maxsize=64)
+def _templates(kind: str, agg_labels: tuple[str, ...]) -> dict[str, list[bytes]]:
+    """Per table ("" raw, else an aggregate label): one ``%``-template per measurement of
+    ``kind``, with ``%s`` for the escaped device, district and system."""
+    out = {"": [b"raw_%s,device=%%s,district=%%s,system=%%s %s=" % (_tag(kind), _key(name))
+                for name in KIND_NAMES[kind]]}
+    for label in agg_labels:
+        out[label] = [b"agg_%s,device=%%s,district=%%s,kind=%s,m=%s,system=%%s " % (
+            _tag(label), _tag(kind), _tag(name)) for name in KIND_NAMES[kind]]
+    return out
+
+
 class SeriesRegistry:
     """Owned by the hub's processing thread."""
 
@@ -58,6 +82,8 @@ class SeriesRegistry:
         self.agg_labels = agg_labels
         self.raw_prefixes = PrefixTable()
         self.agg_prefixes = {label: PrefixTable() for label in agg_labels}
+        #: prefixes of devices registered while resolving a frame: "" raw, else agg labels
+        self._new_prefixes: dict[str, list[bytes]] = {"": [], **{a: [] for a in agg_labels}}
         self._devices: dict[str, tuple[int, int, int]] = {}  # id -> (base, kind, device gid)
         self.system_index = {sys.system_id: i for i, sys in enumerate(city.systems)}
         self.device_system: list[int] = []  # device gid -> index into city.systems
@@ -94,30 +120,40 @@ class SeriesRegistry:
         kind = system.kind
         base = self.n_series
         try:
-            raw = [series_prefix(f"raw_{kind}", {"device": device, "district": district,
-                                                 "system": system_id}, name)
-                   for name in KIND_NAMES[kind]]
-            agg = {label: [series_prefix(f"agg_{label}",
-                                         {"device": device, "district": district, "kind": kind,
-                                          "m": name, "system": system_id}, None)
-                           for name in KIND_NAMES[kind]] for label in self.agg_labels}
+            dev = _tag(device)
+            dis = _tag(district)
+            sys_ = _tag(system_id)
         except LineProtocolError:
             return invalid
-        for i, name in enumerate(KIND_NAMES[kind]):
-            self.raw_prefixes.add(raw[i])
-            for label, table in self.agg_prefixes.items():
-                table.add(agg[label][i])
-            self.series_device.append(device)
-            self.series_name.append(name)
-            self.series_kind.append(kind)
-            self.series_district.append(district)
-            self.series_system.append(system_id)
-            self.series_device_gid.append(len(self.device_ids))
+        names = KIND_NAMES[kind]
+        # The bytes series_prefix() builds (tags sorted: device, district, kind, m, system),
+        # assembled from parts escaped once: registration is on the path of a device's
+        # first frame, and a city has a million devices (tests check both agree).
+        # Appended to the tables in one copy per frame (``_flush_prefixes``), before any
+        # rendering needs them.
+        parts = (dev, dis, sys_)
+        for table, templates in _templates(kind, tuple(self.agg_prefixes)).items():
+            self._new_prefixes[table] += [t % parts for t in templates]
+        gid = len(self.device_ids)
+        self.series_device += [device] * len(names)
+        self.series_name += names
+        self.series_kind += [kind] * len(names)
+        self.series_district += [district] * len(names)
+        self.series_system += [system_id] * len(names)
+        self.series_device_gid += [gid] * len(names)
         entry = (base, KIND_CODE[kind], len(self.device_ids))
         self._devices[device] = entry
         self.device_ids.append(device)
         self.device_system.append(self.system_index[system_id])
         return entry
+
+    def _flush_prefixes(self) -> None:
+        # Built from escaped parts only: no need to re-validate every byte.
+        self.raw_prefixes.add_many(self._new_prefixes[""], validate=False)
+        for label, table in self.agg_prefixes.items():
+            table.add_many(self._new_prefixes[label], validate=False)
+        for pending in self._new_prefixes.values():
+            pending.clear()
 
     def resolve(self, frame: Frame) -> Resolved:
         """Series id of every reading in ``frame`` (vectorised after per-device lookups)."""
@@ -125,6 +161,8 @@ class SeriesRegistry:
         # One list, one array: per-device numpy element writes cost ~3x the dict lookup.
         entries = [get(dev) or self._register(dev, sys_id, frame.district)
                    for dev, sys_id in zip(frame.devices, frame.systems, strict=True)]
+        if self._new_prefixes[""]:
+            self._flush_prefixes()
         table = np.array(entries, dtype=np.int64).reshape(-1, 3)
         base, kind, gid = table[:, 0], table[:, 1], table[:, 2]
         gcode = np.array([GLOBAL_CODE.get(n, -1) for n in frame.names], dtype=np.int64)
