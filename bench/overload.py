@@ -31,7 +31,7 @@ from typing import Any
 from bench.run import machine
 from bench.throttle import ThrottledProxy
 from citybrain.localstack import InfluxV1Server, free_port
-from citybrain.stats import write_json_atomic
+from citybrain.stats import rss_bytes, write_json_atomic
 from citybrain.up import CityRun, UpConfig
 
 SPOOL_MAX_MB = 4
@@ -40,13 +40,7 @@ WAL_MAX_MB = 512
 
 def rss_mb(pid: int) -> float:
     """Resident set size of a process, MiB (0 once it has gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except FileNotFoundError:
-        pass
-    return 0.0
+    return rss_bytes(pid) / 2**20
 
 
 class Sampler:

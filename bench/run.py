@@ -7,8 +7,6 @@ so they stay meaningful on a busy or slower machine.
 
 from __future__ import annotations
 
-import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -17,14 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from citybrain.machine import describe as machine
 from citybrain.stats import write_json_atomic
-
-
-def machine() -> dict[str, Any]:
-    import numba
-    return {"python": platform.python_version(), "numpy": np.__version__,
-            "numba": numba.__version__, "cpus": os.cpu_count(), "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine()}
 
 
 def best_of(fn: Callable[[], object], repeat: int) -> float:

@@ -261,6 +261,35 @@ def cmd_up(args: argparse.Namespace) -> int:
     return run_city(cfg)
 
 
+def cmd_loadtest(args: argparse.Namespace) -> int:
+    from citybrain.loadtest.generator import LoadConfig
+    from citybrain.loadtest.profiles import parse_profile
+    from citybrain.loadtest.run import LoadtestConfig, run_loadtest
+    profile = parse_profile(args.profile, rate=args.rate, duration_s=args.duration)
+    load = LoadConfig(mode=args.mode, profile=profile, devices=args.devices,
+                      processes=args.processes, connections=args.connections, qos=args.qos,
+                      frame_readings=args.frame_readings,
+                      readings_per_message=args.readings_per_message, broker=broker_from(args),
+                      seed=args.seed)
+    cfg = LoadtestConfig(load=load, out_dir=args.out, hubs=args.hubs, partitions=args.partitions,
+                         edge_procs=args.edge_procs, raw_every=args.raw_every,
+                         analytics=not args.no_analytics,
+                         mqtt_host=args.mqtt_host if args.hub_url else None,
+                         mqtt_port=args.mqtt_port, hub_urls=args.hub_url or [],
+                         influx_url=args.influx_url if args.hub_url else None,
+                         influx_db=args.influx_db, progress=sys.stderr.isatty())
+    report = run_loadtest(cfg)
+    lat = report.get("latency") or {}
+    agg = lat.get("aggregated") or {}
+    print(f"published {report['published_readings']:,} readings; in stored aggregates "
+          f"{report['stored_in_aggregates']:,}; lost {report['lost']:,}; hub aggregated "
+          f"{report.get('aggregated_readings_per_s', 0):,.0f} readings/s at "
+          f"{report.get('hub_cpu_us_per_reading', 0):.2f} µs CPU each; device time -> "
+          f"aggregated p50 {agg.get('p50')} s, p99 {agg.get('p99')} s")
+    print(f"report: {args.out / 'report.json'}  plot: {args.out / 'report.png'}")
+    return 0 if report["lost"] == 0 else 1
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from bench.run import run_bench
     return run_bench(args.out, quick=args.quick)
@@ -370,6 +399,50 @@ def build_parser() -> argparse.ArgumentParser:
                "(default: HOSTNAME-PID)")
     env_option(p, "--duration", type=float, help="stop after this many seconds")
     p.set_defaults(func=cmd_hub)
+
+    p = sub.add_parser(
+        "loadtest", help="load-test a hub: a known load in, loss and latency out",
+        description="Publish a load (edge frames or per-device messages) following a rate "
+                    "profile from several processes, and measure what the hub makes of it: "
+                    "readings aggregated and stored per second, latency from device time to "
+                    "aggregated and to stored (HDR histograms, no coordinated omission), loss "
+                    "and duplication per device judged by InfluxDB, hub CPU and memory. By "
+                    "default it starts its own Mosquitto, influxd, hub(s) and edges; with "
+                    "--hub-url it loads an existing deployment. Writes OUT/report.json and "
+                    "OUT/report.png; exits 1 if any reading was lost.")
+    add_common(p)
+    add_mqtt(p)
+    add_influx(p)
+    env_option(p, "--profile", default="constant",
+               help="constant | step[:steps=N] | ramp[:start=R] | soak | "
+                    "burst[:period=S,burst=S,base=F]")
+    env_option(p, "--rate", default=50_000.0, type=float, help="readings/s (peak)")
+    env_option(p, "--duration", default=30.0, type=float, help="seconds of load")
+    env_option(p, "--mode", default="frames", choices=["frames", "messages"],
+               help="edge-batched frames straight to the hub, or per-device JSON messages "
+                    "through edges")
+    env_option(p, "--devices", default=10_000, type=int, help="distinct devices")
+    env_option(p, "--processes", default=2, type=int, help="load generator processes")
+    env_option(p, "--connections", default=4, type=int,
+               help="messages mode: MQTT connections per process")
+    env_option(p, "--qos", default=1, type=int, choices=[0, 1], help="messages mode: MQTT QoS")
+    env_option(p, "--frame-readings", default=5000, type=int, help="frames mode: frame size")
+    env_option(p, "--readings-per-message", default=3, type=int,
+               help="messages mode: readings per message")
+    env_option(p, "--hubs", default=1, type=int, help="hub processes (a cluster when > 1)")
+    env_option(p, "--partitions", default=12, type=int, help="with --hubs > 1")
+    env_option(p, "--edge-procs", default=1, type=int, help="messages mode: edge processes")
+    env_option(p, "--raw-every", default=1, type=int,
+               help="the hub stores 1 raw reading in N (all are aggregated)")
+    env_flag(p, "--no-analytics", "the hub computes windows only")
+    env_option(p, "--hub-url", action="append",
+               help="an existing hub's HTTP base URL (repeat per hub): load that deployment "
+                    "(its broker: --mqtt-host; its InfluxDB: --influx-url) instead of a local "
+                    "one")
+    env_option(p, "--seed", default=0, type=int, help="seed of the readings' values")
+    env_option(p, "--out", type=Path, default=Path("var/loadtest"),
+               help="directory for report.json and report.png")
+    p.set_defaults(func=cmd_loadtest)
 
     p = sub.add_parser("up", help="run the whole simulated city locally and account for it")
     add_common(p)

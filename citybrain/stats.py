@@ -102,3 +102,14 @@ class StatsWriter:
         if self._thread is not None:
             self._thread.join(timeout=5)
         self.write()
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a process, bytes (0 once it has gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0
