@@ -7,7 +7,11 @@ air stations of ``seeds.city.City(1.0)`` and publishes, on each station's real t
 (``cb/v1/dev/{district}/environment/{system}/{device}/data``), citybrain's JSON data
 message (``citybrain.payload.encode_data``) with three readings (pm2_5, pm10, no2) and a
 per-device sequence number. Device time advances 60 s per message (an air station's
-interval), from ``T0``, so every (device, time) is distinct and no point overwrites another.
+interval), from a start time ``start_time()`` chosen once per load, so every (device, time)
+is distinct and no point overwrites another. The start is relative to now (the last message
+of every station is at least ``T0_AGO_S`` before the load starts) because citybrain's edge rejects
+device times more than 30 days behind its clock (``ts_past``) or 300 s ahead (``ts_future``);
+the other peers do not look at the time.
 
 Payloads are encoded before the start signal, so the rate measured is the MQTT client's and
 the broker's. QoS 1 publishes are capped at ``QOS1_WINDOW`` unacknowledged messages per
@@ -33,9 +37,14 @@ from citybrain.payload import encode_data, record
 from citybrain.topics import DeviceTopic
 from seeds.city import City
 
-#: First device time (UTC seconds, 2025-11-21T08:00:00Z); each message is 60 s later.
-T0 = 1_763_712_000.0
+#: Device time between two messages of one station, seconds.
 INTERVAL_S = 60.0
+#: A fixed first device time (UTC seconds, 2025-11-21T08:00:00Z) for writers whose points
+#: never pass an edge's time checks (``influx_raw``); the load itself uses ``start_time()``.
+T0 = 1_763_712_000.0
+#: How long before the load starts its last device time is, seconds (a day: in the past,
+#: far from the edge's ``max_future_s``, far inside its ``max_past_s`` of 30 days).
+T0_AGO_S = 86_400.0
 #: The three readings of each message, name and unit from ``seeds/catalogue.csv``.
 READINGS = (("pm2_5", "ug/m3", 35.0), ("pm10", "ug/m3", 60.0), ("no2", "ug/m3", 40.0))
 READINGS_PER_MESSAGE = len(READINGS)
@@ -63,8 +72,22 @@ def air_stations(prefix: str = "") -> list[Station]:
     return out
 
 
-def build_messages(stations: list[Station], n: int) -> list[tuple[str, bytes]]:
-    """``n`` (topic, payload) pairs, round-robin over ``stations``, seq +1 per device."""
+def start_time(n: int, stations: int, now: float | None = None) -> float:
+    """First device time (UTC seconds, a whole minute) of a load of ``n`` messages
+    round-robin over ``stations`` stations: its last message is at least ``T0_AGO_S`` (at
+    most two minutes more) before ``now`` (default: ``time.time()``)."""
+    per_station = -(-n // max(1, stations))
+    now = time.time() if now is None else now
+    return float(int(now - T0_AGO_S - per_station * INTERVAL_S) // 60 * 60)
+
+
+def build_messages(stations: list[Station], n: int,
+                   t0: float | None = None) -> list[tuple[str, bytes]]:
+    """``n`` (topic, payload) pairs, round-robin over ``stations``, seq +1 per device;
+    device time ``t0 + seq × INTERVAL_S`` (``t0`` default: ``start_time(n, len(stations))``).
+    """
+    if t0 is None:
+        t0 = start_time(n, len(stations))
     seq = [0] * len(stations)
     out = []
     for i in range(n):
@@ -72,7 +95,7 @@ def build_messages(stations: list[Station], n: int) -> list[tuple[str, bytes]]:
         s, q = stations[k], seq[k]
         seq[k] += 1
         v = 1.0 + (q % 97) * 0.5  # varied values, deterministic
-        payload = encode_data(s.device, q, T0 + q * INTERVAL_S,
+        payload = encode_data(s.device, q, t0 + q * INTERVAL_S,
                               [record(name, unit, round(base + v, 1))
                                for name, unit, base in READINGS])
         out.append((s.topic, payload))
@@ -97,13 +120,13 @@ class LoadResult:
 
 
 def _publisher(index: int, host: str, port: int, qos: int, stations: list[Station], n: int,
-               ready: Any, go: MpEvent, results: Any) -> None:
+               t0: float, ready: Any, go: MpEvent, results: Any) -> None:
     """One publisher process: connect, encode ``n`` messages, wait for ``go``, publish.
 
     No network thread: ``publish()`` writes to the socket itself and ``loop(0)`` reads the
     acknowledgements, which avoids a thread hand-off per message.
     """
-    messages = build_messages(stations, n)
+    messages = build_messages(stations, n, t0)
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"peers-load-{index}",
                          clean_session=True)
     client.max_inflight_messages_set(QOS1_WINDOW)
@@ -167,12 +190,13 @@ def publish_load(host: str, port: int, n: int, qos: int, processes: int = 2,
     if qos not in (0, 1):
         raise ValueError(f"qos must be 0 or 1, got {qos}")
     stations = air_stations(prefix)
+    t0 = start_time(n, len(stations))  # one start for every publisher
     processes = max(1, min(processes, len(stations), n))
     ctx = mp.get_context("spawn")
     ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
     shares = [n // processes + (1 if i < n % processes else 0) for i in range(processes)]
     procs = [ctx.Process(target=_publisher, name=f"peers-load-{i}", daemon=True,
-                         args=(i, host, port, qos, stations[i::processes], shares[i],
+                         args=(i, host, port, qos, stations[i::processes], shares[i], t0,
                                ready, go, results))
              for i in range(processes)]
     for p in procs:

@@ -1,25 +1,37 @@
 """Peer baselines (``bench.peers``) on a real Mosquitto and a real influxd, small loads.
 
-Checks that every figure is measured (a positive number) and that the batched bridge loses
-nothing at QoS 1. No timing asserts: ``citybrain bench`` is where performance is measured.
+Checks that every figure is measured (a positive number), that the batched bridge and
+citybrain itself (edge + hub) lose nothing at QoS 1, and that the quick run gives citybrain's
+figures and its ratios to the peers. No timing asserts: ``citybrain bench`` is where
+performance is measured.
 """
 
 from __future__ import annotations
 
 import math
+import time
 
 import orjson
 import pytest
 
 import bench.peers.nodered as nodered
-from bench.peers import combine
+from bench.peers import FULL_MESSAGES, bench_peers, citybrain_ratios, combine
+from bench.peers.citybrain_peer import CitybrainResult
 from bench.peers.common import PeerResult
 from bench.peers.influx_raw import build_batches, run_influx_raw
-from bench.peers.load import READINGS_PER_MESSAGE, air_stations, build_messages
+from bench.peers.load import (
+    READINGS_PER_MESSAGE,
+    T0_AGO_S,
+    air_stations,
+    build_messages,
+    start_time,
+)
 from bench.peers.naive_bridge import run_naive_bridge, to_line
 from bench.peers.raw_subscriber import run_raw_subscriber
 from citybrain.localstack import HOST, InfluxV1Server, MosquittoServer
 from citybrain.topics import DeviceTopic
+from edge.validate import TimeLimits, check_envelope, check_records, check_time
+from seeds.city import City
 
 N = 600  # messages (1,800 readings): seconds per run
 
@@ -54,6 +66,41 @@ def test_bridge_line_is_device_time_and_topic_tags() -> None:
                     f"system={doc['dev'].rsplit('-', 1)[0]}")
     assert fields.count("=") == READINGS_PER_MESSAGE
     assert int(ts) == int(doc["t"] * 1e9)
+
+
+def test_load_passes_the_edges_validation_even_at_full_size() -> None:
+    """citybrain's edge rejects device times over 30 days old or 300 s ahead: the load's
+    times are relative to now, and every message and reading of a full load is accepted."""
+    stations = air_stations()
+    now = time.time()
+    t0 = start_time(FULL_MESSAGES, len(stations), now)
+    msgs = build_messages(stations, FULL_MESSAGES, t0)
+    city, limits = City(1.0), TimeLimits()
+    times = []
+    for topic, payload in msgs[:: len(stations) // 4] + msgs[-len(stations):]:
+        env = check_envelope(city, DeviceTopic.parse(topic), orjson.loads(payload))
+        check_time(env.t, now, limits, READINGS_PER_MESSAGE)
+        good, bad = check_records(env)
+        assert (len(good), bad) == (READINGS_PER_MESSAGE, [])
+        times.append(env.t)
+    assert min(times) == t0 and max(times) <= now - T0_AGO_S
+
+
+def test_citybrain_ratios_and_its_cpu_split_across_passes() -> None:
+    cb1 = CitybrainResult("citybrain", 300, 300, 30.0, 9.0, 50.0, 20.0, 30.0)
+    cb2 = CitybrainResult("citybrain", 300, 300, 60.0, 9.0, 40.0, 25.0, 15.0)
+    cb = combine([cb1, cb2])
+    assert isinstance(cb, CitybrainResult)  # the split of the cheapest pass, adding up
+    assert (cb.readings_per_s, cb.cpu_us_per_reading) == (60.0, 40.0)
+    assert (cb.hub_cpu_us_per_reading, cb.edge_cpu_us_per_reading) == (25.0, 15.0)
+    figs = cb.as_figures("citybrain_peer")
+    assert figs["citybrain_peer_hub_cpu_us_per_reading"] == 25.0
+    assert figs["citybrain_peer_edge_cpu_us_per_reading"] == 15.0
+    results = {"citybrain": cb, "naive_bridge": PeerResult("b", 300, 300, 20.0, 9.0, 80.0),
+               "raw_subscriber": PeerResult("r", 300, 300, 120.0, 9.0, 10.0)}
+    assert citybrain_ratios(results) == {
+        "citybrain_vs_naive_bridge": 3.0, "citybrain_vs_nodered": None,
+        "citybrain_vs_raw_subscriber": 0.5, "citybrain_cpu_vs_naive_bridge": 2.0}
 
 
 def test_raw_batches_hold_every_point_once() -> None:
@@ -140,3 +187,27 @@ def test_nodered_flow_lands_the_load(mosquitto: MosquittoServer, influxd: Influx
                             prefix=unique_topic_prefix)
     assert r.lost_readings == 0
     assert positive(r.readings_per_s) and positive(r.cpu_us_per_reading)
+
+
+CITYBRAIN_FIGURES = ("citybrain_peer_readings_per_s", "citybrain_peer_cpu_us_per_reading",
+                     "citybrain_peer_hub_cpu_us_per_reading",
+                     "citybrain_peer_edge_cpu_us_per_reading", "citybrain_vs_naive_bridge",
+                     "citybrain_vs_raw_subscriber", "citybrain_cpu_vs_naive_bridge")
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_quick_run_measures_citybrain_beside_the_peers() -> None:
+    """The quick run (its own Mosquitto and influxd): citybrain's real edge and hub land
+    every reading, and the ratios to the peers are computed in the same run."""
+    figs = bench_peers(quick=True)
+    assert "citybrain_peer_failed_reason" not in figs, figs.get("citybrain_peer_failed_reason")
+    for key in CITYBRAIN_FIGURES:
+        value = figs[key]
+        assert isinstance(value, float) and positive(value), (key, value)
+    assert figs["citybrain_peer_lost_readings"] == 0
+    assert figs["citybrain_peer_rejected_readings"] == 0
+    assert figs["citybrain_peer_landed_readings"] == figs["peers_readings"]
+    assert figs["naive_bridge_lost_readings"] == 0
+    assert "citybrain_vs_nodered" in figs
+    assert (figs["citybrain_vs_nodered"] is None) == (figs["nodered_readings_per_s"] is None)
