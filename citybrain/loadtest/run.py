@@ -76,7 +76,8 @@ class LoadtestConfig:
     analytics: bool = True
     #: extra ``citybrain hub`` arguments (local mode)
     hub_args: list[str] = field(default_factory=list)
-    #: an existing deployment: its broker, its hubs' HTTP base URLs, its InfluxDB (v1)
+    #: an existing deployment: its broker, its hubs' HTTP base URLs, its InfluxDB (v1); an
+    #: ``influx_url`` alone: local broker and hubs writing to that InfluxDB
     mqtt_host: str | None = None
     mqtt_port: int = 1883
     hub_urls: list[str] = field(default_factory=list)
@@ -105,11 +106,14 @@ class LocalStack:
         broker = MosquittoServer(self.var / "mosquitto", log_path=logs / "mosquitto.log")
         broker.start()
         self.services.append(broker)
-        influx = InfluxV1Server(self.var / "influxdb", log_path=logs / "influxd.log")
-        influx.start()
-        self.services.append(influx)
+        if self.cfg.influx_url:  # an InfluxDB of the caller's (benchmarks measure it too)
+            self.influx_url = self.cfg.influx_url
+        else:
+            influx = InfluxV1Server(self.var / "influxdb", log_path=logs / "influxd.log")
+            influx.start()
+            self.services.append(influx)
+            self.influx_url = influx.url
         self.broker = BrokerConfig(broker.host, broker.port)
-        self.influx_url = influx.url
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("CITYBRAIN_MQTT_", "CITYBRAIN_INFLUX_"))}
         env.update({"CITYBRAIN_MQTT_HOST": broker.host, "CITYBRAIN_MQTT_PORT": str(broker.port),
