@@ -278,6 +278,10 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
                          mqtt_port=args.mqtt_port, hub_urls=args.hub_url or [],
                          influx_url=args.influx_url if args.hub_url else None,
                          influx_db=args.influx_db, progress=sys.stderr.isatty())
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # unwinds through run_loadtest: its servers are stopped
+
+    signal.signal(signal.SIGTERM, interrupt)
     report = run_loadtest(cfg)
     lat = report.get("latency") or {}
     agg = lat.get("aggregated") or {}
