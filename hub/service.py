@@ -52,6 +52,7 @@ from hub.sinks import InfluxConfig, InfluxSink, ensure_target_with_retry, make_s
 from hub.wal import HubWal
 from hub.window import WindowBatch
 from hub.writer import InfluxWriter
+from hub.writers import SplitWriter
 from seeds.city import City
 
 if TYPE_CHECKING:
@@ -93,6 +94,9 @@ class HubConfig:
     write_flush_s: float = 0.5
     queue_frames: int = 10_000
     write_queue_lines: int = 500_000
+    #: 2: raw readings on an InfluxDB connection of their own, in parallel with aggregates
+    #: and analytics (``hub.writers``); 1: everything in order on one connection.
+    write_connections: int = 2
     stats_path: Path | None = None
     #: Write-ahead log directory; None: a temporary one (not durable across runs).
     wal_dir: Path | None = None
@@ -144,10 +148,22 @@ class Hub:
         self.http: HubHttp | None = None
         self.sink = sink or make_sink(cfg.influx)
         self.latency = PipelineLatency()
-        self.writer = InfluxWriter(
-            self.sink, self.counters, batch_lines=cfg.write_batch_lines,
-            flush_s=cfg.write_flush_s, max_queued_lines=cfg.write_queue_lines,
-            on_durable=lambda ticket, ok: self.latency.stored(ticket, time.time_ns(), ok))
+        self.sinks = [self.sink]
+        on_durable = lambda ticket, ok: self.latency.stored(ticket, time.time_ns(), ok)  # noqa: E731
+        self.writer: InfluxWriter | SplitWriter
+        if sink is None and cfg.write_connections > 1:  # raw readings on a connection of their own
+            self.sinks.append(make_sink(cfg.influx))
+            self.writer = SplitWriter(self.sinks[1], self.sink, self.counters,
+                                      batch_lines=cfg.write_batch_lines,
+                                      flush_s=cfg.write_flush_s,
+                                      max_queued_lines=cfg.write_queue_lines,
+                                      on_durable=on_durable)
+        else:
+            self.writer = InfluxWriter(self.sink, self.counters,
+                                       batch_lines=cfg.write_batch_lines,
+                                       flush_s=cfg.write_flush_s,
+                                       max_queued_lines=cfg.write_queue_lines,
+                                       on_durable=on_durable)
         self._raw_phase = 0  # position in the 1-in-raw_every sampling of raw readings
         self.event_clock_ns: int | None = None
         self._event_clock_wall = time.monotonic()
@@ -215,7 +231,8 @@ class Hub:
         self.counters.inc("unprocessed_wal_records",
                           max(0, self.wal.log.committed_offset - self._offset))
         self.wal.close()
-        self.sink.close()
+        for each in self.sinks:
+            each.close()
         self._stats.stop()
         if self.http is not None:
             self.http.stop()

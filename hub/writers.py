@@ -1,0 +1,120 @@
+"""Two InfluxDB connections: raw readings on one, everything that may overwrite on the other.
+
+One ``InfluxWriter`` sends one batch at a time and waits for InfluxDB's answer, so a hub
+storing every reading raw is bound by one connection's round trips (measured: influxd took
+171–192k lines/s over one connection, 212–271k over two). Raw lines never overwrite one
+another (each is a distinct device and time; a replayed line is identical), so they can go
+on their own connection, in parallel with aggregates and analytics — which must stay in
+order on theirs, because a window's final emission overwrites its on-time one at the same
+timestamp.
+
+``SplitWriter`` keeps ``InfluxWriter``'s contract for the hub and its WAL: ``submit``
+returns a *global* ticket, increasing across both connections, and ``durable_ticket`` is the
+highest global ticket below which everything submitted — on either connection — has been
+stored. ``on_durable(ticket, stored)`` reports that global ticket whenever it advances.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+
+from citybrain.stats import Counters
+from hub.sinks import InfluxSink
+from hub.writer import InfluxWriter
+
+RAW = "raw"
+
+
+class SplitWriter:
+    def __init__(self, raw_sink: InfluxSink, other_sink: InfluxSink, counters: Counters, *,
+                 batch_lines: int = 10_000, flush_s: float = 0.5,
+                 max_queued_lines: int = 500_000,
+                 on_durable: Callable[[int, bool], None] | None = None) -> None:
+        self.on_durable = on_durable
+        self._lock = threading.Lock()
+        self.last_ticket = 0
+        self._durable = 0
+        # per connection: (global ticket, local ticket) submitted and not yet durable
+        self._pending: dict[str, deque[tuple[int, int]]] = {RAW: deque(), "other": deque()}
+        half = max(max_queued_lines // 2, batch_lines)
+        self.writers = {
+            name: InfluxWriter(sink, counters, batch_lines=batch_lines, flush_s=flush_s,
+                               max_queued_lines=half, on_durable=self._advanced)
+            for name, sink in ((RAW, raw_sink), ("other", other_sink))}
+
+    @property
+    def failed_batches(self) -> list[tuple[str, bytes]]:
+        return [b for w in self.writers.values() for b in w.failed_batches]
+
+    def start(self) -> None:
+        for w in self.writers.values():
+            w.start()
+
+    def submit(self, kind: str, body: bytes, lines: int) -> int:
+        """Queue rendered lines on their connection; returns the global ticket (or the last
+        one if there was nothing to write). Blocks while that connection's queue is full.
+        One submitting thread (the hub's processing thread): local and global tickets are
+        then assigned in the same order."""
+        if not lines:
+            return self.last_ticket
+        name = RAW if kind == RAW else "other"
+        # Not under the lock: a full queue blocks here until the writer thread, which takes
+        # the lock in _advanced, makes room.
+        local = self.writers[name].submit(kind, body, lines)
+        with self._lock:
+            self.last_ticket += 1
+            self._pending[name].append((self.last_ticket, local))
+            return self.last_ticket
+
+    def _recompute(self) -> tuple[int, bool]:
+        """(global durable ticket, whether it moved); caller holds the lock."""
+        bound = self.last_ticket
+        for name, pending in self._pending.items():
+            done = self.writers[name].durable_ticket
+            while pending and pending[0][1] <= done:
+                pending.popleft()
+            if pending:
+                bound = min(bound, pending[0][0] - 1)
+        moved = bound > self._durable
+        self._durable = max(self._durable, bound)
+        return self._durable, moved
+
+    def _advanced(self, _local: int, stored: bool) -> None:
+        """A connection's durable ticket moved (its writer thread)."""
+        with self._lock:
+            durable, moved = self._recompute()
+        if moved and self.on_durable is not None:
+            self.on_durable(durable, stored)
+
+    @property
+    def durable_ticket(self) -> int:
+        with self._lock:
+            durable, moved = self._recompute()
+        if moved and self.on_durable is not None:
+            self.on_durable(durable, True)
+        return durable
+
+    @property
+    def depth(self) -> int:
+        return sum(w.depth for w in self.writers.values())
+
+    @property
+    def queued_lines(self) -> int:
+        return sum(w.queued_lines for w in self.writers.values())
+
+    @property
+    def unwritten_lines(self) -> int:
+        return sum(w.unwritten_lines for w in self.writers.values())
+
+    def stop(self, timeout_s: float) -> int:
+        """Stop both (in parallel: each has ``timeout_s``); returns lines not stored."""
+        threads = [threading.Thread(target=w.stop, args=(timeout_s,), daemon=True)
+                   for w in self.writers.values()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout_s + 10)
+        self._advanced(0, True)
+        return self.unwritten_lines

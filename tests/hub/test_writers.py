@@ -1,0 +1,71 @@
+"""Two InfluxDB connections (``hub.writers.SplitWriter``): the global durable ticket never
+runs ahead of a connection that has not stored its part, and everything lands."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from citybrain.localstack import InfluxV1Server
+from citybrain.stats import Counters
+from hub.sinks import InfluxConfig, make_sink
+from hub.writers import SplitWriter
+from tests.waiting import wait_for
+
+
+class GatedSink:
+    """A sink that records bodies and holds each write until its gate is opened: the
+    ordering of acknowledgements is the test's to choose (a unit test of the ticket logic;
+    the real database is in the test below)."""
+
+    def __init__(self) -> None:
+        self.config = InfluxConfig()
+        self.gate = threading.Event()
+        self.bodies: list[bytes] = []
+
+    def ensure_target(self) -> None:
+        pass
+
+    def write(self, body: bytes) -> None:
+        self.gate.wait(10)
+        self.bodies.append(body)
+
+    def close(self) -> None:
+        pass
+
+
+def test_durable_ticket_waits_for_the_slower_connection() -> None:
+    raw, other = GatedSink(), GatedSink()
+    seen: list[int] = []
+    w = SplitWriter(raw, other, Counters(), batch_lines=1, flush_s=0.01,
+                    on_durable=lambda t, ok: seen.append(t))
+    w.start()
+    t_agg = w.submit("agg", b"a x=1 1\n", 1)      # ticket 1, on the slow connection
+    t_raw = w.submit("raw", b"r x=1 1\n", 1)      # ticket 2, on the fast one
+    assert (t_agg, t_raw) == (1, 2)
+    raw.gate.set()
+    wait_for(lambda: raw.bodies != [], 5)
+    time.sleep(0.1)
+    assert w.durable_ticket == 0  # raw is stored, but ticket 1 (agg) is not
+    other.gate.set()
+    wait_for(lambda: w.durable_ticket == 2, 5)
+    assert seen and seen[-1] == 2
+    assert w.stop(5) == 0
+
+
+def test_both_connections_store_everything(influxd: InfluxV1Server, unique_db: str) -> None:
+    cfg = InfluxConfig(url=influxd.url, database=unique_db)
+    sinks = [make_sink(cfg), make_sink(cfg)]
+    sinks[0].ensure_target()
+    w = SplitWriter(sinks[0], sinks[1], Counters(), batch_lines=500, flush_s=0.05)
+    w.start()
+    last = 0
+    for i in range(40):
+        kind = "raw" if i % 3 else "agg"
+        body = b"".join(b"m_%s,s=%d v=%d %d\n" % (kind.encode(), i, j, j + 1) for j in range(250))
+        last = w.submit(kind, body, 250)
+    wait_for(lambda: w.durable_ticket == last, 30)
+    assert w.stop(10) == 0
+    out = influxd.query("SELECT count(v) FROM /^m_/", unique_db)
+    counts = {s["name"]: s["values"][0][1] for s in out["results"][0]["series"]}
+    assert counts == {"m_agg": 14 * 250, "m_raw": 26 * 250}
