@@ -240,9 +240,22 @@ class HubNode:
                       districts=tuple(districts), http_port=None, stats_path=None)
         try:
             hub = Hub(cfg, city=partition_city(self.city, districts))
+        except Exception:
+            log.exception("could not open partition %d; retrying", p)
+            lock.release()
+            return
+        try:
             hub.start()
         except Exception:
             log.exception("could not start partition %d; retrying", p)
+            # Its WAL and writer threads may be running: stop them before another node may
+            # open the same WAL (the lock is what keeps a WAL to one writer).
+            hub.cfg.close_windows_at_exit = False
+            try:
+                hub.stop(self.cluster.handover_timeout_s)
+            except Exception:
+                log.exception("partition %d did not stop cleanly; keeping its lock", p)
+                return  # held until this process exits: better stalled than two writers
             lock.release()
             return
         with self._lock:

@@ -223,7 +223,8 @@ class Hub:
         self.client.disconnect()
         self.client.loop_stop()
         self._stopping.set()
-        self._thread.join(timeout=timeout_s)
+        if self._thread.ident is not None:  # started (a failed start stops it too)
+            self._thread.join(timeout=timeout_s)
         unwritten = self.writer.stop(timeout_s)
         self.counters.inc("unwritten_lines_at_exit", unwritten)
         if not self._thread.is_alive():

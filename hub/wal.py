@@ -125,7 +125,8 @@ class HubWal:
         """Stop taking messages; log and acknowledge what was taken (bounded wait)."""
         self._intake_open = False
         self._stop.set()
-        self._thread.join(timeout_s)
+        if self._thread.ident is not None:  # started (a failed start stops it too)
+            self._thread.join(timeout_s)
 
     def close(self) -> None:
         self.log.close()

@@ -95,7 +95,8 @@ class InfluxWriter:
         """Write everything queued, giving up after ``timeout_s``; returns lines not stored."""
         self._deadline = time.monotonic() + timeout_s
         self._stop.set()
-        self._thread.join(timeout=timeout_s + 5)
+        if self._thread.ident is not None:  # started (a failed start stops it too)
+            self._thread.join(timeout=timeout_s + 5)
         while True:  # whatever the thread could not take is counted, not forgotten
             try:
                 chunk = self._queue.get_nowait()
