@@ -20,8 +20,9 @@ a wiped spool gets a new epoch, so its frames are never mistaken for old ones.
 On disk (``directory``): ``log/`` (segments, ``sent.cursor``), ``state.json`` (epoch, frame
 counters, counters), ``dedup.bin`` (the de-duplication window as of a journal offset) and
 ``dedup-journal/`` (the (device, seq) of every message committed since, written by each
-commit): replayed into the window at start, so a message acknowledged before a crash is
-still a duplicate after it. The journal is separate so the spool can be trimmed or shed
+commit, stamped with the spool offset that commit reaches): replayed into the window at
+start, so a message acknowledged before a crash is still a duplicate after it — and one whose
+frames the crash cut is not. The journal is separate so the spool can be trimmed or shed
 independently of it.
 """
 
@@ -147,7 +148,12 @@ class EdgeSpool:
         """Make everything put so far durable, with the counters that describe it and the
         (device, seq) of the messages it came from (the de-duplication journal)."""
         if seen:
-            self.journal.append(orjson.dumps(seen))
+            # Stamped with the spool offset the commit reaches: if the process dies after
+            # the journal's fsync and before the spool's, recovery cuts these frames, and
+            # the stamp tells load_dedup to forget their (device, seq) too -- otherwise the
+            # broker's re-delivery of those messages would be taken for duplicates and their
+            # readings lost.
+            self.journal.append(orjson.dumps({"upto": self.log.next_offset, "seen": seen}))
             self.journal.commit()
         self.log.commit()
         self._save_state(counters)
@@ -190,12 +196,20 @@ class EdgeSpool:
                         self._dedup_path)
             offset = 0
         replayed = 0
+        committed = self.log.committed_offset
         for rec in self.journal.reader(max(offset, self.journal.first_offset)):
             try:
-                pairs = orjson.loads(rec.payload)
+                doc = orjson.loads(rec.payload)
+                if isinstance(doc, dict):
+                    if int(doc["upto"]) > committed:  # its frames did not survive the crash
+                        self.counters.inc("dedup_journal_uncommitted")
+                        continue
+                    pairs = doc["seen"]
+                else:  # written before the stamp existed
+                    pairs = doc
                 for device, seq in pairs:
                     dedup.check(str(device), int(seq))
-            except (orjson.JSONDecodeError, TypeError, ValueError):
+            except (orjson.JSONDecodeError, TypeError, ValueError, KeyError):
                 log.warning("unreadable de-duplication journal record %d", rec.offset)
                 continue
             replayed += 1

@@ -613,6 +613,45 @@ def test_dedup_window_is_rebuilt_from_the_snapshot_and_the_journal_after_it(
     again.journal.close()
 
 
+def test_a_crash_between_journal_and_spool_fsync_forgets_the_journal_record(
+        tmp_path: Path) -> None:
+    """The journal is made durable just before the spool. A crash between the two cuts the
+    frames at recovery; their (device, seq) must then not count as seen, or the broker's
+    re-delivery of those messages would be taken for duplicates and their readings lost
+    (seen under load in the edge-killed fault test)."""
+    spool = EdgeSpool(tmp_path, Counters(), fsync=False, segment_bytes=1024)
+    dev = f"{AIR_SYSTEM}-00000"
+    frame, n = spool_frame(DISTRICT, spool.next_frame_seq(DISTRICT), dev, range(5))
+    spool.put(topics.frames_topic(DISTRICT), frame, n)
+    spool.commit({"readings_in": 5}, [(dev, s) for s in range(5)])  # durable: seqs 0..4
+    frame, n = spool_frame(DISTRICT, spool.next_frame_seq(DISTRICT), dev, range(5, 9))
+    spool.put(topics.frames_topic(DISTRICT), frame, n)
+    # commit() gets as far as the journal's fsync; the process dies before the spool's:
+    class Died(Exception):
+        pass
+
+    def die() -> int:
+        raise Died
+
+    spool.log.commit = die  # type: ignore[method-assign]
+    with pytest.raises(Died):
+        spool.commit({"readings_in": 9}, [(dev, s) for s in range(5, 9)])
+    spool.journal.close()
+    # SIGKILL: the appended frame reached the OS, its commit marker never did (no close(),
+    # which would commit).
+    spool.log._active.flush()
+    spool.log._active.close()
+
+    again = EdgeSpool(tmp_path, Counters(), fsync=False, segment_bytes=1024)
+    restored = Deduplicator()
+    again.load_dedup(restored)
+    assert again.log.committed_offset == 1  # the second frame was cut
+    assert [restored.check(dev, s).value for s in range(9)] == ["duplicate"] * 5 + ["new"] * 4
+    assert again.counters.get("dedup_journal_uncommitted") == 1
+    again.log.close()
+    again.journal.close()
+
+
 def test_dedup_snapshot_never_covers_a_message_that_is_not_on_disk(tmp_path: Path) -> None:
     """A crash right after a periodic de-duplication snapshot: the broker re-delivers every
     message not yet acknowledged, and the restored window must not call those duplicates
