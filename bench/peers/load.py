@@ -24,7 +24,6 @@ so a consumer's timestamps can be compared with the publishers'.
 from __future__ import annotations
 
 import multiprocessing as mp
-import queue
 import time
 from dataclasses import dataclass
 from multiprocessing.synchronize import Event as MpEvent
@@ -33,6 +32,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from citybrain.loadtest.procs import QOS1_WINDOW, wait_ready
 from citybrain.payload import encode_data, record
 from citybrain.topics import DeviceTopic
 from seeds.city import City
@@ -48,8 +48,6 @@ T0_AGO_S = 86_400.0
 #: The three readings of each message, name and unit from ``seeds/catalogue.csv``.
 READINGS = (("pm2_5", "ug/m3", 35.0), ("pm10", "ug/m3", 60.0), ("no2", "ug/m3", 40.0))
 READINGS_PER_MESSAGE = len(READINGS)
-#: Unacknowledged QoS 1 publishes per publisher (paho's message ids wrap at 65,535).
-QOS1_WINDOW = 2_000
 #: Most time one publisher may take (connect, encode and publish), seconds.
 PUBLISH_DEADLINE_S = 600.0
 
@@ -162,23 +160,6 @@ def _publisher(index: int, host: str, port: int, qos: int, stations: list[Statio
     results.put((index, state["acked"], t_start, state["last"] or t_start, errors))
 
 
-def _wait_ready(ready: Any, procs: list[Any], timeout: float) -> None:
-    """Wait for every publisher's ready message; a publisher that died fails at once."""
-    deadline = time.monotonic() + timeout
-    pending = len(procs)
-    while pending:
-        try:
-            ready.get(timeout=0.2)
-            pending -= 1
-            continue
-        except queue.Empty:
-            pass
-        dead = [p.name for p in procs if p.exitcode is not None]
-        if dead or time.monotonic() > deadline:
-            raise RuntimeError(f"load publishers not ready (exited: {dead}); with the spawn "
-                               "start method the main script needs `if __name__ == '__main__'`")
-
-
 def publish_load(host: str, port: int, n: int, qos: int, processes: int = 2,
                  prefix: str = "", on_ready: Any = None) -> LoadResult:
     """Publish ``n`` messages from ``processes`` publisher processes, as fast as they go.
@@ -202,7 +183,7 @@ def publish_load(host: str, port: int, n: int, qos: int, processes: int = 2,
     for p in procs:
         p.start()
     try:
-        _wait_ready(ready, procs, timeout=120.0)
+        wait_ready(ready, procs, timeout=120.0)
         if on_ready is not None:
             on_ready()
         go.set()
