@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,13 +17,13 @@ import numpy as np
 import pytest
 
 from citybrain.frame import encode_frame
-from citybrain.localstack import InfluxV1Server, MosquittoServer, free_port, missing_binaries
+from citybrain.localstack import InfluxV1Server, MosquittoServer, missing_binaries
 from citybrain.mqtt import BrokerConfig, connect_and_wait, make_client
 from citybrain.topics import frames_topic
-from citybrain.up import Child, CityRun, UpConfig, influx_count
+from citybrain.up import Child, CityRun, influx_count
 from hub.cluster import combine_snapshots
 from seeds.city import City, catalogue_by_kind
-from tests.test_faults import RUN_S, SPEED, assert_aggregates_not_doubled, finish
+from tests.test_faults import assert_aggregates_not_doubled, finish, running_city
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(bool({"mosquitto", "influxd"} & set(missing_binaries())),
@@ -159,16 +158,7 @@ def test_three_hubs_store_exactly_what_one_hub_stores(
 
 @pytest.fixture
 def cluster_city(tmp_path: Path) -> Iterator[CityRun]:
-    cfg = UpConfig(duration_s=RUN_S, speed=SPEED, var_dir=tmp_path / "var", seed=11,
-                   http_port=free_port(), device_accounts=False, drain_timeout_s=90.0,
-                   hubs=3, partitions=PARTITIONS)
-    run = CityRun(cfg)
-    try:
-        run.start_services()
-        run.start_tiers()
-        yield run
-    finally:
-        run.stop_everything()
+    yield from running_city(tmp_path, hubs=3, partitions=PARTITIONS)
 
 
 def test_killing_one_of_three_hubs_loses_nothing(cluster_city: CityRun) -> None:
@@ -176,8 +166,9 @@ def test_killing_one_of_three_hubs_loses_nothing(cluster_city: CityRun) -> None:
     survivors adopt its partitions (its WAL from the shared directory, its MQTT sessions by
     client id: the broker re-delivers what it never acknowledged), and the accounting at
     the end shows every published reading stored, rejected or a duplicate."""
-    time.sleep(15.0)
     victim = cluster_city.hubs[1]
+    wait_for(lambda: int(victim.stats().get("hub_received", 0)) >= 20_000, 60,
+             lambda: "the victim to be mid-stream (20k readings received)")
     held = set(victim.stats().get("partitions_owned", []))
     assert held, "the victim served no partition"
     victim.kill()

@@ -66,10 +66,12 @@ class Watch:
         return self.max
 
 
-@pytest.fixture
-def city(tmp_path: Path) -> Iterator[CityRun]:
+def running_city(tmp_path: Path, **overrides: Any) -> Iterator[CityRun]:
+    """The city as real processes for one fault run (``UpConfig`` fields may be overridden:
+    several hubs, say); everything is stopped afterwards, whatever happened."""
     cfg = UpConfig(duration_s=RUN_S, speed=SPEED, var_dir=tmp_path / "var", seed=11,
-                   http_port=free_port(), device_accounts=False, drain_timeout_s=90.0)
+                   http_port=free_port(), device_accounts=False, drain_timeout_s=90.0,
+                   **overrides)
     run = CityRun(cfg)
     try:
         run.start_services()
@@ -77,6 +79,11 @@ def city(tmp_path: Path) -> Iterator[CityRun]:
         yield run
     finally:
         run.stop_everything()
+
+
+@pytest.fixture
+def city(tmp_path: Path) -> Iterator[CityRun]:
+    yield from running_city(tmp_path)
 
 
 def finish(city: CityRun) -> dict[str, Any]:
