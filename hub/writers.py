@@ -44,10 +44,6 @@ class SplitWriter:
                                max_queued_lines=half, on_durable=self._advanced)
             for name, sink in ((RAW, raw_sink), ("other", other_sink))}
 
-    @property
-    def failed_batches(self) -> list[tuple[str, bytes]]:
-        return [b for w in self.writers.values() for b in w.failed_batches]
-
     def start(self) -> None:
         for w in self.writers.values():
             w.start()
