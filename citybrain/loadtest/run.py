@@ -34,7 +34,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -171,6 +171,15 @@ class LocalStack:
         from citybrain.stats import rss_bytes
         return sum(rss_bytes(h.proc.pid) for h in self.hubs)
 
+    def edge_dropped(self) -> int:
+        """Readings the edges rejected or found duplicate so far (they never reach a hub)."""
+        total = 0
+        for e in self.edges:
+            st = e.stats()
+            total += int(st.get("duplicates", 0)) + sum(
+                int(v) for v in (st.get("rejected") or {}).values())
+        return total
+
     def stop_edges(self) -> list[dict[str, Any]]:
         for e in self.edges:
             e.terminate_and_wait(self.cfg.drain_timeout_s)
@@ -280,9 +289,11 @@ def steady_rates(samples: list[tuple[int, dict[str, Any], int]], end_ns: int
             "steady_window_s": dt}
 
 
-def wait_drained(sampler: Sampler, expected: int, timeout_s: float) -> bool:
+def wait_drained(sampler: Sampler, expected: int, timeout_s: float,
+                 upstream: Callable[[], int] = lambda: 0) -> bool:
     """Until the hubs have accounted for ``expected`` readings (aggregated, late, early or
-    invalid) and have nothing in flight, or ``timeout_s`` passes."""
+    invalid; ``upstream()``: those the edges rejected or found duplicate, which never reach
+    a hub) and have nothing in flight, or ``timeout_s`` passes."""
     def accounted(s: dict[str, Any]) -> int:
         return sum(int(s.get(k, 0)) for k in ("aggregated_readings", "late_readings",
                                               "early_readings")) + sum(
@@ -291,7 +302,7 @@ def wait_drained(sampler: Sampler, expected: int, timeout_s: float) -> bool:
     while time.monotonic() < deadline:
         s = sampler.sample()
         idle = all(int(s.get(k) or 0) == 0 for k in ("wal_backlog_records", "frame_queue_depth"))
-        if accounted(s) >= expected and idle:
+        if accounted(s) + upstream() >= expected and idle:
             return True
         time.sleep(0.5)
     return False
@@ -356,8 +367,9 @@ def _run(cfg: LoadtestConfig, load: LoadConfig, stack: LocalStack | RemoteHubs,
                 f"aggregated {int(last.get('aggregated_readings', 0)):,}"))
         result = run_load(load, on_progress=on_progress)
     end_ns = time.time_ns()
+    upstream = stack.edge_dropped if isinstance(stack, LocalStack) else (lambda: 0)
     drained = wait_drained(sampler, int(baseline.get("aggregated_readings", 0))
-                           + result.acked_readings, cfg.drain_timeout_s)
+                           + result.acked_readings, cfg.drain_timeout_s, upstream)
     sampler.stop()
     final = sampler.sample()
     edges: list[dict[str, Any]] = []
