@@ -313,7 +313,8 @@ def _combine(into: dict[str, Any], snap: dict[str, Any], levels: bool = True) ->
         if key == "cpu_s" or isinstance(value, bool) or value is None:
             continue
         if key == "latency_hist":
-            into[key] = merge_snapshots([into.get(key) or {}, value])
+            if value:
+                into[key] = merge_snapshots([into.get(key) or {}, value])
             continue
         if key in _MAX_KEYS:
             if isinstance(value, int | float):

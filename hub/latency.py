@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from hub.sketch import LogHistogram
+if TYPE_CHECKING:
+    from hub.sketch import LogHistogram
 
 ALPHA = 0.01
 MIN_S = 1e-4
@@ -40,7 +42,9 @@ STAGES = ("aggregated", "stored")
 
 class PipelineLatency:
     def __init__(self) -> None:
-        self._hist = {s: LogHistogram(ALPHA, 1, MIN_S, MAX_S) for s in STAGES}
+        from hub.sketch import LogHistogram  # numba: only where histograms are kept
+        self._hist: dict[str, LogHistogram] = {
+            s: LogHistogram(ALPHA, 1, MIN_S, MAX_S) for s in STAGES}
         self._lock = threading.Lock()
         # (writer ticket, device timestamps ns) of raw lines not yet acknowledged; bounded by
         # the writer's queue (max_queued_lines): 8 bytes per waiting reading.
@@ -86,11 +90,21 @@ class PipelineLatency:
         return out
 
 
-def merge_snapshots(snaps: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Several hubs' ``snapshot()``s as one (counts added per bucket); None if none."""
+def _layout(snap: Mapping[str, Any]) -> tuple[float, float, float]:
+    return float(snap["alpha"]), float(snap["min_value"]), float(snap["max_value"])
+
+
+def merge_snapshots(snaps: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Several hubs' ``snapshot()``s as one (counts added per bucket; empty ones skipped).
+    All must share ``(alpha, min_value, max_value)``; ValueError otherwise or if none."""
     snaps = [s for s in snaps if s]
     if not snaps:
-        return None
+        raise ValueError("no latency histograms to merge")
+    layout = _layout(snaps[0])
+    for s in snaps[1:]:
+        if _layout(s) != layout:
+            raise ValueError(f"cannot merge latency histograms with layouts {layout} and "
+                             f"{_layout(s)}")
     out: dict[str, Any] = {k: snaps[0][k] for k in ("alpha", "min_value", "max_value", "unit")}
     for stage in STAGES:
         acc: dict[int, int] = {}

@@ -32,13 +32,15 @@ import numpy as np
 from hdrh.histogram import HdrHistogram
 
 from citybrain.stats import write_json_atomic
+from hub.latency import STAGES, merge_snapshots
 
 #: HdrHistogram range and precision for latencies in microseconds: 1 µs .. 1 h, 3 digits.
 HDR_LOWEST_US = 1
 HDR_HIGHEST_US = 3_600_000_000
 HDR_DIGITS = 3
-STAGES = ("aggregated", "stored")
 _QUANTILES = (("p50", 50.0), ("p95", 95.0), ("p99", 99.0), ("p99_9", 99.9))
+#: Several hubs' ``latency_hist`` as one: the hub's own merge (``hub.latency``), one copy.
+merge_latency_hists = merge_snapshots
 
 
 def new_latency_histogram() -> HdrHistogram:
@@ -136,27 +138,6 @@ def _as_dict(part: Mapping[str, Any] | None) -> dict[int, int]:
 def _as_sparse(d: Mapping[int, int]) -> dict[str, list[int]]:
     keys = sorted(k for k, c in d.items() if c)
     return {"keys": keys, "counts": [d[k] for k in keys]}
-
-
-def merge_latency_hists(hists: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Several hubs' ``latency_hist`` as one (counts added per bucket). All must share
-    ``(alpha, min_value, max_value)``; raises ValueError otherwise or if empty."""
-    if not hists:
-        raise ValueError("nothing to merge")
-    layout = _layout(hists[0])
-    out: dict[str, Any] = {"alpha": layout[0], "min_value": layout[1],
-                           "max_value": layout[2], "unit": "s"}
-    for h in hists[1:]:
-        if _layout(h) != layout:
-            raise ValueError(f"cannot merge latency histograms with layouts {layout} and "
-                             f"{_layout(h)}")
-    for stage in STAGES:
-        total: dict[int, int] = {}
-        for h in hists:
-            for k, c in _as_dict(h.get(stage)).items():
-                total[k] = total.get(k, 0) + c
-        out[stage] = _as_sparse(total)
-    return out
 
 
 def diff_latency_hists(prev: Mapping[str, Any] | None,

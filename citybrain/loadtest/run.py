@@ -46,7 +46,6 @@ import orjson
 from citybrain.loadtest.generator import LoadConfig, LoadResult, Progress, run_load
 from citybrain.loadtest.report import (
     loss_and_duplication,
-    merge_latency_hists,
     percentiles,
     plot,
     stage_histogram,
@@ -394,7 +393,7 @@ def _report(cfg: LoadtestConfig, load: LoadConfig, result: LoadResult, sampler: 
     invalid = sum(int(v) for v in (final.get("readings_invalid") or {}).values())
     rejected = sum(int(v) for e in edges for v in (e.get("rejected") or {}).values())
     duplicates = sum(int(e.get("duplicates", 0)) for e in edges)
-    hist = merge_latency_hists([final["latency_hist"]]) if final.get("latency_hist") else None
+    hist = final.get("latency_hist")  # already merged over the hubs (combine_snapshots)
     start_s = result.start_ns / 1e9
     timeline = timeline_from_samples(
         result.sent_by_second, [((t / 1e9) - start_s, s) for t, s, _ in sampler.samples])
