@@ -1,5 +1,7 @@
 """Profile the hub's frame path: frames of 5,000 readings through ``Hub.handle_frame`` into a
 real influxd, with and without analytics; prints CPU per reading and the top functions.
+``group`` > 1 hands the frames over ``group`` at a time (``Hub.handle_frames``), as the
+processing loop does with frames waiting in the WAL under load.
 
     .venv/bin/python -m bench.profile_hub
 
@@ -50,7 +52,9 @@ def make_frames(district: str = "500103") -> list[bytes]:
     return frames
 
 
-def profile(influx_url: str, frames: list[bytes], analytics: bool, raw_every: int = 1) -> None:
+def profile(influx_url: str, frames: list[bytes], analytics: bool, raw_every: int = 1,
+            group: int = 1) -> float:
+    """Returns µs of hub CPU per reading."""
     hub = Hub(HubConfig(client_id=f"profile-{uuid.uuid4().hex[:6]}", analytics=analytics,
                         raw_every=raw_every,
                         influx=InfluxConfig(url=influx_url, database=f"profile{int(analytics)}")))
@@ -62,8 +66,8 @@ def profile(influx_url: str, frames: list[bytes], analytics: bool, raw_every: in
     prof = cProfile.Profile()
     cpu0, wall0 = time.process_time(), time.perf_counter()
     prof.enable()
-    for frame in frames[WARM:]:
-        hub.handle_frame(frame)
+    for i in range(WARM, len(frames), group):
+        hub.handle_frames(frames[i:i + group])
         hub.tick(time.monotonic())
     prof.disable()
     rate_wall = time.perf_counter() - wall0
@@ -73,10 +77,12 @@ def profile(influx_url: str, frames: list[bytes], analytics: bool, raw_every: in
     assert n >= (len(frames) - WARM) * PER_FRAME, "frames were dropped: not measuring ingest"
     cpu_us = (time.process_time() - cpu0) / n * 1e6
     rate = n / rate_wall
-    print(f"analytics={analytics} raw_every={raw_every}: {cpu_us:.2f} µs CPU per reading, "
+    print(f"analytics={analytics} raw_every={raw_every} group={group}: "
+          f"{cpu_us:.2f} µs CPU per reading, "
           f"{rate:,.0f} readings/s through the processing thread")
     pstats.Stats(prof).sort_stats("tottime").print_stats(12)
     hub.writer.stop(60)
+    return cpu_us
 
 
 def main() -> None:
@@ -84,7 +90,8 @@ def main() -> None:
     frames = make_frames()
     with tempfile.TemporaryDirectory() as tmp, InfluxV1Server(Path(tmp)) as influx:
         for analytics, raw_every in ((True, 1), (False, 1), (True, 100), (False, 100)):
-            profile(influx.url, frames, analytics, raw_every)
+            for group in (1, 16):
+                profile(influx.url, frames, analytics, raw_every, group)
 
 
 if __name__ == "__main__":

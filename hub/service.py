@@ -108,6 +108,11 @@ class HubConfig:
     #: Serve only these districts (a partition of a cluster, ``hub.cluster``): subscribe to
     #: their topics only. None: every district (``+`` wildcards).
     districts: tuple[str, ...] | None = None
+    #: Frames taken from the WAL together (up to this many readings) are aggregated, run
+    #: through analytics and rendered as one batch: the per-call costs of some hundred numpy
+    #: and kernel calls are paid once per batch, not once per frame (``bench/README.md``).
+    #: Only frames already waiting are joined, so an idle hub adds no delay.
+    coalesce_readings: int = 200_000
 
 
 def _frame_clock(ts_ns: np.ndarray) -> int | None:
@@ -125,6 +130,29 @@ def _subscriptions(districts: tuple[str, ...] | None) -> list[tuple[str, int]]:
         return [(topics.FRAMES_FILTER, 1), (topics.EVENTS_FILTER, 1), (topics.DLQ_FILTER, 1)]
     return [(topic(d), 1) for d in districts
             for topic in (topics.frames_topic, topics.events_topic, topics.dlq_topic)]
+
+
+class _ReadingBatch:
+    """Resolved readings of consecutive frames, joined into one batch."""
+
+    def __init__(self) -> None:
+        self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self.n = 0  # readings
+        self.frames = 0
+
+    def add(self, series: np.ndarray, dev: np.ndarray, ts: np.ndarray,
+            value: np.ndarray) -> None:
+        self._parts.append((series, dev, ts, value))
+        self.n += len(series)
+        self.frames += 1
+
+    def take(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The batch as (series, device, ts_ns, value) arrays, in arrival order; empties it."""
+        parts, self._parts, self.n, self.frames = self._parts, [], 0, 0
+        if len(parts) == 1:
+            return parts[0]
+        s, d, t, v = (np.concatenate(col) for col in zip(*parts, strict=True))
+        return s, d, t, v
 
 
 class Hub:
@@ -188,6 +216,8 @@ class Hub:
         self._replaying = False  # the record in hand was logged by an earlier run
         self._skip_raw = False  # ... and its raw lines are already stored
         self._record_offset = 0
+        self._coalescing = False  # set by the processing loop: ingest() joins frames
+        self._batch = _ReadingBatch()
         self._subscription = Subscription(_subscriptions(cfg.districts))
         self.client.on_connect = self._subscription.on_connect
         self.client.on_subscribe = self._subscription.on_subscribe
@@ -274,8 +304,11 @@ class Hub:
             if not records and self._stopping.is_set() and self.wal.logging_done and (
                     self._offset >= self.wal.log.committed_offset):
                 break
+            self._coalescing = True
             for rec in records:
                 self._process_record(rec.offset, rec.payload)
+            self._coalescing = False
+            self._flush_batch()
             if records:
                 self.wal.mark_processed(self._offset, self.writer.last_ticket)
             now = time.monotonic()
@@ -292,22 +325,30 @@ class Hub:
         self.wal.mark_processed(self._offset, self.writer.last_ticket)
 
     def _process_record(self, offset: int, record: bytes) -> None:
-        """One WAL record: a frame, a dead letter or a lifecycle event."""
-        self._replaying = offset < self.wal.replay_until
-        self._skip_raw = offset < self.wal.checkpoint.durable_offset
+        """One WAL record: a frame, a dead letter or a lifecycle event. Frames' readings join
+        the batch in hand; anything else, or a change of replay state, flushes it first, so
+        every step sees the records in WAL order."""
+        replaying = offset < self.wal.replay_until
+        skip_raw = offset < self.wal.checkpoint.durable_offset
+        if (replaying, skip_raw) != (self._replaying, self._skip_raw):
+            self._flush_batch()
+        self._replaying, self._skip_raw = replaying, skip_raw
         self._record_offset = offset
         try:
             topic, payload = unpack_message(record)
             if topic.startswith(f"{topics.PREFIX}/frames/"):
                 self.handle_frame(payload)
-            elif topic.startswith(f"{topics.PREFIX}/dlq/"):
+                return
+            self._flush_batch()
+            if topic.startswith(f"{topics.PREFIX}/dlq/"):
                 self.handle_dead_letter(payload)
             else:
                 self.handle_event(payload)
         except Exception:
             log.exception("unexpected error on WAL record %d; counted as failed", offset)
             self.counters.inc_label("frames_rejected", "internal_error")
-        self._offset = offset + 1
+        finally:
+            self._offset = offset + 1
 
     def handle_frame(self, payload: bytes) -> None:
         """Decode, aggregate and render one frame (processing thread)."""
@@ -328,28 +369,60 @@ class Hub:
             return
         self.ingest(frame)
 
+    def handle_frames(self, payloads: list[bytes]) -> None:
+        """``handle_frame`` for each, their readings aggregated as one batch (what the
+        processing loop does with the frames it takes from the WAL together)."""
+        self._coalescing = True
+        try:
+            for payload in payloads:
+                self.handle_frame(payload)
+        finally:
+            self._coalescing = False
+            self._flush_batch()
+
     def ingest(self, frame: Frame) -> None:
+        """Admit a decoded, new frame: count it, resolve its series, advance the event clock;
+        its readings are then aggregated — at once, or with the frames taken from the WAL
+        with it (``coalesce_readings``)."""
         n = len(frame)
         self.counters.inc("frames_ok")
         self.counters.inc("hub_received", n)
         if n == 0:
             return
         resolved = self.registry.resolve(frame)
-        series, ts, value = resolved.series, frame.ts_ns, frame.value
+        series, dev, ts, value = resolved.series, resolved.device, frame.ts_ns, frame.value
         if resolved.invalid:
             self.counters.inc_label("readings_invalid", resolved.reason, resolved.invalid)
             keep = series >= 0
-            series, ts, value = series[keep], ts[keep], value[keep]
+            series, dev, ts, value = series[keep], dev[keep], ts[keep], value[keep]
         self._advance_event_clock(_frame_clock(ts))
         if len(ts):
             self.wal.note_readings(self._record_offset, min(
                 int(ts.max()), (self.event_clock_ns or 0) + self.windows.max_ahead_ns))
+            self._batch.add(series, dev, ts, value)
+        if not self._coalescing or self._batch.n >= self.cfg.coalesce_readings:
+            self._flush_batch()
+
+    def _flush_batch(self) -> None:
+        """Aggregate, analyse and store the readings of the frames in hand."""
+        batch = self._batch
+        if batch.n == 0:
+            return
+        frames = batch.frames
+        series, dev, ts, value = batch.take()
+        try:
+            self._aggregate(series, dev, ts, value)
+        except Exception:
+            log.exception("unexpected error aggregating %d frames; counted as failed", frames)
+            self.counters.inc_label("frames_rejected", "internal_error", frames)
+
+    def _aggregate(self, series: np.ndarray, dev: np.ndarray, ts: np.ndarray,
+                   value: np.ndarray) -> None:
         recv = time.time_ns()
         self.live.observe_latency(ts, recv)
-        if self.analytics is not None and len(series):
-            dev = resolved.device[resolved.series >= 0] if resolved.invalid else resolved.device
+        if self.analytics is not None:
             self._analytics(lambda a: a.on_readings(series, dev, ts, value, recv))
-        if self.cfg.store_raw and len(series) and not self._skip_raw:
+        if self.cfg.store_raw and not self._skip_raw:
             self._store_raw(series, ts, value)
         assert self.event_clock_ns is not None
         out = self.windows.add(series, ts, value, self.event_clock_ns)

@@ -121,7 +121,9 @@ def assert_aggregates_not_doubled(city: CityRun, report: dict[str, Any]) -> None
     # Late readings (a backlog replayed after its windows closed: at 30x speed a 10 s
     # outage is 5 min of device time) are stored raw, counted, and not aggregated.
     late = int(hub.get("late_readings", 0)) + int(hub.get("early_readings", 0))
-    assert agg + late >= 0.97 * raw, (agg, late, raw)
+    assert agg + late >= 0.97 * raw, (agg, late, raw, {
+        k: v for k, v in hub.items() if k.startswith(("windows_", "unprocessed", "unwritten",
+                                                      "frames_", "aggregated", "replayed"))})
 
 
 def sleep_until(t0: float, at_s: float) -> None:
