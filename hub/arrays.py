@@ -58,6 +58,11 @@ class Column:
     def __len__(self) -> int:
         return self._n
 
+    @property
+    def values(self) -> np.ndarray:
+        """The filled part, as a view (see the class note on views)."""
+        return self._buf[: self._n]
+
     def extend(self, values: np.ndarray | list[float] | list[int]) -> np.ndarray:
         add = np.asarray(values, dtype=self._buf.dtype)
         need = self._n + len(add)

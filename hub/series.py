@@ -18,8 +18,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from numba import njit
 
 from citybrain.frame import Frame
+from hub.arrays import Column
+from hub.kernel_config import CACHE
 from hub.lineproto import LineProtocolError, PrefixTable, escape_key, escape_tag_value
 from seeds.city import KINDS, City, catalogue_by_kind, measurement_names
 
@@ -39,6 +42,37 @@ def _kind_lut() -> np.ndarray:
 
 
 KIND_LUT = _kind_lut()
+
+
+@njit(cache=CACHE)
+def _resolve_readings(frame_gid, gid_base, gid_kind, name_code, device, name, lut, series_out,
+                      device_out):
+    """Series and device id of each reading, -1 where it cannot be placed; returns
+    (readings placed, whether an unknown device caused a -1). ``frame_gid[d]`` is the gid
+    of the frame's device ``d`` (< 0: unknown), ``gid_base``/``gid_kind`` its first series
+    id and kind code;
+    ``name_code[j]`` the global code of the frame's name ``j`` (< 0: unknown measurement);
+    ``lut[kind, code] < 0``: a measurement its kind lacks. ``device``/``name`` index the
+    frame's tables (checked by the decoder)."""
+    placed = 0
+    unknown_device = False
+    for i in range(device.shape[0]):
+        d = device[i]
+        gid = frame_gid[d]
+        g = name_code[name[i]]
+        local = -1
+        if gid < 0:
+            unknown_device = True
+        elif g >= 0:
+            local = lut[gid_kind[gid], g]
+        if local >= 0:
+            series_out[i] = gid_base[gid] + local
+            device_out[i] = gid
+            placed += 1
+        else:
+            series_out[i] = -1
+            device_out[i] = -1
+    return placed, unknown_device
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +118,10 @@ class SeriesRegistry:
         self.agg_prefixes = {label: PrefixTable() for label in agg_labels}
         #: prefixes of devices registered while resolving a frame: "" raw, else agg labels
         self._new_prefixes: dict[str, list[bytes]] = {"": [], **{a: [] for a in agg_labels}}
-        self._devices: dict[str, tuple[int, int, int]] = {}  # id -> (base, kind, device gid)
+        self._new_devices: list[tuple[int, int]] = []  # (base, kind) registered, not flushed
+        self._devices: dict[str, int] = {}  # device id -> device gid
+        self._device_base = Column(np.int64)  # device gid -> its first series id
+        self._device_kind = Column(np.int64)  # device gid -> KIND_CODE
         self.system_index = {sys.system_id: i for i, sys in enumerate(city.systems)}
         self.device_system: list[int] = []  # device gid -> index into city.systems
         self.device_ids: list[str] = []  # device gid -> device id
@@ -105,12 +142,11 @@ class SeriesRegistry:
 
     def device_gid(self, device: str) -> int | None:
         """Dense id of a registered device, None if it has not been seen yet."""
-        entry = self._devices.get(device)
-        return None if entry is None else entry[2]
+        return self._devices.get(device)
 
-    def _register(self, device: str, system_id: str, district: str) -> tuple[int, int, int]:
-        """Allocate the device's block of series ids; -1s if the device is not valid."""
-        invalid = (-1, -1, -1)
+    def _register(self, device: str, system_id: str, district: str) -> int:
+        """Allocate the device's block of series ids; its gid, or -1 if it is not valid."""
+        invalid = -1
         try:
             system = self.city.system(system_id)
         except KeyError:
@@ -141,11 +177,18 @@ class SeriesRegistry:
         self.series_district += [district] * len(names)
         self.series_system += [system_id] * len(names)
         self.series_device_gid += [gid] * len(names)
-        entry = (base, KIND_CODE[kind], len(self.device_ids))
-        self._devices[device] = entry
+        self._devices[device] = gid
+        self._new_devices.append((base, KIND_CODE[kind]))
         self.device_ids.append(device)
         self.device_system.append(self.system_index[system_id])
-        return entry
+        return gid
+
+    def _flush_new_devices(self) -> None:
+        bases, kinds = zip(*self._new_devices, strict=True)
+        self._device_base.extend(list(bases))
+        self._device_kind.extend(list(kinds))
+        self._new_devices.clear()
+        self._flush_prefixes()
 
     def _flush_prefixes(self) -> None:
         # Built from escaped parts only: no need to re-validate every byte.
@@ -156,26 +199,25 @@ class SeriesRegistry:
             pending.clear()
 
     def resolve(self, frame: Frame) -> Resolved:
-        """Series id of every reading in ``frame`` (vectorised after per-device lookups)."""
+        """Series id of every reading in ``frame``: a lookup per device in the frame, then one
+        compiled pass over the readings."""
         get = self._devices.get
-        # One list, one array: per-device numpy element writes cost ~3x the dict lookup.
-        entries = [get(dev) or self._register(dev, sys_id, frame.district)
-                   for dev, sys_id in zip(frame.devices, frame.systems, strict=True)]
-        if self._new_prefixes[""]:
-            self._flush_prefixes()
-        table = np.array(entries, dtype=np.int64).reshape(-1, 3)
-        base, kind, gid = table[:, 0], table[:, 1], table[:, 2]
+        gids = [get(dev, -1) for dev in frame.devices]
+        if -1 in gids:  # new (or invalid) devices: register them, in frame order
+            gids = [g if g >= 0 else get(dev, -1) if dev in self._devices  # listed twice
+                    else self._register(dev, sys_id, frame.district)
+                    for g, dev, sys_id in zip(gids, frame.devices, frame.systems, strict=True)]
+            if self._new_devices:
+                self._flush_new_devices()
         gcode = np.array([GLOBAL_CODE.get(n, -1) for n in frame.names], dtype=np.int64)
-        b = base[frame.device]
-        k = kind[frame.device]
-        g = gcode[frame.name]
-        ok = (b >= 0) & (g >= 0)
-        local = np.where(ok, KIND_LUT[np.maximum(k, 0), np.maximum(g, 0)], -1)
-        ok &= local >= 0
-        series = np.where(ok, b + local, -1)
-        device = np.where(ok, gid[frame.device], -1)
-        invalid = int(len(series) - np.count_nonzero(ok))
+        n = len(frame.device)
+        series = np.empty(n, dtype=np.int64)
+        device = np.empty(n, dtype=np.int64)
+        placed, unknown_device = _resolve_readings(
+            np.array(gids, dtype=np.int64), self._device_base.values, self._device_kind.values,
+            gcode, frame.device, frame.name, KIND_LUT, series, device)
+        invalid = n - int(placed)
         reason = ""
         if invalid:
-            reason = "unknown_device" if np.any(b < 0) else "unknown_measurement"
+            reason = "unknown_device" if unknown_device else "unknown_measurement"
         return Resolved(series, device, invalid, reason)
