@@ -2,9 +2,9 @@
 
 Threads and contracts:
   * paho's network thread (device side) runs ``_on_message``, which only enqueues
-    ``(mid, qos, topic, payload, dup)``; the queue is bounded, so a slow edge pushes back on
-    the broker (TCP) instead of growing without limit. Device messages are acknowledged
-    manually (QoS 1, persistent session), never on receipt.
+    ``(mid, qos, topic, payload, dup)`` into the intake (``edge.intake``); it is bounded, so
+    a slow edge pushes back on the broker (TCP) instead of growing without limit. Device
+    messages are acknowledged manually (QoS 1, persistent session), never on receipt.
   * one processing thread (``_run``) owns validation, de-duplication, local alarms and the
     frame builders. Everything it produces (frames, dead letters, lifecycle events, local
     alarms) goes into the on-disk spool (``edge.spool``). A *commit* seals every pending
@@ -12,7 +12,9 @@ Threads and contracts:
     handled so far: a message is acknowledged only once its outcome is on disk. Commits
     happen when a frame is due (full, or ``frame_max_delay_s`` old) or ``ack_window``
     messages await acknowledgement (the broker must allow that many in flight, e.g.
-    Mosquitto ``max_inflight_messages``).
+    Mosquitto ``max_inflight_messages``). It takes messages in batches (what accumulated,
+    up to ``CHUNK``) and adds its per-message counts to ``counters`` once per batch and
+    before every commit, so a snapshot taken meanwhile lags by at most one batch.
   * the uplink thread (``edge.spool.SpoolPublisher``) publishes the spool in order at QoS 1;
     while the broker or uplink is down the spool grows on disk (bounded; full → drop oldest,
     counted, or block) and is replayed in order after reconnect or restart.
@@ -28,10 +30,10 @@ from __future__ import annotations
 
 import base64
 import logging
-import queue
 import tempfile
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,20 +46,25 @@ from citybrain.dedup import Deduplicator, Seen
 from citybrain.mqtt import BrokerConfig, Subscription, connect_and_wait, make_client
 from citybrain.stats import Counters, StatsWriter
 from edge.batcher import FrameBuilder
+from edge.intake import Intake
 from edge.local_alarms import LocalAlarms
 from edge.spool import EdgeSpool, SpoolPublisher
 from edge.validate import (
+    DataRoute,
     Rejected,
     TimeLimits,
     check_envelope,
-    check_records,
     check_time,
+    data_route,
+    numeric_by_kind,
     parse_json,
     parse_topic,
+    quick_envelope,
     readings_claimed,
     resolve_device,
+    split_records,
 )
-from seeds.city import City
+from seeds.city import City, catalogue_by_kind
 
 log = logging.getLogger("citybrain.edge")
 
@@ -66,6 +73,11 @@ log = logging.getLogger("citybrain.edge")
 STARVED_S = 0.1
 #: Dead letters carry at most this much of the offending payload.
 DLQ_PAYLOAD_BYTES = 2048
+#: Most device messages the processing thread takes from the intake at once.
+CHUNK = 512
+#: Most data topics whose route (parsed topic, device, catalogue) is kept; beyond it, new
+#: topics are checked in full on every message (correct, slower). ≈ 1 KiB per route.
+MAX_ROUTES = 1 << 18
 
 
 @dataclass
@@ -144,10 +156,16 @@ class EdgeGateway:
             d: FrameBuilder(d, max_readings=cfg.frame_max_readings,
                             max_delay_s=cfg.frame_max_delay_s) for d in sorted(self.districts)}
         self.links: dict[str, set[str]] = {}  # link id -> devices born on it
-        self._queue: queue.Queue[tuple[int, int, str, bytes, bool]] = queue.Queue(
-            cfg.queue_size)
+        self._queue: Intake[tuple[int, int, str, bytes, bool]] = Intake(cfg.queue_size)
         self._unacked: list[tuple[int, int]] = []  # (mid, qos) handled, not yet committed
         self._seen: list[tuple[str, int]] = []  # (device, seq) new since the last commit
+        self._routes: dict[str, DataRoute] = {}  # data topic -> its route (see _route)
+        # Per-message counts not yet added to ``counters`` (see _flush_counts).
+        self._tally: Counter[str] = Counter()
+        self._tally_labelled: Counter[tuple[str, str]] = Counter()
+        self._open: list[FrameBuilder] = []  # builders with readings, oldest first
+        self._full = False  # a builder reached frame_max_readings
+        self._dlq_fallback = sorted(self.districts)[0]
         self._intake_open = True
         #: The processing thread stopped on a spool failure (the process should exit).
         self.failed = False
@@ -200,6 +218,7 @@ class EdgeGateway:
         commit and acknowledge what was taken, publish the spool. Returns the final
         counters; ``spool_left_records`` says what stays on disk for the next run."""
         self._intake_open = False
+        self._queue.close()  # a message waiting for room is not taken (nor acknowledged)
         self.spool.stop_waiting.set()
         self._stopping.set()
         self._thread.join(timeout=timeout_s)
@@ -259,32 +278,37 @@ class EdgeGateway:
                          "messages stay with the broker", self.cfg.client_id, exc)
             self.counters.inc("spool_failures")
             self._intake_open = False
+            self._queue.close()
             self.failed = True
+        finally:
+            self._flush_counts()
 
     def _loop(self) -> None:
         last_message = time.monotonic()
+        intake = self._queue
+        ack_window = self.cfg.ack_window
         while True:
-            try:
-                mid, qos, topic, payload, dup = self._queue.get(timeout=0.05)
-            except queue.Empty:
-                if self._stopping.is_set():
-                    break
-            else:
+            chunk = intake.drain(CHUNK, timeout_s=0.05)
+            if chunk:
                 last_message = time.monotonic()
-                try:
-                    self.handle(topic, payload, dup)
-                except Exception:  # never let one message kill the edge; count it
-                    log.exception("unexpected error handling a message on %s", topic)
-                    self._reject(Rejected("internal_error", "see edge log"), topic, payload)
-                if qos:
-                    self._unacked.append((mid, qos))
+                for mid, qos, topic, payload, dup in chunk:
+                    try:
+                        self._classify(topic, payload, dup)
+                    except Exception:  # never let one message kill the edge; count it
+                        log.exception("unexpected error handling a message on %s", topic)
+                        self._reject(Rejected("internal_error", "see edge log"), topic, payload)
+                    if qos:
+                        self._unacked.append((mid, qos))
+                    if self._full or len(self._unacked) >= ack_window:
+                        self.commit()
+                self._flush_counts()
+            elif self._stopping.is_set():
+                break
             now = time.monotonic()
-            if len(self._unacked) >= self.cfg.ack_window or any(
-                    b.due(now) for b in self.builders.values()):
+            if self._open and self._open[0].due(now):  # the oldest frame is old enough
                 self.commit()
-            elif self._unacked and self._queue.empty() and (
-                    now - last_message >= STARVED_S
-                    or not any(len(b) for b in self.builders.values())):
+            elif self._unacked and intake.empty() and (
+                    now - last_message >= STARVED_S or not self._open):
                 # Nothing waits in a frame, or nothing has come for a while: the broker may
                 # be holding the rest until we acknowledge (its in-flight limit), so commit.
                 self.counters.inc("commits_early")
@@ -299,9 +323,21 @@ class EdgeGateway:
         self.commit()
         self.spool.save_dedup(self.dedup)
 
+    def _flush_counts(self) -> None:
+        """Add the per-message counts gathered since the last flush to ``counters``."""
+        if self._tally:
+            for name, n in self._tally.items():
+                self.counters.inc(name, n)
+            self._tally.clear()
+        if self._tally_labelled:
+            for (name, label), n in self._tally_labelled.items():
+                self.counters.inc_label(name, label, n)
+            self._tally_labelled.clear()
+
     def commit(self) -> None:
         """Seal every pending frame, make the spool and counters durable, then acknowledge
         every device message handled so far (processing thread)."""
+        self._flush_counts()
         for b in self.builders.values():
             if len(b):
                 frame, _seq, n = b.seal(self.spool.next_frame_seq(b.district))
@@ -309,6 +345,8 @@ class EdgeGateway:
                 self.counters.inc("frames_published")
                 self.counters.inc("readings_framed", n)
                 self.counters.inc("frame_bytes", len(frame))
+        self._open = []
+        self._full = False
         if not (self._unacked or self._seen) and (
                 self.spool.log.next_offset == self.spool.log.committed_offset):
             return
@@ -320,61 +358,100 @@ class EdgeGateway:
         self._unacked = []
 
     def handle(self, topic: str, payload: bytes, dup: bool = False) -> None:
-        """Classify one device message. Runs on the processing thread (or in tests)."""
-        self.counters.inc("messages_in")
+        """Classify one device message (processing thread, or tests): ``counters`` include
+        it on return. Frames are sealed by ``commit``."""
         try:
-            parsed = parse_topic(topic, self.districts)
+            self._classify(topic, payload, dup)
+        finally:
+            self._flush_counts()
+
+    def _route(self, topic: str) -> DataRoute | None:
+        """The kept route of a data topic of a known, served device; None for others."""
+        route = self._routes.get(topic)
+        if route is None:
+            route = data_route(self.city, topic, self.districts)
+            if route is not None and len(self._routes) < MAX_ROUTES:
+                self._routes[topic] = route
+        return route
+
+    def _classify(self, topic: str, payload: bytes, dup: bool) -> None:
+        """Every message ends framed, rejected (with reason) or duplicate; counts in
+        ``_tally``. A known data topic skips re-parsing, and a well-formed message the
+        full header checks (``quick_envelope``); the outcome is the same either way."""
+        tally = self._tally
+        tally["messages_in"] += 1
+        route = self._routes.get(topic) or self._route(topic)
+        try:
+            parsed = route.topic if route is not None else parse_topic(topic, self.districts)
             doc = parse_json(payload)
         except Rejected as exc:
-            self.counters.inc("readings_in", 1)
+            tally["readings_in"] += 1
             self._reject(exc, topic, payload)
             return
         if parsed.channel != "data":
             self._lifecycle(parsed, doc, topic, payload)
             return
-        n = readings_claimed(doc)
-        self.counters.inc("readings_in", n)
-        try:
-            env = check_envelope(self.city, parsed, doc)
-        except Rejected as exc:
-            self._reject(exc, topic, payload)
-            return
-        seen = self.dedup.check(env.device.device_id, env.seq)
+        head = (None if route is None
+                else quick_envelope(route, doc, time.time(), self.cfg.time_limits))
+        if head is not None and route is not None:
+            seq, t, records = head
+            device = route.device
+            n = len(records)  # as readings_claimed
+            tally["readings_in"] += n
+        else:
+            n = readings_claimed(doc)
+            tally["readings_in"] += n
+            try:
+                env = check_envelope(self.city, parsed, doc)
+            except Rejected as exc:
+                self._reject(exc, topic, payload)
+                return
+            device, seq, t, records = env.device, env.seq, env.t, env.records
+        device_id = device.device_id
+        seen = self.dedup.check(device_id, seq)
         if seen is Seen.DUPLICATE:
-            self.counters.inc("duplicates", n)
-            self.counters.inc("duplicate_messages")
+            tally["duplicates"] += n
+            tally["duplicate_messages"] += 1
             if dup:
-                self.counters.inc("redelivered_messages")
+                tally["redelivered_messages"] += 1
             return
         if seen is Seen.NEW:
-            self._seen.append((env.device.device_id, env.seq))
+            self._seen.append((device_id, seq))
         if seen is Seen.STALE:
-            self._reject(Rejected("stale_seq", f"seq {env.seq} is below the replay window", n),
+            self._reject(Rejected("stale_seq", f"seq {seq} is below the replay window", n),
                          topic, payload)
             return
-        try:
-            check_time(env.t, time.time(), self.cfg.time_limits, n)
-        except Rejected as exc:
-            self._reject(exc, topic, payload)
-            return
-        good, bad = check_records(env)
+        if head is None:  # quick_envelope checked the time already
+            try:
+                check_time(t, time.time(), self.cfg.time_limits, n)
+            except Rejected as exc:
+                self._reject(exc, topic, payload)
+                return
+        if route is not None:
+            names, values, bad = split_records(records, route.catalogue, route.numeric)
+        else:
+            names, values, bad = split_records(records, catalogue_by_kind()[device.kind],
+                                               numeric_by_kind()[device.kind])
         for rejection in bad:
             self._reject(rejection, topic, payload)
+        if not names:
+            return
         builder = self.builders[parsed.district]
-        device = env.device.device_id
-        system = env.device.system.system_id
-        for r in good:
-            builder.add(device, system, env.seq, env.t, r.name, r.value)
-        self.counters.inc("readings_accepted", len(good))
+        if not len(builder):
+            self._open.append(builder)
+        builder.add_many(device_id, device.system.system_id, seq, t, names, values)
+        if len(builder) >= builder.max_readings:
+            self._full = True
+        tally["readings_accepted"] += len(names)
         if parsed.domain == "kitchen":
-            for r in good:
-                alarm = self.local_alarms.observe(device, r.name, env.t, r.value)
+            for name, value in zip(names, values, strict=True):
+                alarm = self.local_alarms.observe(device_id, name, t, value)
                 if alarm is not None:
                     self._local_alarm(parsed.district, alarm)
 
     def _local_alarm(self, district: str, alarm: dict[str, Any]) -> None:
         """Raised here, at once, whatever the uplink does; delivered through the spool."""
-        self.counters.inc_label("local_alarms", f"{alarm['alarm']}_{alarm['state']}")
+        self._tally_labelled["local_alarms", f"{alarm['alarm']}_{alarm['state']}"] += 1
         log.warning("local alarm %s %s: device %s value %s", alarm["alarm"], alarm["state"],
                     alarm["device"], alarm["value"])
         alarm |= {"district": district, "edge": self.cfg.client_id, "edge_t": time.time()}
@@ -408,20 +485,20 @@ class EdgeGateway:
             event |= {"device": parsed.device, "fw": _scalar(doc.get("fw")),
                       "reset": _scalar(doc.get("reset")),
                       "attrs": attrs}
-            self.counters.inc("births")
+            self._tally["births"] += 1
         else:
             event["devices"] = sorted(self.links.pop(link, {parsed.device}))
-            self.counters.inc("deaths")
+            self._tally["deaths"] += 1
         self.spool.put(topics.events_topic(parsed.district), orjson.dumps(event))
 
     def _reject(self, exc: Rejected, topic: str, payload: bytes) -> None:
         """Count and dead-letter a rejection; never raises."""
-        self.counters.inc_label("rejected", exc.reason, exc.readings)
-        self.counters.inc("readings_rejected", exc.readings)
-        self.counters.inc_label("rejected_messages", exc.reason)
+        self._tally_labelled["rejected", exc.reason] += exc.readings
+        self._tally["readings_rejected"] += exc.readings
+        self._tally_labelled["rejected_messages", exc.reason] += 1
         district = topic.split("/")[3] if topic.count("/") >= 3 else ""
         if district not in self.districts:
-            district = sorted(self.districts)[0]
+            district = self._dlq_fallback
         letter: dict[str, Any] = {"reason": exc.reason, "detail": exc.detail,
                                   "readings": exc.readings, "topic": topic[:256],
                                   "edge": self.cfg.client_id, "edge_t": time.time()}
@@ -432,4 +509,4 @@ class EdgeGateway:
             letter["payload_b64"] = base64.b64encode(body).decode()
         letter["truncated"] = len(payload) > DLQ_PAYLOAD_BYTES
         self.spool.put(topics.dlq_topic(district), orjson.dumps(letter))
-        self.counters.inc("dead_letters")
+        self._tally["dead_letters"] += 1
