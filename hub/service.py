@@ -94,9 +94,9 @@ class HubConfig:
     write_flush_s: float = 0.5
     queue_frames: int = 10_000
     write_queue_lines: int = 500_000
-    #: 2: raw readings on an InfluxDB connection of their own, in parallel with aggregates
-    #: and analytics (``hub.writers``); 1: everything in order on one connection.
-    write_connections: int = 2
+    #: N > 1: raw readings on N - 1 InfluxDB connections of their own, in parallel with
+    #: aggregates and analytics on the last (``hub.writers``); 1: everything in order on one.
+    write_connections: int = 3
     stats_path: Path | None = None
     #: Write-ahead log directory; None: a temporary one (not durable across runs).
     wal_dir: Path | None = None
@@ -179,9 +179,9 @@ class Hub:
         self.sinks = [self.sink]
         on_durable = lambda ticket, ok: self.latency.stored(ticket, time.time_ns(), ok)  # noqa: E731
         self.writer: InfluxWriter | SplitWriter
-        if sink is None and cfg.write_connections > 1:  # raw readings on a connection of their own
-            self.sinks.append(make_sink(cfg.influx))
-            self.writer = SplitWriter(self.sinks[1], self.sink, self.counters,
+        if sink is None and cfg.write_connections > 1:  # raw readings on connections of their own
+            self.sinks += [make_sink(cfg.influx) for _ in range(cfg.write_connections - 1)]
+            self.writer = SplitWriter(self.sinks[1:], self.sink, self.counters,
                                       batch_lines=cfg.write_batch_lines,
                                       flush_s=cfg.write_flush_s,
                                       max_queued_lines=cfg.write_queue_lines,
@@ -442,10 +442,15 @@ class Hub:
             series, ts, value = series[keep], ts[keep], value[keep]
             if not len(ts):
                 return
-        body, lines = render_single(self.registry.raw_prefixes, series, value, ts)
-        self.counters.inc("raw_nonfinite_skipped", len(series) - lines)
-        ticket = self.writer.submit("raw", body, lines)
-        self.latency.pending_store(ticket, ts)
+        # In slices of a write batch: each can go on its own connection (a batch of joined
+        # frames holds up to coalesce_readings).
+        step = max(self.cfg.write_batch_lines, 1)
+        for i in range(0, len(ts), step):
+            s, t, v = series[i:i + step], ts[i:i + step], value[i:i + step]
+            body, lines = render_single(self.registry.raw_prefixes, s, v, t)
+            self.counters.inc("raw_nonfinite_skipped", len(s) - lines)
+            ticket = self.writer.submit("raw", body, lines)
+            self.latency.pending_store(ticket, t)
 
     def _advance_event_clock(self, candidate_ns: int | None) -> None:
         now = time.monotonic()

@@ -27,6 +27,65 @@ from hub.sinks import InfluxSink, WriteError
 
 log = logging.getLogger("citybrain.writer")
 
+#: Largest request body sent at once, bytes. InfluxDB 1.x refuses bodies over 25 MB by
+#: default (``max-body-size``), VictoriaMetrics over 32 MB; a big window close (every series
+#: of a large city) or a big raw batch is sent as several requests of at most this size.
+MAX_BODY_BYTES = 8 * 1024**2
+
+
+def split_lines(body: bytes, max_bytes: int = MAX_BODY_BYTES) -> list[bytes]:
+    """``body`` cut at line ends into pieces of at most ``max_bytes`` (a single longer line
+    stays whole); their concatenation is ``body``."""
+    if len(body) <= max_bytes:
+        return [body]
+    pieces = []
+    start = 0
+    while len(body) - start > max_bytes:
+        cut = body.rfind(b"\n", start, start + max_bytes)
+        if cut < 0:  # one line longer than max_bytes: send it whole
+            cut = body.find(b"\n", start + max_bytes)
+            if cut < 0:
+                break
+        pieces.append(body[start:cut + 1])
+        start = cut + 1
+    if start < len(body):
+        pieces.append(body[start:])
+    return pieces
+
+
+def request_bodies(chunks: list[Chunk], max_bytes: int = MAX_BODY_BYTES) -> list[
+        tuple[bytes, dict[str, int]]]:
+    """The chunks as request bodies of at most ``max_bytes`` (a longer line stays whole),
+    in order, each with its lines per kind: consecutive chunks share a body, a long chunk
+    is cut at line ends."""
+    out: list[tuple[bytes, dict[str, int]]] = []
+    parts: list[bytes] = []
+    size = 0
+    kinds: dict[str, int] = {}
+
+    def close() -> None:
+        nonlocal parts, size, kinds
+        if parts:
+            out.append((b"".join(parts), kinds))
+        parts, size, kinds = [], 0, {}
+
+    for c in chunks:
+        if size + len(c.body) > max_bytes:
+            close()
+        if len(c.body) <= max_bytes:
+            parts.append(c.body)
+            size += len(c.body)
+            kinds[c.kind] = kinds.get(c.kind, 0) + c.lines
+            continue
+        pieces = split_lines(c.body, max_bytes)
+        counted = 0
+        for i, piece in enumerate(pieces):
+            n = c.lines - counted if i == len(pieces) - 1 else piece.count(b"\n")
+            counted += n
+            out.append((piece, {c.kind: n}))
+    close()
+    return out
+
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
@@ -130,10 +189,21 @@ class InfluxWriter:
             pending = []
 
     def _write(self, chunks: list[Chunk]) -> None:
-        body = b"".join(c.body for c in chunks)
-        by_kind: dict[str, int] = {}
-        for c in chunks:
-            by_kind[c.kind] = by_kind.get(c.kind, 0) + c.lines
+        """Store the chunks (in several requests if over ``MAX_BODY_BYTES``), then advance
+        ``durable_ticket`` past them."""
+        stored = True
+        for body, by_kind in request_bodies(chunks):
+            outcome = self._write_body(body, by_kind)
+            if outcome is None:  # gave up at shutdown: counted in unwritten_lines
+                return
+            stored &= outcome
+        self.durable_ticket = chunks[-1].ticket
+        if self.on_durable is not None:
+            self.on_durable(self.durable_ticket, stored)
+
+    def _write_body(self, body: bytes, by_kind: dict[str, int]) -> bool | None:
+        """One request, retried until stored (True) or rejected (False: counted, kept in
+        ``failed_batches``); None: given up at shutdown (counted in ``unwritten_lines``)."""
         delay = 0.1
         attempt = 0
         while True:
@@ -149,15 +219,12 @@ class InfluxWriter:
                     for kind, n in by_kind.items():
                         self.counters.inc_label("write_rejected_lines", kind, n)
                     self.failed_batches.append((str(exc), body))
-                    self.durable_ticket = chunks[-1].ticket  # handled: counted and kept
-                    if self.on_durable is not None:
-                        self.on_durable(self.durable_ticket, False)
-                    return
+                    return False
                 if time.monotonic() > self._deadline:
                     self.unwritten_lines += sum(by_kind.values())
                     log.error("gave up writing %d lines at shutdown: %s",
                               sum(by_kind.values()), exc)
-                    return
+                    return None
                 wait = exc.retry_after if exc.retry_after is not None else delay
                 log.warning("write attempt %d failed (%s); retrying in %.1f s", attempt, exc, wait)
                 time.sleep(min(wait, 5.0))
@@ -169,9 +236,6 @@ class InfluxWriter:
             self.counters.inc("write_us_total", int(elapsed * 1e6))
             for kind, n in by_kind.items():
                 self.counters.inc(f"stored_{kind}", n)
-            self.durable_ticket = chunks[-1].ticket
-            if self.on_durable is not None:
-                self.on_durable(self.durable_ticket, True)
             log.debug("wrote %d lines (%d bytes) in %.1f ms", sum(by_kind.values()), len(body),
                       elapsed * 1e3)
-            return
+            return True

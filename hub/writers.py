@@ -1,16 +1,17 @@
-"""Two InfluxDB connections: raw readings on one, everything that may overwrite on the other.
+"""Several InfluxDB connections: raw readings on one or more, everything that may overwrite
+on another.
 
 One ``InfluxWriter`` sends one batch at a time and waits for InfluxDB's answer, so a hub
 storing every reading raw is bound by one connection's round trips (measured: influxd took
 171–192k lines/s over one connection, 212–271k over two). Raw lines never overwrite one
 another (each is a distinct device and time; a replayed line is identical), so they can go
-on their own connection, in parallel with aggregates and analytics — which must stay in
-order on theirs, because a window's final emission overwrites its on-time one at the same
-timestamp.
+on connections of their own, in any order and in parallel (chunks are dealt round robin),
+next to aggregates and analytics — which must stay in order on theirs, because a window's
+final emission overwrites its on-time one at the same timestamp.
 
 ``SplitWriter`` keeps ``InfluxWriter``'s contract for the hub and its WAL: ``submit``
-returns a *global* ticket, increasing across both connections, and ``durable_ticket`` is the
-highest global ticket below which everything submitted — on either connection — has been
+returns a *global* ticket, increasing across all connections, and ``durable_ticket`` is the
+highest global ticket below which everything submitted — on any connection — has been
 stored. ``on_durable(ticket, stored)`` reports that global ticket whenever it advances.
 """
 
@@ -28,21 +29,29 @@ RAW = "raw"
 
 
 class SplitWriter:
-    def __init__(self, raw_sink: InfluxSink, other_sink: InfluxSink, counters: Counters, *,
-                 batch_lines: int = 10_000, flush_s: float = 0.5,
+    def __init__(self, raw_sinks: InfluxSink | list[InfluxSink], other_sink: InfluxSink,
+                 counters: Counters, *, batch_lines: int = 10_000, flush_s: float = 0.5,
                  max_queued_lines: int = 500_000,
                  on_durable: Callable[[int, bool], None] | None = None) -> None:
+        """``raw_sinks``: one connection (sink) per raw writer; ``max_queued_lines`` is
+        shared out evenly between all connections."""
+        raws = raw_sinks if isinstance(raw_sinks, list) else [raw_sinks]
+        if not raws:
+            raise ValueError("SplitWriter needs at least one raw connection")
         self.on_durable = on_durable
         self._lock = threading.Lock()
         self.last_ticket = 0
         self._durable = 0
+        named = [(f"{RAW}{i}", sink) for i, sink in enumerate(raws)] + [("other", other_sink)]
+        self._raw_names = [name for name, _ in named[:-1]]
+        self._next_raw = 0
         # per connection: (global ticket, local ticket) submitted and not yet durable
-        self._pending: dict[str, deque[tuple[int, int]]] = {RAW: deque(), "other": deque()}
-        half = max(max_queued_lines // 2, batch_lines)
+        self._pending: dict[str, deque[tuple[int, int]]] = {name: deque() for name, _ in named}
+        share = max(max_queued_lines // len(named), batch_lines)
         self.writers = {
             name: InfluxWriter(sink, counters, batch_lines=batch_lines, flush_s=flush_s,
-                               max_queued_lines=half, on_durable=self._advanced)
-            for name, sink in ((RAW, raw_sink), ("other", other_sink))}
+                               max_queued_lines=share, on_durable=self._advanced)
+            for name, sink in named}
 
     def start(self) -> None:
         for w in self.writers.values():
@@ -55,7 +64,10 @@ class SplitWriter:
         then assigned in the same order."""
         if not lines:
             return self.last_ticket
-        name = RAW if kind == RAW else "other"
+        name = "other"
+        if kind == RAW:
+            name = self._raw_names[self._next_raw]
+            self._next_raw = (self._next_raw + 1) % len(self._raw_names)
         # Not under the lock: a full queue blocks here until the writer thread, which takes
         # the lock in _advanced, makes room.
         local = self.writers[name].submit(kind, body, lines)
@@ -105,7 +117,7 @@ class SplitWriter:
         return sum(w.unwritten_lines for w in self.writers.values())
 
     def stop(self, timeout_s: float) -> int:
-        """Stop both (in parallel: each has ``timeout_s``); returns lines not stored."""
+        """Stop all (in parallel: each has ``timeout_s``); returns lines not stored."""
         threads = [threading.Thread(target=w.stop, args=(timeout_s,), daemon=True)
                    for w in self.writers.values()]
         for t in threads:

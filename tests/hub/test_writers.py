@@ -1,4 +1,4 @@
-"""Two InfluxDB connections (``hub.writers.SplitWriter``): the global durable ticket never
+"""Several InfluxDB connections (``hub.writers.SplitWriter``): the global durable ticket never
 runs ahead of a connection that has not stored its part, and everything lands."""
 
 from __future__ import annotations
@@ -53,11 +53,28 @@ def test_durable_ticket_waits_for_the_slower_connection() -> None:
     assert w.stop(5) == 0
 
 
-def test_both_connections_store_everything(influxd: InfluxV1Server, unique_db: str) -> None:
+def test_a_raw_chunk_on_either_raw_connection_holds_the_ticket_back() -> None:
+    raws, other = [GatedSink(), GatedSink()], GatedSink()
+    other.gate.set()
+    w = SplitWriter(raws, other, Counters(), batch_lines=1, flush_s=0.01)
+    w.start()
+    tickets = [w.submit("raw", b"r x=%d 1\n" % i, 1) for i in range(4)]  # dealt in turn
+    assert tickets == [1, 2, 3, 4]
+    raws[1].gate.set()
+    wait_for(lambda: len(raws[1].bodies) == 2, 5)
+    time.sleep(0.1)
+    assert w.durable_ticket == 0  # tickets 2 and 4 are stored, 1 and 3 are not
+    raws[0].gate.set()
+    wait_for(lambda: w.durable_ticket == 4, 5)
+    assert sorted(raws[0].bodies) == [b"r x=0 1\n", b"r x=2 1\n"]
+    assert w.stop(5) == 0
+
+
+def test_every_connection_stores_everything(influxd: InfluxV1Server, unique_db: str) -> None:
     cfg = InfluxConfig(url=influxd.url, database=unique_db)
-    sinks = [make_sink(cfg), make_sink(cfg)]
+    sinks = [make_sink(cfg), make_sink(cfg), make_sink(cfg)]
     sinks[0].ensure_target()
-    w = SplitWriter(sinks[0], sinks[1], Counters(), batch_lines=500, flush_s=0.05)
+    w = SplitWriter(sinks[:2], sinks[2], Counters(), batch_lines=500, flush_s=0.05)
     w.start()
     last = 0
     for i in range(40):
