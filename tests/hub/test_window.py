@@ -477,3 +477,18 @@ def test_pandas_baselines_compute_what_the_kernel_computes() -> None:
         np.testing.assert_allclose(fast[col].to_numpy()[rows], getattr(got, col), rtol=1e-12)
         np.testing.assert_allclose(two[col].loc[keys].to_numpy(), getattr(got, col),
                                    rtol=1e-12)
+
+
+def test_add_reuses_index_scratch_without_aliasing_results() -> None:
+    """Late/early indices come from scratch the aggregator keeps between batches: each
+    result is its own copy, correct across batches of different sizes."""
+    agg = WindowAggregator(10, 2)
+    agg.add(np.array([0]), np.array([100]), np.array([1.0]))  # ring: windows 9, 10
+    big = agg.add(np.arange(6), np.array([5, 105, 1, 999, 2, 101]), np.ones(6), max_window=50)
+    assert big.late_idx.tolist() == [0, 2, 4] and big.early_idx.tolist() == [3]
+    small = agg.add(np.array([1, 2]), np.array([3, 4000]), np.ones(2), max_window=50)
+    assert small.late_idx.tolist() == [0] and small.early_idx.tolist() == [1]
+    assert big.late_idx.tolist() == [0, 2, 4] and big.early_idx.tolist() == [3]
+    for idx in (big.late_idx, big.early_idx, small.late_idx, small.early_idx):
+        assert idx.base is None and idx.flags.writeable
+    assert len(small.closed) == 0 and small.closed.series.dtype == np.int64
