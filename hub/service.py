@@ -113,6 +113,10 @@ class HubConfig:
     #: and kernel calls are paid once per batch, not once per frame (``bench/README.md``).
     #: Only frames already waiting are joined, so an idle hub adds no delay.
     coalesce_readings: int = 200_000
+    #: ... and for up to this long, s, frames arriving in a trickle (a few per tick) are
+    #: gathered too: at low rates the per-call costs are per frame. Adds at most this much to
+    #: device → aggregated latency (edges already hold readings up to 0.5 s in a frame).
+    coalesce_linger_s: float = 0.1
 
 
 def _frame_clock(ts_ns: np.ndarray) -> int | None:
@@ -299,8 +303,13 @@ class Hub:
         last_tick = time.monotonic()
         reader = self.wal.reader()
         self._offset = reader.next_offset
+        linger = self.cfg.coalesce_linger_s
+        held_since: float | None = None  # when the batch in hand took its first readings
+        unmarked = False  # records processed since the last mark_processed
         while True:
-            records = reader.read(64, timeout_s=0.1)
+            wait = 0.1 if held_since is None else max(
+                0.0, held_since + linger - time.monotonic())
+            records = reader.read(64, timeout_s=wait)
             if not records and self._stopping.is_set() and self.wal.logging_done and (
                     self._offset >= self.wal.log.committed_offset):
                 break
@@ -308,13 +317,24 @@ class Hub:
             for rec in records:
                 self._process_record(rec.offset, rec.payload)
             self._coalescing = False
-            self._flush_batch()
-            if records:
-                self.wal.mark_processed(self._offset, self.writer.last_ticket)
+            unmarked |= bool(records)
             now = time.monotonic()
-            if now - last_tick >= 0.2:
-                self.tick(now)
-                last_tick = now
+            if held_since is None and self._batch.n:
+                held_since = now
+            tick_due = now - last_tick >= 0.2
+            # Keep joining frames for up to ``linger``; a tick (which may close windows the
+            # batch feeds), a stop or a quiet WAL end the batch sooner.
+            if (held_since is None or not records or tick_due or self._stopping.is_set()
+                    or now - held_since >= linger):
+                self._flush_batch()
+                held_since = None
+                if unmarked:
+                    self.wal.mark_processed(self._offset, self.writer.last_ticket)
+                    unmarked = False
+                if tick_due:
+                    self.tick(now)
+                    last_tick = now
+        self._flush_batch()
         reader.close()
         self._replaying = self._skip_raw = False
         if self.cfg.close_windows_at_exit:
