@@ -50,6 +50,7 @@ from hub.live import LiveState
 from hub.series import SeriesRegistry
 from hub.sinks import InfluxConfig, InfluxSink, ensure_target_with_retry, make_sink
 from hub.wal import HubWal
+from hub.warmup import warm_up
 from hub.window import WindowBatch
 from hub.writer import InfluxWriter
 from hub.writers import SplitWriter
@@ -117,6 +118,8 @@ class HubConfig:
     #: gathered too: at low rates the per-call costs are per frame. Adds at most this much to
     #: device → aggregated latency (edges already hold readings up to 0.5 s in a frame).
     coalesce_linger_s: float = 0.1
+    #: Load every compiled kernel at start, before taking frames (``hub.warmup``).
+    warm_up: bool = True
 
 
 def _frame_clock(ts_ns: np.ndarray) -> int | None:
@@ -229,6 +232,8 @@ class Hub:
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
+        if self.cfg.warm_up:
+            warm_up(self.city, self.cfg)
         ensure_target_with_retry(self.sink)
         self.writer.start()
         if self.wal.replay_until > self._offset:
