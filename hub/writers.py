@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from citybrain.stats import Counters
 from hub.sinks import InfluxSink
@@ -29,20 +29,22 @@ RAW = "raw"
 
 
 class SplitWriter:
-    def __init__(self, raw_sinks: InfluxSink | list[InfluxSink], other_sink: InfluxSink,
+    def __init__(self, raw_sinks: Sequence[InfluxSink], other_sink: InfluxSink,
                  counters: Counters, *, batch_lines: int = 10_000, flush_s: float = 0.5,
                  max_queued_lines: int = 500_000,
                  on_durable: Callable[[int, bool], None] | None = None) -> None:
         """``raw_sinks``: one connection (sink) per raw writer; ``max_queued_lines`` is
         shared out evenly between all connections."""
-        raws = raw_sinks if isinstance(raw_sinks, list) else [raw_sinks]
+        raws = list(raw_sinks)
         if not raws:
             raise ValueError("SplitWriter needs at least one raw connection")
         self.on_durable = on_durable
         self._lock = threading.Lock()
         self.last_ticket = 0
         self._durable = 0
-        named = [(f"{RAW}{i}", sink) for i, sink in enumerate(raws)] + [("other", other_sink)]
+        named: list[tuple[str, InfluxSink]] = [(f"{RAW}{i}", sink)
+                                               for i, sink in enumerate(raws)]
+        named.append(("other", other_sink))
         self._raw_names = [name for name, _ in named[:-1]]
         self._next_raw = 0
         # per connection: (global ticket, local ticket) submitted and not yet durable

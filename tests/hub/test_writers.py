@@ -37,7 +37,7 @@ class GatedSink:
 def test_durable_ticket_waits_for_the_slower_connection() -> None:
     raw, other = GatedSink(), GatedSink()
     seen: list[int] = []
-    w = SplitWriter(raw, other, Counters(), batch_lines=1, flush_s=0.01,
+    w = SplitWriter([raw], other, Counters(), batch_lines=1, flush_s=0.01,
                     on_durable=lambda t, ok: seen.append(t))
     w.start()
     t_agg = w.submit("agg", b"a x=1 1\n", 1)      # ticket 1, on the slow connection
