@@ -28,6 +28,7 @@ from edge.validate import (
 )
 from seeds.city import City, catalogue_by_kind
 from tests.edge.bad_inputs import DISTRICT, build_corpus
+from tests.waiting import wait_for
 
 CITY = City(1.0)
 NOW = time.time()
@@ -48,10 +49,13 @@ def test_intake_hands_over_in_order_and_in_batches() -> None:
 
 def test_intake_wakes_a_waiting_consumer() -> None:
     intake: Intake[int] = Intake(10)
-    threading.Timer(0.05, intake.put, args=(1,)).start()
-    t0 = time.monotonic()
-    assert intake.drain(5, timeout_s=5.0) == [1]
-    assert time.monotonic() - t0 < 2.0
+    got: list[list[int]] = []
+    consumer = threading.Thread(target=lambda: got.append(intake.drain(5, timeout_s=600.0)),
+                                daemon=True)
+    consumer.start()
+    wait_for(lambda: intake._consumer_waiting, 10, lambda: "the consumer to wait")
+    intake.put(1)  # must wake it: otherwise it sleeps for ten minutes
+    wait_for(lambda: got == [[1]], 10, lambda: f"the consumer to be woken, got {got}")
 
 
 def test_a_full_intake_blocks_the_producer_until_room_or_close() -> None:
