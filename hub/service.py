@@ -376,7 +376,8 @@ class Hub:
             self._offset = offset + 1
 
     def handle_frame(self, payload: bytes) -> None:
-        """Decode, aggregate and render one frame (processing thread)."""
+        """Decode, de-duplicate and admit one frame (processing thread); its readings are
+        aggregated at once, or with the frames the processing loop is joining (``ingest``)."""
         self.counters.inc("frames_in")
         try:
             frame = decode_frame(payload)
