@@ -67,19 +67,24 @@ def synthetic_frames(city: City, end_s: float) -> list[bytes]:
             systems.append(system.system_id)
             names.append(m.name)
             values.append(float(m.min + (m.max - m.min) / 2))
+    tables = []  # per district: what every round's frame shares
+    for code, (devices, systems, names, values) in per_district.items():
+        uniq_dev = list(dict.fromkeys(devices))
+        uniq_names = sorted(set(names))
+        tables.append((code, uniq_dev, [systems[devices.index(d)] for d in uniq_dev],
+                       uniq_names, np.array(values),
+                       np.array([uniq_dev.index(d) for d in devices]),
+                       np.array([uniq_names.index(x) for x in names])))
     frames = []
     t0 = end_s - _ROUND_OFFSETS_S[-1]
     for r, offset in enumerate(_ROUND_OFFSETS_S):
-        for k, (code, (devices, systems, names, values)) in enumerate(per_district.items()):
-            uniq_dev = list(dict.fromkeys(devices))
-            uniq_names = sorted(set(names))
-            n = len(devices)
+        for k, (code, uniq_dev, dev_systems, uniq_names, value, dev_idx, name_idx) in \
+                enumerate(tables):
+            n = len(value)
             ts = np.full(n, int((t0 + offset) * 1e9), dtype=np.int64)
-            frames.append(encode_frame(
-                code, (1 << 32) | (r * len(per_district) + k), 0, uniq_dev,
-                [systems[devices.index(d)] for d in uniq_dev], uniq_names, ts,
-                np.array(values), np.full(n, r), np.array([uniq_dev.index(d) for d in devices]),
-                np.array([uniq_names.index(x) for x in names])))
+            frames.append(encode_frame(code, (1 << 32) | (r * len(tables) + k), 0, uniq_dev,
+                                       dev_systems, uniq_names, ts, value, np.full(n, r),
+                                       dev_idx, name_idx))
     return frames
 
 
@@ -96,9 +101,9 @@ def warm_up(city: City, cfg: HubConfig) -> float:
     hub.writer.start()
     try:
         frames = synthetic_frames(city, time.time() - 86_400)
-        step = 38
-        for i in range(0, len(frames), step):
-            hub.handle_frames(frames[i:i + step])
+        per_round = len(frames) // len(_ROUND_OFFSETS_S)  # one frame per district
+        for i in range(0, len(frames), per_round):
+            hub.handle_frames(frames[i:i + per_round])
             hub.tick(time.monotonic())
         clock = hub.event_clock_ns or 0
         hub.emit(hub.windows.close_all())
