@@ -893,7 +893,7 @@ class WindowAggregator:
         late, early = self._index_buffers(n)
         n_added, n_nan, n_late, n_early = _accumulate(
             s, t, v, wn, floor_w, max_w, ring_lo, ring_hi, self._slot_window,
-            self._slot_rows, self._capacity, self._views[0], self._views[2], late, early)
+            self._slot_rows, self._capacity, self._views[0], self._views[1], late, early)
         if n_added < 0:  # pragma: no cover - internal invariant
             raise RuntimeError("window ring invariant broken: a slot holds a stale window")
         return AddResult(n_added, n_nan, late[:n_late].copy(), early[:n_early].copy(), closed)
@@ -941,7 +941,7 @@ class WindowAggregator:
         o_i = np.empty((5, n_out), dtype=np.int64)
         o_f = np.empty((7, n_out), dtype=np.float64)
         n_emitted = _emit_slots(slots, sw, self._slot_rows, self._window_ns, self._n_series,
-                                self._capacity, self._views[0], self._views[2], o_i,
+                                self._capacity, self._views[0], self._views[1], o_i,
                                 o_f, True)
         if n_emitted != n_out:  # pragma: no cover - internal invariant
             raise RuntimeError("window ring invariant broken: slot row counts out of sync")
@@ -960,10 +960,9 @@ class WindowAggregator:
         self._capacity = cap
         self._views = self._flat_views()
 
-    def _flat_views(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        hf = self._hot.reshape(-1)
-        cf = self._cold.reshape(-1)
-        return hf, hf.view(np.int64), cf, cf.view(np.int64)
+    def _flat_views(self) -> tuple[np.ndarray, np.ndarray]:
+        """The hot and cold state as flat float64 arrays (kernels view their int64 fields)."""
+        return self._hot.reshape(-1), self._cold.reshape(-1)
 
 
 def _check_batch(name: str, b: object) -> WindowBatch:
