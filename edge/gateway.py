@@ -43,6 +43,7 @@ import paho.mqtt.client as mqtt
 
 from citybrain import topics
 from citybrain.dedup import Deduplicator, Seen
+from citybrain.fastpaho import ack_all
 from citybrain.mqtt import BrokerConfig, Subscription, connect_and_wait, make_client
 from citybrain.stats import Counters, StatsWriter
 from edge.batcher import FrameBuilder
@@ -353,8 +354,7 @@ class EdgeGateway:
         self.counters.inc("messages_acked", len(self._unacked))  # persisted with the commit
         self.spool.commit(self.counters.snapshot(), self._seen)
         self._seen = []
-        for mid, qos in self._unacked:
-            self.device_client.ack(mid, qos)
+        ack_all(self.device_client, self._unacked)  # one write for the whole commit
         self._unacked = []
 
     def handle(self, topic: str, payload: bytes, dup: bool = False) -> None:

@@ -47,10 +47,10 @@ from paho.mqtt.client import MQTTErrorCode
 from paho.mqtt.enums import CallbackAPIVersion
 
 from citybrain.auth import derive_password
+from citybrain.fastpaho import SUPPORTED as FAST_PAHO_SUPPORTED
+from citybrain.fastpaho import FastClient
 from citybrain.payload import encode_death
 from firmware_sim.devices import DeviceModel, make_model, stable_hash
-from firmware_sim.fastclient import SUPPORTED as FAST_PAHO_SUPPORTED
-from firmware_sim.fastclient import FastPublisherClient
 from firmware_sim.faults import FaultConfig, link_downtime_s, link_fault_gap_s
 from firmware_sim.schedule import DATA, DUPLICATE, Scheduler
 from seeds.city import City
@@ -129,7 +129,7 @@ class SimConfig:
     drain_timeout_s: float = 15.0
     #: how often ``on_progress`` is called, wall seconds
     progress_interval_s: float = 1.0
-    #: use :class:`~firmware_sim.fastclient.FastPublisherClient` (same bytes, less CPU)
+    #: use :class:`~citybrain.fastpaho.FastClient` (same bytes, less CPU)
     fast_paho: bool = True
 
     def validate(self) -> None:
@@ -400,7 +400,7 @@ class _Run:
 
     def _make_client(self, link: _Link) -> mqtt.Client:
         cfg = self.cfg
-        cls = FastPublisherClient if cfg.fast_paho and FAST_PAHO_SUPPORTED else mqtt.Client
+        cls = FastClient if cfg.fast_paho and FAST_PAHO_SUPPORTED else mqtt.Client
         if cfg.mqtt_version == "5":
             client = cls(callback_api_version=CallbackAPIVersion.VERSION2, client_id=link.id,
                          protocol=mqtt.MQTTv5)
