@@ -101,10 +101,19 @@ def _column_layout(n: int) -> tuple[int, int, int, int, int, int]:
 
 
 def _encode_strings(strings: list[str]) -> bytes:
-    blobs = [s.encode("utf-8") for s in strings]
-    offsets = np.zeros(len(blobs) + 1, dtype="<u4")
-    np.cumsum([len(b) for b in blobs], out=offsets[1:])
-    return struct.pack("<I", len(blobs)) + offsets.tobytes() + b"".join(blobs)
+    """The string section of ``strings`` (see the module doc)."""
+    offsets = np.zeros(len(strings) + 1, dtype="<u4")
+    np.cumsum(_utf8_lengths(strings), out=offsets[1:])
+    return struct.pack("<I", len(strings)) + offsets.tobytes() + "".join(strings).encode("utf-8")
+
+
+def _utf8_lengths(strings: list[str]) -> np.ndarray:
+    """Byte length of each string once utf-8 encoded (int64). One ``encode`` per string only
+    when some string is not ASCII: for ASCII text characters are bytes."""
+    if all(map(str.isascii, strings)):
+        return np.fromiter(map(len, strings), dtype=np.int64, count=len(strings))
+    return np.fromiter((len(x.encode("utf-8")) for x in strings), dtype=np.int64,
+                       count=len(strings))
 
 
 def _decode_strings(buf: memoryview, expected: int) -> list[str]:
@@ -139,30 +148,138 @@ def encode_frame(district: str, frame_seq: int, created_ns: int,
 
     ``devices[i]`` and ``systems[i]`` describe device index ``i``; ``names[j]`` name index ``j``.
     """
+    return encode_frame_with(encode_string_section(district, devices, systems, names),
+                             frame_seq, created_ns, ts_ns, value, seq, device, name,
+                             compress=compress, level=level)
+
+
+def encode_frame_with(strings: StringSection, frame_seq: int, created_ns: int,
+                      ts_ns: np.ndarray, value: np.ndarray, seq: np.ndarray,
+                      device: np.ndarray, name: np.ndarray, *, compress: bool = True,
+                      level: int = 1) -> bytes:
+    """``encode_frame`` with the string section already encoded (``encode_string_section``
+    or ``DeviceStrings.section``): the same bytes, without re-encoding a table that repeats
+    frame after frame. Columns are cast to their wire dtypes; lengths must match."""
     n = len(ts_ns)
     if not (len(value) == len(seq) == len(device) == len(name) == n):
         raise ValueError("all reading columns must have the same length")
+    body = FrameBody(n, strings)
+    body.ts_ns[:] = np.ascontiguousarray(ts_ns, dtype="<i8")
+    body.value[:] = np.ascontiguousarray(value, dtype="<f8")
+    body.seq[:] = np.ascontiguousarray(seq, dtype="<u4")
+    body.device[:] = np.ascontiguousarray(device, dtype="<u4")
+    body.name[:] = np.ascontiguousarray(name, dtype="<u2")
+    return body.seal(frame_seq, created_ns, compress=compress, level=level)
+
+
+@dataclass(frozen=True, slots=True)
+class StringSection:
+    """An encoded string section (see the module doc) and the table sizes it holds:
+    ``1 + 2 * n_devices + n_names`` strings."""
+
+    data: bytes
+    n_devices: int
+    n_names: int
+
+
+def encode_string_section(district: str, devices: list[str], systems: list[str],
+                          names: list[str]) -> StringSection:
+    """The string section of a frame of ``district`` whose device ``i`` is
+    ``(devices[i], systems[i])`` and name ``j`` is ``names[j]``."""
     if len(devices) != len(systems):
         raise ValueError("devices and systems must have the same length")
-    o_ts, o_val, o_seq, o_dev, o_name, o_str = _column_layout(n)
-    strings = _encode_strings([district, *[x for pair in zip(devices, systems, strict=True)
-                                           for x in pair], *names])
-    body = bytearray(o_str + len(strings))
-    body[o_ts:o_val] = np.ascontiguousarray(ts_ns, dtype="<i8").tobytes()
-    body[o_val:o_seq] = np.ascontiguousarray(value, dtype="<f8").tobytes()
-    body[o_seq:o_dev] = np.ascontiguousarray(seq, dtype="<u4").tobytes()
-    body[o_dev:o_name] = np.ascontiguousarray(device, dtype="<u4").tobytes()
-    body[o_name:o_name + 2 * n] = np.ascontiguousarray(name, dtype="<u2").tobytes()
-    body[o_str:] = strings
-    raw_len = len(body)
-    flags = 0
-    sent: bytes = bytes(body)
-    if compress:
-        sent = _compressor(level).compress(sent)
-        flags |= FLAG_ZSTD
-    header = HEADER.pack(MAGIC, VERSION, flags, HEADER_LEN, n, len(devices), len(names),
-                         frame_seq, created_ns, len(sent), raw_len, zlib.crc32(sent))
-    return header + sent
+    pairs: list[str] = [""] * (2 * len(devices))
+    pairs[0::2] = devices
+    pairs[1::2] = systems
+    return StringSection(_encode_strings([district, *pairs, *names]), len(devices), len(names))
+
+
+class DeviceStrings:
+    """A district's whole device table, encoded once, from which the string section of a
+    frame naming any *ranges* of it is sliced (no per-string work per frame).
+
+    ``section(ranges)`` is byte-identical to ``encode_string_section(district,
+    devices[a:b] + ..., systems[a:b] + ..., names)`` for the half-open device index ranges
+    ``(a, b)`` in order. A frame's readings then index devices by their rank in the
+    concatenated ranges.
+    """
+
+    def __init__(self, district: str, devices: list[str], systems: list[str],
+                 names: list[str]) -> None:
+        if len(devices) != len(systems):
+            raise ValueError("devices and systems must have the same length")
+        pairs: list[str] = [""] * (2 * len(devices))
+        pairs[0::2] = devices
+        pairs[1::2] = systems
+        self.n_devices = len(devices)
+        self.n_names = len(names)
+        self._district = district.encode("utf-8")
+        self._pairs = "".join(pairs).encode("utf-8")
+        #: Byte offset in ``_pairs`` where string ``j`` (device ``j // 2``: id, system) starts;
+        #: ``2 * n_devices + 1`` entries, the last one the blob's length.
+        self._pair_at = np.zeros(2 * len(devices) + 1, dtype=np.int64)
+        np.cumsum(_utf8_lengths(pairs), out=self._pair_at[1:])
+        self._names = "".join(names).encode("utf-8")
+        self._name_at = np.zeros(len(names) + 1, dtype=np.int64)
+        np.cumsum(_utf8_lengths(names), out=self._name_at[1:])
+
+    def section(self, ranges: tuple[tuple[int, int], ...]) -> StringSection:
+        """The string section naming devices ``a .. b - 1`` of each ``(a, b)`` in ``ranges``,
+        in that order (each ``0 <= a <= b <= n_devices``), then every name."""
+        for a, b in ranges:
+            if not 0 <= a <= b <= self.n_devices:
+                raise ValueError(f"device range ({a}, {b}) is outside [0, {self.n_devices}]")
+        d = sum(b - a for a, b in ranges)
+        # Offsets: the district, each range's pair strings shifted to where its bytes land,
+        # then the names; blobs are plain slices of the blobs built once.
+        parts: list[np.ndarray] = [np.array([0, len(self._district)], dtype=np.int64)]
+        blobs: list[bytes] = [self._district]
+        at = len(self._district)
+        for a, b in ranges:
+            ends = self._pair_at[2 * a + 1:2 * b + 1]
+            parts.append(ends + (at - self._pair_at[2 * a]))
+            blobs.append(self._pairs[self._pair_at[2 * a]:self._pair_at[2 * b]])
+            at += int(self._pair_at[2 * b] - self._pair_at[2 * a])
+        parts.append(self._name_at[1:] + at)
+        blobs.append(self._names)
+        offsets = np.concatenate(parts).astype("<u4")
+        k = 1 + 2 * d + self.n_names
+        return StringSection(struct.pack("<I", k) + offsets.tobytes() + b"".join(blobs), d,
+                             self.n_names)
+
+
+class FrameBody:
+    """A writable frame body of ``n`` readings with ``strings`` already in place: fill the
+    column views (wire dtypes, little-endian) and ``seal``. Reusable: sealing copies (or
+    compresses) the body, so the same buffer can carry the next frame of this ``n`` and
+    table; bytes nobody writes (the padding) stay zero."""
+
+    def __init__(self, n: int, strings: StringSection) -> None:
+        o_ts, o_val, o_seq, o_dev, o_name, o_str = _column_layout(n)
+        self.n = n
+        self.strings = strings
+        self.buffer = bytearray(o_str + len(strings.data))
+        self.buffer[o_str:] = strings.data
+        self.ts_ns = np.frombuffer(self.buffer, dtype="<i8", count=n, offset=o_ts)
+        self.value = np.frombuffer(self.buffer, dtype="<f8", count=n, offset=o_val)
+        self.seq = np.frombuffer(self.buffer, dtype="<u4", count=n, offset=o_seq)
+        self.device = np.frombuffer(self.buffer, dtype="<u4", count=n, offset=o_dev)
+        self.name = np.frombuffer(self.buffer, dtype="<u2", count=n, offset=o_name)
+
+    def seal(self, frame_seq: int, created_ns: int, *, compress: bool = True,
+             level: int = 1) -> bytes:
+        """The frame (header + body as sent), zstd ``level`` if ``compress``."""
+        flags = 0
+        sent: bytes
+        if compress:
+            sent = _compressor(level).compress(self.buffer)
+            flags |= FLAG_ZSTD
+        else:
+            sent = bytes(self.buffer)
+        header = HEADER.pack(MAGIC, VERSION, flags, HEADER_LEN, self.n, self.strings.n_devices,
+                             self.strings.n_names, frame_seq, created_ns, len(sent),
+                             len(self.buffer), zlib.crc32(sent))
+        return header + sent
 
 
 def _compressor(level: int) -> zstandard.ZstdCompressor:

@@ -11,7 +11,10 @@ Per district, ``DistrictDevices`` holds the ids and the *slots* of the district:
 the slots round-robin, so reading ``k`` of a district is slot ``k mod S`` in cycle
 ``k // S``, and a device's readings are numbered ``0, 1, 2, ...`` (its ``seq`` column):
 ``seq = cycle * m_device + position of the measurement``. Everything about reading ``k``
-follows from ``k``: frames are built for ``k0 .. k0 + n`` with numpy, no Python per reading.
+follows from ``k``: a frame of readings ``k0 .. k0 + n - 1`` is one compiled pass over
+per-slot tables (``FrameBuilder``, ``kernels.fill_frame``), no Python per reading; its devices
+are one or two runs of the district's devices (slots are device-major), so its device table
+is a slice of the district's, encoded once.
 
 Enumeration cost (2-core dev VM): ``City(270)`` (997,650 devices) counts its devices in 3 ms;
 ``City.devices()`` yields all of them in 2.1 s and their id strings alone take 0.8 s, so
@@ -27,7 +30,8 @@ from functools import cache, cached_property
 
 import numpy as np
 
-from citybrain.frame import encode_frame
+from citybrain.frame import DeviceStrings, FrameBody, StringSection
+from citybrain.loadtest import kernels
 from citybrain.payload import encode_data, record
 from citybrain.topics import DeviceTopic
 from firmware_sim.signals import Channel, channels
@@ -194,6 +198,11 @@ class DistrictDevices:
     def slots(self) -> Slots:
         return Slots.of(self.kind)
 
+    @cached_property
+    def frames(self) -> FrameBuilder:
+        """This district's frame builder (``build_frame``), made on first use."""
+        return FrameBuilder(self)
+
     def topics(self, prefix: str = "") -> list[str]:
         """Each device's data topic (validated by ``DeviceTopic``), with an optional root."""
         root = f"{prefix}/" if prefix else ""
@@ -244,6 +253,10 @@ class Slots:
         first = np.cumsum(self.per_device) - self.per_device
         return cycles * self.per_device + np.clip(rest - first, 0, self.per_device)
 
+    def readings_per_device(self, k0: int, n: int) -> np.ndarray:
+        """Readings per device among readings ``k0 .. k0 + n - 1`` of the stream (int64)."""
+        return self.published_per_device(k0 + n) - self.published_per_device(k0)
+
 
 def jittered(nominal: np.ndarray, lo: np.ndarray, hi: np.ndarray, is_int: np.ndarray,
              u: np.ndarray) -> np.ndarray:
@@ -268,24 +281,131 @@ class FrameBatch:
 def build_frame(district: DistrictDevices, k0: int, n: int, frame_seq: int,
                 ts_ns: np.ndarray, rng: np.random.Generator, created_ns: int) -> FrameBatch:
     """Frame of the district's readings ``k0 .. k0 + n - 1`` (see the module doc), stamped
-    ``ts_ns`` (int64[n], the intended send times), zstd level 1 like an edge's."""
+    ``ts_ns`` (int64[n], the intended send times), zstd level 1 like an edge's.
+
+    The generator calls ``district.frames.build`` (the payload alone); this also returns
+    each reading's device, for callers that check frames reading by reading."""
+    payload = district.frames.build(k0, n, frame_seq, ts_ns, rng, created_ns)
     sl = district.slots
-    k = np.arange(k0, k0 + n, dtype=np.int64)
-    cycle, slot = np.divmod(k, len(sl))
-    dev = sl.device[slot]
-    seq = cycle * sl.per_device[dev] + sl.position[slot]
-    if int(seq.max(initial=0)) >= 1 << 32:
-        raise OverflowError("a device's reading seq passed 2**32 (the frame's u32 column)")
-    value = jittered(sl.nominal[slot], sl.lo[slot], sl.hi[slot], sl.is_int[slot],
-                     rng.random(n))
-    # The frame's device table lists only the devices present; readings index into it.
-    uniq, inv = np.unique(dev, return_inverse=True)
-    ul = uniq.tolist()
-    payload = encode_frame(district.code, frame_seq, created_ns,
-                           [district.ids[i] for i in ul], [district.systems[i] for i in ul],
-                           list(measurement_names()), ts_ns, value, seq, inv,
-                           sl.name[slot], level=1)
-    return FrameBatch(payload, dev, ts_ns)
+    dev = sl.device[np.arange(k0, k0 + n, dtype=np.int64) % len(sl)]
+    return FrameBatch(payload, dev, np.asarray(ts_ns))
+
+
+@dataclass(frozen=True)
+class FrameSpan:
+    """Which devices a frame names, by *rank* (index among the district's devices that have
+    slots, in plan order): ``ranges`` of ranks in table order, and how a reading's rank
+    becomes its index in the frame's device table: ``rank - (lo_shift if rank < split else
+    hi_shift)``. The table is ascending, as ``np.unique`` of the readings' devices gives it."""
+
+    ranges: tuple[tuple[int, int], ...]
+    split: int
+    lo_shift: int
+    hi_shift: int
+
+
+def frame_span(slot_rank: np.ndarray, n_ranks: int, k0: int, n: int) -> FrameSpan:
+    """The devices of readings ``k0 .. k0 + n - 1`` of a round-robin stream over slots whose
+    device ranks are ``slot_rank`` (non-decreasing, from 0 to ``n_ranks - 1``, every rank
+    present). Slots are device-major, so the readings cover one run of slots, or two when
+    they wrap past the last slot: one or two runs of ranks, no sort needed (none for
+    ``n = 0``)."""
+    s = len(slot_rank)
+    full = FrameSpan(((0, n_ranks),), n_ranks, 0, 0)
+    if n >= s:
+        return full
+    if n <= 0:
+        return FrameSpan((), n_ranks, 0, 0)
+    s0 = k0 % s
+    if s0 + n <= s:
+        a, b = int(slot_rank[s0]), int(slot_rank[s0 + n - 1]) + 1
+        return FrameSpan(((a, b),), n_ranks, a, 0)
+    # Wrapped: ranks a .. n_ranks - 1 (to the last slot) and 0 .. b - 1 (from the first).
+    a, b = int(slot_rank[s0]), int(slot_rank[s0 + n - s - 1]) + 1
+    if b >= a:
+        return full
+    return FrameSpan(((0, b), (a, n_ranks)), b, 0, a - b)
+
+
+class FrameBuilder:
+    """Builds one district's load frames with what repeats from frame to frame done once.
+
+    Per slot, the columns a reading needs (device rank, seq step, name code, value model)
+    are gathered once; the device table's strings are encoded once and each frame's string
+    section is sliced from them (``frame.DeviceStrings``), the whole district's kept, so a
+    frame that covers the whole district -- the usual case when frames are longer than a
+    cycle of slots -- costs no string work at all; the last few frame bodies (with their
+    sections) and the uniforms are reused buffers; one compiled pass
+    (``kernels.fill_frame``) writes the columns in place. The bytes are those of
+    ``encode_frame`` with the table of the devices present (ascending) and every
+    measurement name.
+    """
+
+    #: Frame bodies kept, by (readings, device ranges). Few: with a million devices a
+    #: body is ~0.4 MB and a frame's ranges rarely come back before the next cycle.
+    KEEP_BODIES = 4
+
+    def __init__(self, district: DistrictDevices) -> None:
+        sl = district.slots
+        if len(sl) == 0:
+            raise ValueError(f"district {district.code} has no numeric measurement to send")
+        has = sl.per_device > 0
+        # A device of a kind with no numeric measurement has no slot: it never appears in a
+        # frame, so the ranks (frame-table order) skip it.
+        ranked = np.flatnonzero(has).tolist()
+        self.rank = np.ascontiguousarray((np.cumsum(has) - 1)[sl.device], dtype=np.int64)
+        self.n_ranks = len(ranked)
+        self.per_slot = np.ascontiguousarray(sl.per_device[sl.device], dtype=np.int64)
+        self.position = np.ascontiguousarray(sl.position, dtype=np.int64)
+        self.name = np.ascontiguousarray(sl.name, dtype=np.uint16)
+        self.nominal = np.ascontiguousarray(sl.nominal, dtype=np.float64)
+        self.lo = np.ascontiguousarray(sl.lo, dtype=np.float64)
+        self.hi = np.ascontiguousarray(sl.hi, dtype=np.float64)
+        self.is_int = np.ascontiguousarray(sl.is_int, dtype=np.bool_)
+        self.strings = DeviceStrings(district.code, [district.ids[i] for i in ranked],
+                                     [district.systems[i] for i in ranked],
+                                     list(measurement_names()))
+        self._everyone = ((0, self.n_ranks),)
+        self._everyone_section = self.strings.section(self._everyone)
+        self._bodies: dict[tuple[int, tuple[tuple[int, int], ...]], FrameBody] = {}
+        self._u = np.empty(0)
+
+    def build(self, k0: int, n: int, frame_seq: int, ts_ns: np.ndarray,
+              rng: np.random.Generator, created_ns: int) -> bytes:
+        """The frame of readings ``k0 .. k0 + n - 1`` stamped ``ts_ns`` (int64[n]): ``n``
+        uniforms drawn from ``rng`` (as ``rng.random(n)``) make the values. Raises
+        OverflowError once a device's seq passes the frame's u32 column."""
+        ts = np.ascontiguousarray(ts_ns, dtype=np.int64)
+        if k0 < 0 or n < 0 or ts.shape != (n,):
+            raise ValueError(f"need k0 >= 0, n >= 0 and n timestamps; got k0={k0}, n={n}, "
+                             f"timestamps of shape {ts.shape}")
+        span = frame_span(self.rank, self.n_ranks, k0, n)
+        body = self._body(n, span.ranges)
+        if len(self._u) < n:
+            self._u = np.empty(n)
+        u = self._u[:n]
+        rng.random(out=u)
+        top = kernels.fill_frame(k0, self.rank, self.position, self.per_slot, self.name,
+                                 self.nominal, self.lo, self.hi, self.is_int, JITTER,
+                                 span.split, span.lo_shift, span.hi_shift, u, ts, body.ts_ns,
+                                 body.value, body.seq, body.device, body.name)
+        if top >= 1 << 32:
+            raise OverflowError("a device's reading seq passed 2**32 (the frame's u32 column)")
+        return body.seal(frame_seq, created_ns, compress=True, level=1)
+
+    def _body(self, n: int, ranges: tuple[tuple[int, int], ...]) -> FrameBody:
+        """A body for ``n`` readings naming ``ranges``: the kept one, or a new one."""
+        body = self._bodies.get((n, ranges))
+        if body is None:
+            if len(self._bodies) >= self.KEEP_BODIES:
+                self._bodies.clear()
+            body = self._bodies[n, ranges] = FrameBody(n, self._section(ranges))
+        return body
+
+    def _section(self, ranges: tuple[tuple[int, int], ...]) -> StringSection:
+        if ranges == self._everyone:
+            return self._everyone_section
+        return self.strings.section(ranges)
 
 
 # -- messages -------------------------------------------------------------------------------

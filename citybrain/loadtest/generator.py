@@ -36,11 +36,13 @@ synthesise those samples a second time, so values are recorded as they are.
 Every loop has a deadline; the whole run is bounded by ``duration + grace_s``; a worker that
 fails sends its traceback and the parent terminates every process.
 
-Throughput (2-core dev VM shared with other work, local Mosquitto 2.0, QoS 1): frames mode
-~1.5 M readings/s per process with 10k devices (a counting, decoding subscriber on the same
-cores); ~0.55 M/s with 1M devices, where a 5,000-reading frame names ~5,000 distinct parking
-bays and ``encode_frame``'s string table is most of the cost. Messages mode ~5k messages/s
-per process, the same as ``bench.peers.load`` measured next to it.
+Cost (2-core dev VM shared with other work, local Mosquitto 2.0, QoS 1, CPU time): frames
+mode with 10k devices and 5,000-reading frames takes ~0.25 µs of CPU per reading in all --
+2 M readings/s from 2 processes use under half a core -- of which building the frame and
+its bookkeeping ~0.1 µs (zstd level 1 alone ~0.07 µs) and paho and the loop the rest; with
+1M devices a frame names ~5,000 distinct parking bays (its device table is sliced, not
+encoded, per frame) and building costs ~0.17 µs. Messages mode ~5k messages/s per process,
+the same as ``bench.peers.load`` measured next to it.
 """
 
 from __future__ import annotations
@@ -63,12 +65,12 @@ import numpy as np
 import paho.mqtt.client as mqtt
 from hdrh.histogram import HdrHistogram
 
+from citybrain.loadtest import kernels
 from citybrain.loadtest.devices import (
     DevicePlan,
     DistrictDevices,
     MessageTable,
     assign,
-    build_frame,
     encode_message,
 )
 from citybrain.loadtest.procs import QOS1_WINDOW, wait_ready
@@ -201,27 +203,56 @@ class Stream:
     """Round-robin over items of ``weights`` readings each, with ``share`` of the profile.
 
     Item ``j`` (0-based, any cycle) ends at reading ``end(j) = (j // D) * W + ends[j % D]``
-    and is due once ``expected_by(t) * share >= end(j)``.
+    and is due once ``expected_by(t) * share >= end(j)``: at ``profile.time_of(end(j) /
+    share)``, computed by ``kernels.item_times`` (bit for bit that numpy expression).
     """
 
     def __init__(self, weights: np.ndarray, share: float, profile: RateProfile) -> None:
-        self.ends = np.cumsum(weights.astype(np.int64))
+        self.ends = np.ascontiguousarray(np.cumsum(weights.astype(np.int64)))
         self.d = len(self.ends)
         self.w = int(self.ends[-1])
         self.share = share
         self.profile = profile
+        #: One reading per item (frames: one per slot), so ``ends`` is ``1 .. D``.
+        self.unit = bool(np.all(weights == 1))
+        self._segments = profile.segment_arrays()
 
     def due(self, expected: float) -> int:
         """Items due when the profile expects ``expected`` readings in all."""
         x = expected * self.share
         cycles = math.floor(x / self.w)
-        return cycles * self.d + int(np.searchsorted(self.ends, x - cycles * self.w, "right"))
+        rest = x - cycles * self.w
+        if self.unit:
+            # searchsorted(1 .. W, rest, "right") is floor(rest) clamped to [0, W]: the same
+            # count without a numpy call (this runs for every district on every loop pass).
+            return cycles * self.d + min(max(math.floor(rest), 0), self.w)
+        return cycles * self.d + int(np.searchsorted(self.ends, rest, "right"))
+
+    def expected_below(self, items: int) -> float:
+        """An ``expected`` below which ``due(expected) < items``: a cheap test that a
+        stream has fewer than ``items`` due (``-inf``, never true, unless ``unit``).
+
+        For unit weights ``due(e)`` is at most ``floor(x) + 1`` for the rounded ``x = e *
+        share`` (``floor(x)``, or one more when ``x / W`` rounds up to a whole cycle), so
+        ``x < items - 1`` is enough; the factor keeps the product's rounding on the safe
+        side."""
+        if not self.unit:
+            return -math.inf
+        return (items - 1) / self.share * (1.0 - 1e-9)
 
     def intended(self, j0: int, n: int) -> np.ndarray:
         """Intended times of items ``j0 .. j0 + n - 1``, seconds since the start (float64)."""
-        j = np.arange(j0, j0 + n, dtype=np.int64)
-        cyc, pos = np.divmod(j, self.d)
-        return self.profile.time_of((cyc * self.w + self.ends[pos]) / self.share)
+        out_s = np.empty(n)
+        self.times_into(j0, 0, out_s, np.empty(n, dtype=np.int64))
+        return out_s
+
+    def times_into(self, j0: int, start_ns: int, out_s: np.ndarray, out_ns: np.ndarray) -> None:
+        """Intended times of items ``j0 .. j0 + len(out_s) - 1``: seconds since the start
+        into ``out_s`` (float64) and ``start_ns + rint(seconds * 1e9)`` into ``out_ns``
+        (int64, ns since the epoch; both C-contiguous, same length)."""
+        if out_s.shape != out_ns.shape or out_s.dtype != np.float64 or out_ns.dtype != np.int64:
+            raise ValueError("out_s and out_ns must be float64 and int64 of the same length")
+        kernels.item_times(j0, self.ends, self.share, *self._segments, start_ns, out_s, out_ns)
 
 
 # -- MQTT link ------------------------------------------------------------------------------
@@ -311,11 +342,16 @@ class Link:
 
 # -- worker ---------------------------------------------------------------------------------
 
+#: ``kernels.tally`` weights meaning "one reading per item" (empty: nothing to write to).
+_ONE_EACH = np.zeros(0, dtype=np.int64)
+
+
 @dataclass
 class _Tally:
-    """A worker's counters. Lags are buffered and folded into the histogram at each report
-    (one ``np.unique`` per report instead of one per publish); the histogram is reset after
-    every report, so deltas travel to the parent."""
+    """A worker's counters. Lags are counted straight into HDR buckets as items are
+    published (``kernels.tally``, one pass, no per-item Python) and folded into the
+    histogram at each report; each report starts a new histogram, so deltas travel to the
+    parent."""
 
     seconds: int
     readings: int = 0
@@ -324,38 +360,60 @@ class _Tally:
     lag: HdrHistogram = field(default_factory=new_latency_histogram)
     published_by_second: np.ndarray = field(init=False)
     sent_by_second: np.ndarray = field(init=False)
-    _lags: list[tuple[np.ndarray, np.ndarray | None]] = field(default_factory=list)
+    #: Readings per HDR bucket of ``lag`` since the last report (``kernels.tally`` layout).
+    _lag_counts: np.ndarray = field(init=False)
+    _sent1: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         self.published_by_second = np.zeros(self.seconds, dtype=np.int64)
         self.sent_by_second = np.zeros(self.seconds, dtype=np.int64)
+        h = self.lag
+        # Bucket b holds values below 2 ** (b + 1 + unit + half magnitude); the last is the
+        # one of highest_trackable_value.
+        top = h.highest_trackable_value | h.sub_bucket_mask
+        buckets = top.bit_length() - (h.sub_bucket_half_count_magnitude + 1) \
+            - h.unit_magnitude + 1
+        self._lag_counts = np.zeros(max(buckets, 1) * h.sub_bucket_count, dtype=np.int64)
+        self._sent1 = np.zeros(1)
 
     def published(self, messages: int, intended_s: np.ndarray, sent_s: np.ndarray,
                   weights: np.ndarray | None = None) -> None:
         """Account ``messages`` publishes carrying items intended at ``intended_s`` and sent
         at ``sent_s`` (seconds since the start, per item), ``weights`` readings per item
         (``None``: one each)."""
-        n = int(weights.sum()) if weights is not None else len(intended_s)
-        self.readings += n
+        w = _ONE_EACH if weights is None else np.ascontiguousarray(weights, dtype=np.int64)
+        self._account(messages, intended_s, np.ascontiguousarray(sent_s, dtype=np.float64), w)
+
+    def published_at(self, messages: int, intended_s: np.ndarray, sent_s: float) -> None:
+        """``published`` of items of one reading each, all sent at ``sent_s`` (a frame)."""
+        self._sent1[0] = sent_s
+        self._account(messages, intended_s, self._sent1, _ONE_EACH)
+
+    def _account(self, messages: int, intended_s: np.ndarray, sent_s: np.ndarray,
+                 weights: np.ndarray) -> None:
+        intended = np.ascontiguousarray(intended_s, dtype=np.float64)
+        if len(sent_s) not in (1, len(intended)) or len(weights) not in (0, len(intended)):
+            raise ValueError("sent_s and weights must be per item (or one sent_s for all)")
+        h = self.lag
+        self.readings += kernels.tally(
+            intended, sent_s, weights, self.published_by_second, self.sent_by_second,
+            self._lag_counts, h.sub_bucket_mask, h.sub_bucket_half_count_magnitude,
+            h.unit_magnitude, h.sub_bucket_count, h.highest_trackable_value)
         self.messages += messages
-        last = self.seconds - 1
-        for arr, out in ((intended_s, self.published_by_second), (sent_s, self.sent_by_second)):
-            sec = np.clip(arr, 0, last).astype(np.int64)
-            out += np.bincount(sec, weights=weights, minlength=self.seconds).astype(np.int64)
-        self._lags.append((np.maximum(sent_s - intended_s, 0.0) * 1e6, weights))
 
     def take_lag(self) -> bytes:
         """The lag histogram since the previous call, encoded; then starts a new one."""
-        if self._lags:
-            values = np.concatenate([v for v, _ in self._lags])
-            weights = None
-            if any(w is not None for _, w in self._lags):
-                weights = np.concatenate([w if w is not None else np.ones(len(v), np.int64)
-                                          for v, w in self._lags])
-            hdr_record_many(self.lag, values, weights)
-            self._lags.clear()
+        idx = np.flatnonzero(self._lag_counts)
+        if len(idx):
+            h = self.lag
+            bucket, sub = np.divmod(idx, h.sub_bucket_count)
+            # Each bucket's lowest value: hdr_record_many records it in the same bucket.
+            hdr_record_many(h, sub << (bucket + h.unit_magnitude), self._lag_counts[idx])
+            self._lag_counts[idx] = 0
         out: bytes = self.lag.encode()
-        self.lag.reset()
+        # A new histogram, not ``reset()``: hdrh zeroes its counts one by one in Python
+        # (2 ms per report); a new one is a zeroed ctypes array (0.2 ms).
+        self.lag = new_latency_histogram()
         return out
 
 
@@ -371,6 +429,8 @@ class _Worker:
         total = sum(weights.values())
         self.tables: list[DistrictDevices] = [plan.district(d) for d in districts]
         self.sent = [0] * len(districts)  # items (readings or messages) behind us, per district
+        # Readings per device: messages mode counts them as it goes; frames mode counts the
+        # readings of refused frames here and derives the rest from ``sent`` (round-robin).
         self.counts = [np.zeros(len(t), dtype=np.int64) for t in self.tables]
         self.rng = np.random.default_rng([cfg.seed, index])
         self.start_ns = 0
@@ -386,6 +446,16 @@ class _Worker:
             self.links = [Link(f"cb-load-{run_id}-{index}", cfg.broker, FRAME_WINDOW)]
             self.topics = [_prefixed(cfg.topic_prefix, frames_topic(t.code))
                            for t in self.tables]
+            self.builders = [t.frames for t in self.tables]
+            # Reused per frame: intended times (s) and timestamps (ns) of its readings.
+            self._intended = np.empty(cfg.frame_readings)
+            self._ts_ns = np.empty(cfg.frame_readings, dtype=np.int64)
+            # Per district, for the item ``sent`` they were computed at: the intended time of
+            # the oldest unsent reading, and the ``expected`` below which fewer than a frame's
+            # readings are due. Loop passes test them; they change once per frame.
+            self._wake_at = [-1] * len(self.tables)
+            self._oldest = [0.0] * len(self.tables)
+            self._full_at = [0.0] * len(self.tables)
         else:
             self.msg = [MessageTable.of(t.kind, cfg.readings_per_message) for t in self.tables]
             self.streams = [Stream(m.readings, weights[t.code] / total, self.profile)
@@ -397,6 +467,7 @@ class _Worker:
             self.link_base = np.cumsum([0] + [len(t) for t in self.tables])[:-1].tolist()
         self.final = [s.due(self.profile.total) for s in self.streams]
         self.tally = _Tally(seconds=_seconds(cfg))
+        kernels.warm_up()  # compile before the clock starts, not on the first frame
 
     def now(self) -> float:
         """Seconds since t = 0 of the profile (monotonic)."""
@@ -411,8 +482,10 @@ class _Worker:
             raise TimeoutError("no start signal from the parent")
         self.start_ns = int(start_ns.value)
         self.mono0 = time.monotonic() + (self.start_ns - time.time_ns()) / 1e9
-        while self.now() < 0 and not stop.is_set():
-            time.sleep(min(0.01, -self.now()))
+        # One clock reading per test: reading it again for the sleep could find t = 0 passed
+        # and sleep a negative time (a ValueError that killed a worker at start).
+        while (wait := -self.now()) > 0 and not stop.is_set():
+            time.sleep(min(0.01, wait))
         deadline = self.profile.duration_s + self.cfg.grace_s
         next_report = self.cfg.report_interval_s
         step = self._frames_pass if self.cfg.mode == "frames" else self._messages_pass
@@ -444,11 +517,19 @@ class _Worker:
             "disconnects": sum(link.disconnects for link in self.links),
             "lag": t.take_lag()}
         if final:
-            msg.update(counts={tb.code: c for tb, c in zip(self.tables, self.counts,
+            msg.update(counts={tb.code: c for tb, c in zip(self.tables, self._device_counts(),
                                                            strict=True)},
                        published_by_second=t.published_by_second,
                        sent_by_second=t.sent_by_second, expected=self._expected())
         self.reports.put(msg)
+
+    def _device_counts(self) -> list[np.ndarray]:
+        """Published readings per device of each district (int64, plan order)."""
+        if self.msg:
+            return self.counts
+        # Frames: readings 0 .. sent - 1 went out round-robin, less the refused frames'.
+        return [t.slots.published_per_device(k) - refused
+                for t, k, refused in zip(self.tables, self.sent, self.counts, strict=True)]
 
     def _expected(self) -> int:
         """Readings the schedule asks of this process over the whole profile."""
@@ -468,32 +549,54 @@ class _Worker:
         busy = False
         ending = now >= self.profile.duration_s
         for i, stream in enumerate(self.streams):
+            if not ending and self._quiet(i, expected, now):
+                continue
             pending = min(stream.due(expected), self.final[i]) - self.sent[i]
             while pending > 0 and link.room():
-                if pending < self.cfg.frame_readings and not ending:
-                    oldest = float(stream.intended(self.sent[i], 1)[0])
-                    if now - oldest < self.cfg.frame_max_age_s:
-                        break
+                if (pending < self.cfg.frame_readings and not ending
+                        and now - self._oldest_unsent(i) < self.cfg.frame_max_age_s):
+                    break
                 n = min(pending, self.cfg.frame_readings)
                 self._publish_frame(i, n, link)
                 pending -= n
                 busy = True
         return busy
 
+    def _quiet(self, i: int, expected: float, now: float) -> bool:
+        """True if district ``i`` has no frame to seal now (while the profile runs): fewer
+        than ``frame_readings`` readings due and the oldest unsent one younger than
+        ``frame_max_age_s``. A shortcut only: whenever it says True the exact test in
+        ``_frames_pass`` would seal nothing either, and it costs two comparisons instead of
+        a ``due`` per district per pass (passes run hundreds of times a second)."""
+        oldest = self._oldest_unsent(i)  # refreshes _full_at too
+        return expected < self._full_at[i] and now - oldest < self.cfg.frame_max_age_s
+
+    def _oldest_unsent(self, i: int) -> float:
+        """Intended time of district ``i``'s next reading, seconds since the start. Also
+        refreshes ``_full_at[i]``: both change only when a frame goes."""
+        k = self.sent[i]
+        if self._wake_at[i] != k:
+            self._wake_at[i] = k
+            stream = self.streams[i]
+            self._oldest[i] = float(stream.intended(k, 1)[0])
+            self._full_at[i] = stream.expected_below(k + self.cfg.frame_readings)
+        return self._oldest[i]
+
     def _publish_frame(self, i: int, n: int, link: Link) -> None:
         k0 = self.sent[i]
-        intended = self.streams[i].intended(k0, n)
-        ts_ns = self.start_ns + np.rint(intended * 1e9).astype(np.int64)
+        intended, ts_ns = self._intended[:n], self._ts_ns[:n]
+        self.streams[i].times_into(k0, self.start_ns, intended, ts_ns)
         frame_seq = (self.epochs[i] << 32) | (self.frame_counter[i] & 0xFFFFFFFF)
         self.frame_counter[i] += 1
-        batch = build_frame(self.tables[i], k0, n, frame_seq, ts_ns, self.rng, time.time_ns())
+        payload = self.builders[i].build(k0, n, frame_seq, ts_ns, self.rng, time.time_ns())
         self.sent[i] = k0 + n  # sent or refused, these readings are behind us
         sent_s = self.now()
-        if link.publish(self.topics[i], batch.payload, 1, n):
-            self.counts[i] += np.bincount(batch.device, minlength=len(self.counts[i]))
-            self.tally.published(1, intended, np.full(n, sent_s))
+        if link.publish(self.topics[i], payload, 1, n):
+            self.tally.published_at(1, intended, sent_s)
         else:
             self.tally.errors += 1
+            # Refused: not published; ``_device_counts`` takes these readings off again.
+            self.counts[i] += self.tables[i].slots.readings_per_device(k0, n)
 
     # -- messages ----------------------------------------------------------------------
     def _messages_pass(self, now: float) -> bool:

@@ -26,6 +26,7 @@ command-line form.
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 from functools import cached_property
@@ -123,6 +124,8 @@ class RateProfile:
         Non-decreasing; 0 for ``t_s <= 0``, ``total`` for ``t_s >= duration_s``.
         Accepts a float or a float64 array (returns the same shape).
         """
+        if isinstance(t_s, float | int) and t_s == t_s:
+            return self._expected_by_one(float(t_s))
         t = np.clip(np.asarray(t_s, dtype=np.float64), 0.0, self.duration_s)
         s = self._segments
         i = np.clip(np.searchsorted(s.t0, t, side="right") - 1, 0, len(s.t0) - 1)
@@ -132,6 +135,19 @@ class RateProfile:
         # Rounding inside a segment must not step below the segment's start (monotone).
         out = np.maximum(out, s.cum[i])
         return float(out) if np.ndim(out) == 0 else out
+
+    def _expected_by_one(self, t: float) -> float:
+        """``expected_by`` of one number (not NaN) in plain Python floats: the operations of
+        the array path in its order, so the same bits, without a dozen numpy calls on 0-d
+        arrays (the load generator asks on every loop pass)."""
+        t0, t1, r0, r1, cum = self._segment_lists
+        t = t if t > 0.0 else 0.0  # np.clip's MIN(MAX(t, 0), duration)
+        t = t if t < self.duration_s else self.duration_s
+        i = min(max(bisect.bisect_right(t0, t) - 1, 0), len(t0) - 1)
+        dt = t - t0[i]
+        slope = (r1[i] - r0[i]) / (t1[i] - t0[i])
+        out = cum[i] + r0[i] * dt + 0.5 * slope * dt * dt
+        return out if out >= cum[i] else cum[i]
 
     def time_of(self, n: np.ndarray) -> np.ndarray:
         """Earliest ``t`` with ``expected_by(t) >= n[j]`` for each ``j``, seconds (float64).
@@ -159,6 +175,15 @@ class RateProfile:
         t = np.where(x > s.cum[-1], np.inf, np.where(x <= 0.0, 0.0, t))
         return t
 
+    def segment_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                      np.ndarray]:
+        """``(t0, t1, r0, r1, cum)``, float64: the rate is linear from ``r0[i]`` at ``t0[i]``
+        to ``r1[i]`` at ``t1[i]`` (seconds, readings/s), ``cum[i]`` readings are expected by
+        ``t0[i]`` and ``cum[-1]`` (one entry longer) is ``total``. What ``time_of`` solves
+        over, for compiled loops that mirror it (``loadtest.kernels.item_times``)."""
+        s = self._segments
+        return s.t0, s.t1, s.r0, s.r1, s.cum
+
     def describe(self) -> dict[str, float | int | str]:
         """The parameters that matter for this kind, for reports."""
         out: dict[str, float | int | str] = {"kind": self.kind, "rate": self.rate,
@@ -172,6 +197,12 @@ class RateProfile:
         return out
 
     # -- segments --------------------------------------------------------------------------
+    @cached_property
+    def _segment_lists(self) -> tuple[list[float], list[float], list[float], list[float],
+                                      list[float]]:
+        s = self._segments
+        return s.t0.tolist(), s.t1.tolist(), s.r0.tolist(), s.r1.tolist(), s.cum.tolist()
+
     @cached_property
     def _segments(self) -> _Segments:
         t0, t1, r0, r1 = _build_segments(self)

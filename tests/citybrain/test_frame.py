@@ -7,10 +7,24 @@ import zlib
 
 import numpy as np
 import pytest
+import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from citybrain.frame import HEADER_LEN, FrameError, decode_frame, encode_frame
+from citybrain.frame import (
+    HEADER,
+    HEADER_LEN,
+    MAGIC,
+    VERSION,
+    DeviceStrings,
+    FrameBody,
+    FrameError,
+    _column_layout,
+    decode_frame,
+    encode_frame,
+    encode_frame_with,
+    encode_string_section,
+)
 
 ids = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=20)
 
@@ -127,3 +141,81 @@ def test_zstd_frame_stating_another_size_is_rejected(claim: int) -> None:
 
 def test_header_is_48_bytes() -> None:
     assert HEADER_LEN == 48
+
+
+# -- encode side: pre-encoded string sections, reusable bodies --------------------------------
+
+def _reference_encode(district: str, frame_seq: int, created_ns: int, devices: list[str],
+                      systems: list[str], names: list[str], ts_ns: np.ndarray,
+                      value: np.ndarray, seq: np.ndarray, device: np.ndarray,
+                      name: np.ndarray, compress: bool) -> bytes:
+    """``encode_frame`` as first written (one ``encode`` per string, bytes joined)."""
+    n = len(ts_ns)
+    o_ts, o_val, o_seq, o_dev, o_name, o_str = _column_layout(n)
+    blobs = [x.encode("utf-8") for x in [district, *[x for pair in zip(devices, systems,
+                                                                       strict=True)
+                                                     for x in pair], *names]]
+    offsets = np.zeros(len(blobs) + 1, dtype="<u4")
+    np.cumsum([len(b) for b in blobs], out=offsets[1:])
+    strings = struct.pack("<I", len(blobs)) + offsets.tobytes() + b"".join(blobs)
+    body = bytearray(o_str + len(strings))
+    body[o_ts:o_val] = np.ascontiguousarray(ts_ns, dtype="<i8").tobytes()
+    body[o_val:o_seq] = np.ascontiguousarray(value, dtype="<f8").tobytes()
+    body[o_seq:o_dev] = np.ascontiguousarray(seq, dtype="<u4").tobytes()
+    body[o_dev:o_name] = np.ascontiguousarray(device, dtype="<u4").tobytes()
+    body[o_name:o_name + 2 * n] = np.ascontiguousarray(name, dtype="<u2").tobytes()
+    body[o_str:] = strings
+    sent = bytes(body)
+    flags = 0
+    if compress:
+        sent = zstandard.ZstdCompressor(level=1).compress(sent)
+        flags = 1
+    return HEADER.pack(MAGIC, VERSION, flags, HEADER_LEN, n, len(devices), len(names),
+                       frame_seq, created_ns, len(sent), len(body), zlib.crc32(sent)) + sent
+
+
+@given(frames())
+@settings(max_examples=150, deadline=None)
+def test_encode_is_byte_identical_to_the_first_encoder(f: dict) -> None:
+    assert encode_frame(**f) == _reference_encode(**f)
+
+
+ascii_or_not = st.one_of(st.text(st.sampled_from("abz-_09"), max_size=12), ids)
+
+
+@given(district=ascii_or_not, devices=st.lists(st.tuples(ascii_or_not, ascii_or_not),
+                                                max_size=12),
+       names=st.lists(ascii_or_not, max_size=4), data=st.data())
+@settings(max_examples=200, deadline=None)
+def test_device_strings_slice_the_section_encode_would_build(
+        district: str, devices: list[tuple[str, str]], names: list[str],
+        data: st.DataObject) -> None:
+    ids_, systems = [d for d, _ in devices], [s for _, s in devices]
+    table = DeviceStrings(district, ids_, systems, names)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(devices)), min_size=2, max_size=4)))
+    ranges = tuple(zip(cuts[0::2], cuts[1::2], strict=False))
+    chosen = [i for a, b in ranges for i in range(a, b)]
+    want = encode_string_section(district, [ids_[i] for i in chosen],
+                                 [systems[i] for i in chosen], names)
+    assert table.section(ranges) == want
+    with pytest.raises(ValueError):
+        table.section(((0, len(devices) + 1),))
+
+
+def test_a_body_is_reusable_and_frames_match_encode_frame() -> None:
+    """``FrameBody`` filled twice in place gives what ``encode_frame`` gives each time."""
+    rng = np.random.default_rng(7)
+    section = encode_string_section("500103", ["a", "b", "c"], ["s", "t", "s"], ["x", "y"])
+    body = FrameBody(9, section)
+    for r in range(2):
+        cols = (rng.integers(0, 2**62, 9), rng.normal(size=9), rng.integers(0, 2**32, 9),
+                rng.integers(0, 3, 9), rng.integers(0, 2, 9))
+        for col, view in zip(cols, (body.ts_ns, body.value, body.seq, body.device, body.name),
+                             strict=True):
+            view[:] = col
+        want = encode_frame("500103", r, 5, ["a", "b", "c"], ["s", "t", "s"], ["x", "y"],
+                            *cols)
+        assert body.seal(r, 5) == want
+        assert encode_frame_with(section, r, 5, *cols) == want
+        out = decode_frame(want)
+        assert out.devices == ["a", "b", "c"] and out.names == ["x", "y"]

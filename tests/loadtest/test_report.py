@@ -60,6 +60,14 @@ def test_record_many_equals_one_by_one(values: list[float], weight: int) -> None
         single.record_value(min(int(v), single.highest_trackable_value), weight)
     assert bulk.get_total_count() == single.get_total_count()
     assert list(bulk.counts) == list(single.counts)
+    assert (bulk.get_min_value(), bulk.get_max_value()) == (single.get_min_value(),
+                                                            single.get_max_value())
+    # Recording more into a histogram that already holds values adds to it.
+    hdr_record_many(bulk, np.array(values[::2]))
+    for v in values[::2]:
+        single.record_value(min(int(v), single.highest_trackable_value))
+    assert list(bulk.counts) == list(single.counts)
+    assert bulk.encode() == single.encode()
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
