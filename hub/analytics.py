@@ -27,13 +27,15 @@ from typing import Any
 
 import numpy as np
 import orjson
+from numba import njit
 
 from citybrain import topics
 from hub import kitchen as kt
 from hub.aggregation import Emission
-from hub.anomaly import DriftDetector, SpikeDetector, StuckDetector
+from hub.anomaly import DriftDetector, SpikeDetector, StuckDetector, scan_stuck_and_spikes
 from hub.aqi import POLLUTANTS, AirQualityTracker, group_mean
 from hub.arrays import Column
+from hub.kernel_config import CACHE, NOGIL
 from hub.live import LiveState
 from hub.noise import noise_exceedance, zone_code
 from hub.parking import BayTracker, group_lot_occupancy, lot_occupancy
@@ -59,6 +61,105 @@ AQI_INT = ["aqi", "category", "primary_mask", "final"]
 # Readings that are events or counters, not levels: no stuck/spike scoring for them.
 NOT_SCORED = {"occupied", "ai_event", "entries", "exits", "uv_minutes"}
 PCT_Q = np.array([0.5, 0.95, 0.99])
+
+#: A batch spanning more event-time minutes than this is split with ``np.unique`` (the
+#: counting sort of ``_split_by_minute`` needs a counter per minute of the span).
+PCT_SPLIT_MINUTES = 64
+
+
+@njit(cache=CACHE, nogil=NOGIL)
+def _split_by_minute(ts_ns, first, series, pct_group, start, o_group, o_value, value
+                     ):  # pragma: no cover
+    """Stable counting sort of the readings by event-time minute ``ts_ns // MINUTE_NS -
+    first`` (every one in ``[0, len(start) - 1)``): minute ``first + m``'s readings, in
+    batch order, are ``o_group[start[m]:start[m + 1]]`` (their ``pct_group[series]``) and
+    ``o_value[...]`` afterwards. ``start``: int64 zeros; ``o_*``: ``[n]`` outputs, except
+    for one minute: then the values are ``value`` itself and ``o_value`` is not used."""
+    n_min = start.shape[0] - 1
+    if n_min == 1:  # the usual case: only the groups are needed
+        for i in range(ts_ns.shape[0]):
+            o_group[i] = pct_group[series[i]]
+        start[1] = ts_ns.shape[0]
+        return
+    if n_min == 2:  # a batch across one minute's end. Both cursors are registers: a
+        # cursor array would chain every placement to the previous one's store
+        # (store-to-load forwarding: ~3x the time of this whole pass, measured).
+        edge = (first + 1) * MINUTE_NS
+        c0 = 0
+        for i in range(ts_ns.shape[0]):
+            c0 += ts_ns[i] < edge
+        start[1] = c0
+        start[2] = ts_ns.shape[0]
+        j0 = 0
+        j1 = c0
+        for i in range(ts_ns.shape[0]):
+            early = ts_ns[i] < edge
+            j = j0 if early else j1
+            o_group[j] = pct_group[series[i]]
+            o_value[j] = value[i]
+            j0 += early
+            j1 += 1 - early
+        return
+    for i in range(ts_ns.shape[0]):
+        start[ts_ns[i] // MINUTE_NS - first + 1] += 1
+    for m in range(n_min):
+        start[m + 1] += start[m]
+    fill = start[:n_min].copy()
+    for i in range(ts_ns.shape[0]):
+        m = ts_ns[i] // MINUTE_NS - first
+        j = fill[m]
+        o_group[j] = pct_group[series[i]]
+        o_value[j] = value[i]
+        fill[m] = j + 1
+
+
+# Which state tracker a series' readings feed (``CityAnalytics.s_role``); 0: none of them.
+ROLE_BAY_OCCUPIED = 1
+ROLE_BAY_BATTERY = 2
+ROLE_LOT_FREE = 3
+ROLE_KITCHEN = 4
+N_ROLES = 5  # _split_by_role names the four roles one by one: change it with them
+
+
+@njit(cache=CACHE, nogil=NOGIL)
+def _split_by_role(series, device, ts_ns, value, role_of, code_of, start, o_code, o_device,
+                   o_ts, o_value):  # pragma: no cover
+    """Stable counting sort of the readings by ``role_of[series]`` (int8 ROLE_* codes, 1..4;
+    0 = none, left out): role ``r``'s readings, in batch order, are
+    ``o_*[start[r]:start[r + 1]]`` afterwards, ``o_code`` holding ``code_of[series]`` (the
+    kitchen measurement code). ``start``: int64 ``[N_ROLES + 1]``; ``o_*``: ``[n]``
+    outputs. One pass to count, one to place: the trackers then take contiguous slices
+    instead of a mask and four gathers each. The four counts and cursors are
+    scalars, not an array indexed by role: consecutive placements would otherwise wait on
+    each other's stores (store-to-load forwarding), ~3x the time of the pass."""
+    n1 = n2 = n3 = n4 = 0
+    for i in range(series.shape[0]):
+        r = role_of[series[i]]
+        n1 += r == 1
+        n2 += r == 2
+        n3 += r == 3
+        n4 += r == 4
+    start[0] = 0
+    start[1] = 0
+    start[2] = n1
+    start[3] = n1 + n2
+    start[4] = n1 + n2 + n3
+    start[5] = n1 + n2 + n3 + n4
+    c1, c2, c3, c4 = start[1], start[2], start[3], start[4]
+    for i in range(series.shape[0]):
+        s = series[i]
+        r = role_of[s]
+        if r == 0:
+            continue
+        j = c1 if r == 1 else (c2 if r == 2 else (c3 if r == 3 else c4))
+        o_code[j] = code_of[s]
+        o_device[j] = device[i]
+        o_ts[j] = ts_ns[i]
+        o_value[j] = value[i]
+        c1 += r == 1
+        c2 += r == 2
+        c3 += r == 3
+        c4 += r == 4
 
 
 @dataclass
@@ -113,18 +214,33 @@ class CityAnalytics:
         self.drift = DriftDetector(k=self.cfg.drift_k, min_windows=self.cfg.drift_hours)
         n_groups = len(self.districts) * len(GLOBAL_NAMES)
         self._pct: dict[int, LogHistogram] = {}  # event-time minute -> sketch
+        # Sketches of closed minutes, emptied, for the next minutes: a sketch is 8.9 MB of
+        # counts that a new one would zero in full (len(_pct) + len(_pct_spare) <= 3).
+        self._pct_spare: list[LogHistogram] = []
         self._pct_groups = n_groups
         # Per-series and per-device arrays, extended from the registry as it grows (append-only
         # columns: amortised O(1), not a full copy per registration).
         self._cols = {name: Column(np.int64) for name in (
-            "s_kind", "s_name", "s_device", "d_district", "d_system", "d_kind")}
+            "s_kind", "s_name", "s_device", "s_pct_group", "d_district", "d_system",
+            "d_kind")}
         self._cols["_stuck_open"] = Column(np.bool_, False)
+        self._cols["s_scored"] = Column(np.bool_, False)
+        self._cols["s_role"] = Column(np.int8, 0)
+        self._cols["s_kitchen_code"] = Column(np.int64, 0)
         self._cols["lot_free"] = Column(np.float64, np.nan)
         self._cols["lot_ts"] = Column(np.int64, -(2**63))
         self._stuck_open = self._cols["_stuck_open"].extend([])
+        #: series -> scored by the stuck and spike detectors (its measurement is a level)
+        self.s_scored = self._cols["s_scored"].extend([])
+        #: series -> ROLE_* (the tracker its readings feed), 0 for none
+        self.s_role = self._cols["s_role"].extend([])
+        #: series -> its kitchen.M_* code (restaurants' series; 0 for the others)
+        self.s_kitchen_code = self._cols["s_kitchen_code"].extend([])
         self.s_kind = self._cols["s_kind"].extend([])
         self.s_name = self._cols["s_name"].extend([])
         self.s_device = self._cols["s_device"].extend([])
+        #: series -> its percentile group (district * len(GLOBAL_NAMES) + measurement)
+        self.s_pct_group = self._cols["s_pct_group"].extend([])
         self.d_district = self._cols["d_district"].extend([])
         self.d_system = self._cols["d_system"].extend([])
         self.d_kind = self._cols["d_kind"].extend([])
@@ -147,6 +263,12 @@ class CityAnalytics:
                 [GLOBAL_CODE[m] for m in reg.series_name[k0:n]])
             self.s_device = cols["s_device"].extend(reg.series_device_gid[k0:n])
             self._stuck_open = cols["_stuck_open"].extend(np.zeros(n - k0, bool))
+            self.s_scored = cols["s_scored"].extend(
+                ~np.isin(self.s_name[k0:n], NOT_SCORED_CODES))
+            self.s_role = cols["s_role"].extend(
+                ROLE_OF[self.s_kind[k0:n], self.s_name[k0:n]])
+            self.s_kitchen_code = cols["s_kitchen_code"].extend(
+                KITCHEN_CODE[self.s_name[k0:n]])
         nd = reg.n_devices
         if nd > len(self.d_system):
             d0 = len(self.d_system)
@@ -161,6 +283,10 @@ class CityAnalytics:
             self.quality.sync_devices(reg.device_system)
             for gid in range(d0, nd):
                 self._apply_attrs(reg.device_ids[gid], gid)
+        if n > len(self.s_pct_group):  # after the devices: a new series' device may be new
+            k0 = len(self.s_pct_group)
+            self.s_pct_group = cols["s_pct_group"].extend(
+                self.d_district[self.s_device[k0:n]] * len(GLOBAL_NAMES) + self.s_name[k0:n])
 
     def _apply_attrs(self, device: str, gid: int) -> None:
         attrs = self.attrs.get(device)
@@ -194,37 +320,49 @@ class CityAnalytics:
         self._sync()
         for rows in self.quality.observe(device, ts_ns, recv_ns):
             out.add(self._completeness_points(rows))
-        kind = self.s_kind[series]
-        name = self.s_name[series]
-        self._parking(kind, name, device, ts_ns, value)
-        out.extend(self._kitchen(kind, name, device, ts_ns, value))
-        out.add(self._anomalies(series, name, ts_ns, value))
-        self._percentiles(device, name, ts_ns, value)
+        n = len(series)
+        start = np.zeros(N_ROLES + 1, dtype=np.int64)
+        r_code, r_device = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+        r_ts, r_value = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.float64)
+        _split_by_role(series, device, ts_ns, value, self.s_role, self.s_kitchen_code, start,
+                       r_code, r_device, r_ts, r_value)
+
+        def role(r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+            """The readings of role ``r``, in batch order (views)."""
+            a, b = int(start[r]), int(start[r + 1])
+            return r_code[a:b], r_device[a:b], r_ts[a:b], r_value[a:b]
+
+        self._parking(role(ROLE_BAY_OCCUPIED), role(ROLE_BAY_BATTERY), role(ROLE_LOT_FREE))
+        out.extend(self._kitchen(*role(ROLE_KITCHEN)))
+        out.add(self._anomalies(series, ts_ns, value))
+        self._percentiles(series, ts_ns, value)
         return out
 
-    def _parking(self, kind: np.ndarray, name: np.ndarray, device: np.ndarray,
-                 ts_ns: np.ndarray, value: np.ndarray) -> None:
-        bay = kind == KIND_CODE["bay"]
-        if bay.any():
-            occ = bay & (name == GLOBAL_CODE["occupied"])
-            self.bays.update(device[occ], ts_ns[occ], value[occ])
-            bat = bay & (name == GLOBAL_CODE["battery"])
-            self.bays.update_battery(device[bat], ts_ns[bat], value[bat])
-        free = (kind == KIND_CODE["lot"]) & (name == GLOBAL_CODE["free"])
-        if free.any():
-            order = np.argsort(ts_ns[free], kind="stable")  # latest reading wins
-            d, t, v = device[free][order], ts_ns[free][order], value[free][order]
+    def _parking(self, occupied: tuple[np.ndarray, ...], battery: tuple[np.ndarray, ...],
+                 free: tuple[np.ndarray, ...]) -> None:
+        """Bays' occupancy and battery readings, lots' free spaces: each ``(code, device,
+        ts_ns, value)`` in batch order (``code`` unused)."""
+        _, device, ts_ns, value = occupied
+        if len(device):
+            self.bays.update(device, ts_ns, value)
+        _, device, ts_ns, value = battery
+        if len(device):
+            self.bays.update_battery(device, ts_ns, value)
+        _, device, ts_ns, value = free
+        if len(device):
+            order = np.argsort(ts_ns, kind="stable")  # latest reading wins
+            d, t, v = device[order], ts_ns[order], value[order]
             newer = t >= self.lot_ts[d]
             self.lot_free[d[newer]] = v[newer]
             self.lot_ts[d[newer]] = t[newer]
 
-    def _kitchen(self, kind: np.ndarray, name: np.ndarray, device: np.ndarray,
-                 ts_ns: np.ndarray, value: np.ndarray) -> AnalyticsOut:
-        sel = kind == KIND_CODE["kitchen"]
-        if not sel.any():
+    def _kitchen(self, code: np.ndarray, device: np.ndarray, ts_ns: np.ndarray,
+                 value: np.ndarray) -> AnalyticsOut:
+        """Restaurants' readings (every measurement of the kitchen kind), in batch order;
+        ``code``: their ``kitchen.M_*`` measurement codes."""
+        if len(code) == 0:
             return AnalyticsOut()
-        code = KITCHEN_CODE[name[sel]]
-        upd = self.kitchen.update(device[sel], ts_ns[sel], code, value[sel])
+        upd = self.kitchen.update(device, ts_ns, code, value)
         return self._alarm_out(upd.transitions)
 
     def _alarm_out(self, tr: kt.AlarmTransitions) -> AnalyticsOut:
@@ -250,48 +388,73 @@ class CityAnalytics:
         out.add(p.render(ents, vals, tr.ts_ns))
         return out
 
-    def _anomalies(self, series: np.ndarray, name: np.ndarray, ts_ns: np.ndarray,
-                   value: np.ndarray) -> tuple[bytes, int]:
-        scored = ~np.isin(name, NOT_SCORED_CODES)
-        s, t, v = series[scored], ts_ns[scored], value[scored]
-        if len(s) == 0:
+    def _anomalies(self, series: np.ndarray, ts_ns: np.ndarray, value: np.ndarray
+                   ) -> tuple[bytes, int]:
+        """Stuck and spike scoring of the readings of level measurements (``NOT_SCORED``
+        excluded): a point for each reading that starts a stuck episode (the transition
+        into a stuck run, not every reading of it) or is a spike."""
+        found = scan_stuck_and_spikes(self.stuck, self.spikes, series, ts_ns, value,
+                                      self.s_scored, self._stuck_open)
+        if len(found) == 0:
             return b"", 0
-        stuck = self.stuck.update(s, t, v)
-        spike = self.spikes.update(s, v)
-        # Stuck: report the transition into a stuck run, not every reading of it.
-        newly = stuck.flag & ~self._stuck_open[s]
-        self._stuck_open[s[stuck.flag]] = True
-        self._stuck_open[s[~stuck.flag & (stuck.run_count == 1)]] = False
-        rows = np.flatnonzero(newly | spike.flag)
-        if len(rows) == 0:
-            return b"", 0
-        reason = np.where(newly[rows], "stuck", "spike")
-        score = np.where(newly[rows], stuck.score[rows], spike.score[rows])
+        rows = found.row
+        reason = np.where(found.stuck, "stuck", "spike")
         p = self._points["anomaly"]
-        ents = [self._series_entity(p, int(s[i]), str(r)) for i, r in zip(rows, reason,
-                                                                          strict=True)]
-        return p.render(ents, np.column_stack([score, v[rows]]), t[rows])
+        ents = [self._series_entity(p, int(series[i]), str(r)) for i, r in zip(rows, reason,
+                                                                               strict=True)]
+        return p.render(ents, np.column_stack([found.score, value[rows]]), ts_ns[rows])
 
     def _series_entity(self, p: EntityPoints, series: int, reason: str) -> int:
         reg = self.registry
         return p.entity([reg.series_device[series], reg.series_district[series],
                          reg.series_name[series], reason, reg.series_system[series]])
 
-    def _percentiles(self, device: np.ndarray, name: np.ndarray, ts_ns: np.ndarray,
-                     value: np.ndarray) -> None:
-        minute = ts_ns // MINUTE_NS
-        group = self.d_district[device] * len(GLOBAL_NAMES) + name
-        for m in np.unique(minute):
-            m = int(m)
-            if self._pct and m < min(self._pct):
-                continue  # older than the oldest open minute: late for percentiles
-            sketch = self._pct.get(m)
-            if sketch is None:
-                if len(self._pct) >= 3:
-                    continue  # at most 3 open minutes (bounded memory)
-                sketch = self._pct[m] = LogHistogram(0.02, self._pct_groups, 1e-3, 1e6)
-            sel = minute == m
-            sketch.add(group[sel], value[sel])
+    def _percentiles(self, series: np.ndarray, ts_ns: np.ndarray, value: np.ndarray) -> None:
+        """Sketch values per (district, measurement) and event-time minute, minutes in
+        ascending order. A batch usually lies within one minute: then it is added whole; a
+        batch over a few minutes is sorted apart by minute in one pass (``np.unique`` and a
+        selection per minute only for a spread over ``PCT_SPLIT_MINUTES`` or more)."""
+        first = int(np.minimum.reduce(ts_ns)) // MINUTE_NS
+        last = int(np.maximum.reduce(ts_ns)) // MINUTE_NS
+        if last - first >= PCT_SPLIT_MINUTES:  # a wide spread: the distinct minutes
+            group = self.s_pct_group[series]
+            minute = ts_ns // MINUTE_NS
+            for m in np.unique(minute).tolist():
+                sketch = self._pct_sketch(m)
+                if sketch is not None:
+                    sel = minute == m
+                    sketch.add(group[sel], value[sel])
+            return
+        # one minute (the usual case) or a few (a batch across a minute's end): one pass
+        # sorts them apart. One kernel for both, so the hub's warm-up loads it.
+        n = len(series)
+        start = np.zeros(last - first + 2, dtype=np.int64)
+        group = np.empty(n, dtype=np.int64)
+        by_minute = np.empty(n if last > first else 0, dtype=np.float64)
+        _split_by_minute(ts_ns, first, series, self.s_pct_group, start, group, by_minute,
+                         value)
+        if last == first:
+            by_minute = value
+        bounds = start.tolist()
+        for m in range(first, last + 1):
+            a, b = bounds[m - first], bounds[m - first + 1]
+            if a == b:
+                continue  # no reading in that minute
+            sketch = self._pct_sketch(m)
+            if sketch is not None:
+                sketch.add(group[a:b], by_minute[a:b])
+
+    def _pct_sketch(self, m: int) -> LogHistogram | None:
+        """The open sketch of minute ``m`` (opened if need be), None if ``m`` is late."""
+        if self._pct and m < min(self._pct):
+            return None  # older than the oldest open minute: late for percentiles
+        sketch = self._pct.get(m)
+        if sketch is None:
+            if len(self._pct) >= 3:
+                return None  # at most 3 open minutes (bounded memory)
+            sketch = self._pct[m] = (self._pct_spare.pop() if self._pct_spare else
+                                     LogHistogram(0.02, self._pct_groups, 1e-3, 1e6))
+        return sketch
 
     # -- closed windows --------------------------------------------------------------------
     def on_emissions(self, emissions: list[Emission]) -> AnalyticsOut:
@@ -466,7 +629,11 @@ class CityAnalytics:
         for m in sorted(self._pct):
             if (m + 1) * MINUTE_NS > watermark:
                 break
-            out.add(self._percentile_points(m, self._pct.pop(m)))
+            sketch = self._pct.pop(m)
+            groups = sketch.nonempty()
+            out.add(self._percentile_points(m, sketch, groups))
+            sketch.reset(groups)  # only the rows it used: the rest are still empty
+            self._pct_spare.append(sketch)
         for rows in self.quality.close_hours(watermark):
             out.add(self._completeness_points(rows))
         out.extend(self._daily(watermark))
@@ -488,16 +655,18 @@ class CityAnalytics:
                 out.extend(self._aqi(_take(hour_partial, air), final=False))
         return out
 
-    def _percentile_points(self, minute: int, sketch: LogHistogram) -> tuple[bytes, int]:
-        counts = sketch.count()
-        groups = np.flatnonzero(counts > 0)
+    def _percentile_points(self, minute: int, sketch: LogHistogram, groups: np.ndarray
+                           ) -> tuple[bytes, int]:
+        """``groups``: the sketch's non-empty groups (``sketch.nonempty()``); only their rows
+        are read."""
         if len(groups) == 0:
             return b"", 0
-        q = sketch.quantiles(PCT_Q)[groups]
+        counts = sketch.count(groups)
+        q = sketch.quantiles(PCT_Q, groups)
         p = self._points["pct_1m"]
         nn = len(GLOBAL_NAMES)
         ents = [p.entity([self.districts[g // nn], GLOBAL_NAMES[g % nn]]) for g in groups]
-        vals = np.column_stack([q, counts[groups].astype(np.float64)])
+        vals = np.column_stack([q, counts.astype(np.float64)])
         return p.render(ents, vals, minute * MINUTE_NS)
 
     def _completeness_points(self, rows: CompletenessRows) -> tuple[bytes, int]:
@@ -587,6 +756,19 @@ for _i, _n in enumerate(GLOBAL_NAMES):
     if _n in kt.MEASUREMENTS:
         KITCHEN_CODE[_i] = kt.measurement_code(_n)
 NOT_SCORED_CODES = np.array([GLOBAL_CODE[n] for n in NOT_SCORED], dtype=np.int64)
+
+
+def _role_of() -> np.ndarray:
+    """``ROLE_OF[kind code, global name code]``: the ROLE_* of a series."""
+    out = np.zeros((len(KIND_CODE), len(GLOBAL_NAMES)), dtype=np.int8)
+    out[KIND_CODE["bay"], GLOBAL_CODE["occupied"]] = ROLE_BAY_OCCUPIED
+    out[KIND_CODE["bay"], GLOBAL_CODE["battery"]] = ROLE_BAY_BATTERY
+    out[KIND_CODE["lot"], GLOBAL_CODE["free"]] = ROLE_LOT_FREE
+    out[KIND_CODE["kitchen"], :] = ROLE_KITCHEN  # every measurement of a restaurant
+    return out
+
+
+ROLE_OF = _role_of()
 
 
 def _zone(z: Any) -> int:

@@ -67,6 +67,14 @@ Throughput (one core of the 2-core dev VM, warm JIT, best of 7, 1M readings over
 series with cycling ids; the VM was shared, so ranges): ``StuckDetector.update`` 40-65 M
 readings/s; ``SpikeDetector.update`` (W = 31, every history full, so every reading is
 scored) 7-9 M readings/s -- ~20 ns for median + MAD, the rest is keeping the sorted copy.
+
+The hub runs both over a batch at once (``scan_stuck_and_spikes``): one compiled pass over
+the readings of scored series, keeping only the readings to report (a stuck episode starting,
+a spike) instead of five per-reading result arrays per detector and the masks to pick them
+out. A reading that repeats the value it evicts from a full history skips the sorted-copy
+update (it would leave it as it is), and a history left as it is keeps its median and MAD
+(not searched again): a sensor repeating its value costs ~1/3. Same state, same reports
+(tested bit for bit against the two detectors' own updates).
 """
 
 from __future__ import annotations
@@ -92,11 +100,13 @@ __all__ = [
     "DriftDetector",
     "DriftResult",
     "PeerScores",
+    "ScanRows",
     "SpikeDetector",
     "SpikeResult",
     "StuckDetector",
     "StuckResult",
     "peer_scores",
+    "scan_stuck_and_spikes",
 ]
 
 REASON_NONE: Final = 0
@@ -342,6 +352,129 @@ def _spike_kernel(series, value, ring, srt, cnt, pos, w, min_periods, kc, abs_fl
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
+def _scan_kernel(series, ts_ns, value, scored, anchor, run_count, run_start, min_count,
+                 min_ns, tolerance, ring, srt, cnt, pos, w, min_periods, kc, abs_floor,
+                 med_cache, mad_cache, cache_ok, stuck_open, o_row, o_stuck, o_run_ns,
+                 o_spike, mark):
+    """``_stuck_kernel`` and ``_spike_kernel`` over the readings whose series is
+    ``scored``, in one pass, keeping only what ``scan_stuck_and_spikes`` reports: the rows
+    newly stuck (stuck, and ``stuck_open`` was False before the batch) or spiking, with
+    their stuck run length (ns) and spike score. Then ``stuck_open`` is updated as the
+    numpy assignments ``open[s[flag]] = True; open[s[~flag & (run_count == 1)]] = False``
+    would (``mark``: int8 scratch per reading). Returns the number of rows.
+
+    The two detectors' per-reading steps are copied here, not called: a helper taking the
+    state arrays costs reference-count updates per reading, ~40 % more time per reading
+    measured, inlined or not. Keep them in step with ``_stuck_kernel`` and
+    ``_spike_kernel``; ``test_scan_equals_both_detectors`` checks they agree bit for bit.
+    Two shortcuts, for a sensor repeating its value: a value equal to the one it evicts
+    from a full history (non-zero, so the same bits) leaves the sorted copy as the update
+    would, and skips it; and the median and MAD of a history are kept (``med_cache``,
+    ``mad_cache``, valid where ``cache_ok``) until the sorted copy changes, so a history
+    left as it was is not searched again."""
+    k = 0
+    for i in range(value.shape[0]):
+        mark[i] = 0
+        s = series[i]
+        if not scored[s]:
+            continue
+        v = value[i]
+        # -- stuck (as _stuck_kernel): NaN neither extends nor breaks a run
+        stuck = False
+        run_ns = 0
+        if v == v:
+            t = ts_ns[i]
+            c = run_count[s]
+            a = anchor[s]
+            if c > 0 and (v == a or abs(v - a) <= tolerance):
+                c += 1
+            else:
+                c = 1
+                anchor[s] = v
+                run_start[s] = t
+            run_count[s] = c
+            run_ns = t - run_start[s]
+            stuck = c >= min_count and run_ns >= min_ns
+            if stuck:
+                mark[i] = 1
+            elif c == 1:
+                mark[i] = 2
+        # -- spike (as _spike_kernel): non-finite values are not scored nor kept
+        spike = False
+        score = np.nan
+        if np.isfinite(v):
+            c = cnt[s]
+            base = s * w
+            if c >= min_periods:
+                if cache_ok[s]:  # the history is as when they were computed
+                    med = med_cache[s]
+                    mad = mad_cache[s]
+                else:
+                    med, mad = _median_mad_sorted(srt, base, c)
+                    med_cache[s] = med
+                    mad_cache[s] = mad
+                    cache_ok[s] = True
+                dev = abs(v - med)
+                if mad > 0.0:
+                    score = dev / (MAD_SCALE * mad)
+                    spike = dev > kc * mad
+                else:
+                    score = np.inf if dev > 0.0 else 0.0
+                    spike = dev > abs_floor
+            p = pos[s]
+            if c == w and v == ring[base + p] and v != 0.0:
+                pass  # v replaces an equal value (same bits: finite, non-zero): the sorted
+                # copy stays as it is -- what the update below would leave, without its
+                # search (a sensor repeating its value is the common case)
+            elif c == w:
+                cache_ok[s] = False
+                old = ring[base + p]
+                lo = 0
+                hi = c - 1
+                while lo < hi:  # leftmost index holding `old` (it is there: copied bits)
+                    mid = (lo + hi) // 2
+                    if srt[base + mid] < old:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                j = lo
+                if v > old:
+                    while j + 1 < c and srt[base + j + 1] < v:
+                        srt[base + j] = srt[base + j + 1]
+                        j += 1
+                else:
+                    while j > 0 and srt[base + j - 1] > v:
+                        srt[base + j] = srt[base + j - 1]
+                        j -= 1
+                srt[base + j] = v
+            else:
+                cache_ok[s] = False
+                j = c
+                while j > 0 and srt[base + j - 1] > v:
+                    srt[base + j] = srt[base + j - 1]
+                    j -= 1
+                srt[base + j] = v
+                cnt[s] = c + 1
+            ring[base + p] = v
+            p += 1
+            pos[s] = 0 if p == w else p
+        newly = stuck and not stuck_open[s]
+        if newly or spike:
+            o_row[k] = i
+            o_stuck[k] = newly
+            o_run_ns[k] = run_ns
+            o_spike[k] = score
+            k += 1
+    for i in range(value.shape[0]):
+        if mark[i] == 1:
+            stuck_open[series[i]] = True
+    for i in range(value.shape[0]):
+        if mark[i] == 2:
+            stuck_open[series[i]] = False
+    return k
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
 def _peer_kernel(group, value, sorted_vals, starts, n_fin, min_group_size, kc, abs_floor,
                  g_med, g_mad, o_score, o_exceed, o_scored):
     """``sorted_vals[starts[g]:starts[g] + n_fin[g]]`` are group g's finite values, sorted."""
@@ -485,7 +618,7 @@ class SpikeDetector:
 
     Settings: ``window`` (history length W), ``k`` (robust units), ``min_periods`` (history
     needed to score, default W), ``abs_floor`` (deviation that counts when the MAD is 0).
-    State: ``2 * W * 8`` bytes per series (ring + sorted copy).
+    State: ``2 * W * 8 + 17`` bytes per series (ring, sorted copy, cached median and MAD).
     """
 
     def __init__(self, n_series: int = 1024, window: int = 31, k: float = 6.0,
@@ -510,6 +643,11 @@ class SpikeDetector:
         self._sorted = np.zeros((n, self.window), dtype=np.float64)
         self._count = np.zeros(n, dtype=np.int64)
         self._pos = np.zeros(n, dtype=np.int64)
+        # median and MAD of each history as last computed by ``scan_stuck_and_spikes``,
+        # valid while ``_cache_ok``: whatever else changes a history clears its flag
+        self._med_cache = np.zeros(n, dtype=np.float64)
+        self._mad_cache = np.zeros(n, dtype=np.float64)
+        self._cache_ok = np.zeros(n, dtype=np.bool_)
 
     @property
     def capacity(self) -> int:
@@ -522,6 +660,9 @@ class SpikeDetector:
             self._sorted = _grown(self._sorted, cap, 0.0)
             self._count = _grown(self._count, cap, 0)
             self._pos = _grown(self._pos, cap, 0)
+            self._med_cache = _grown(self._med_cache, cap, 0.0)
+            self._mad_cache = _grown(self._mad_cache, cap, 0.0)
+            self._cache_ok = _grown(self._cache_ok, cap, False)
 
     def update(self, series: np.ndarray, value: np.ndarray) -> SpikeResult:
         """Score a batch (int64 ids, float64 values, in arrival order per series), then add
@@ -535,6 +676,7 @@ class SpikeDetector:
         med = np.empty(n, dtype=np.float64)
         mad = np.empty(n, dtype=np.float64)
         if n:
+            self._cache_ok[s] = False  # the kernel below changes histories, not the cache
             _spike_kernel(s, v, self._ring.reshape(-1), self._sorted.reshape(-1), self._count,
                           self._pos, self.window, self.min_periods, self.k * MAD_SCALE,
                           self.abs_floor, flag, score, med, mad)
@@ -556,11 +698,83 @@ class SpikeDetector:
         if series is None:
             self._count[:] = 0
             self._pos[:] = 0
+            self._cache_ok[:] = False
             return
         s = _check_1d("series", series, np.int64)
         self._ensure(_check_ids("series", s))
         self._count[s] = 0
         self._pos[s] = 0
+        self._cache_ok[s] = False
+
+
+@dataclass(frozen=True, slots=True)
+class ScanRows:
+    """What ``scan_stuck_and_spikes`` reports: one entry per reported reading, in batch
+    order."""
+
+    row: np.ndarray  #: int64: index of the reading in the batch
+    stuck: np.ndarray  #: bool: its series newly stuck (else: a spike)
+    score: np.ndarray  #: float64: run duration in s where ``stuck``, else the spike score
+
+    def __post_init__(self) -> None:
+        _check_lengths(self)
+
+    def __len__(self) -> int:
+        return int(self.row.shape[0])
+
+
+def scan_stuck_and_spikes(stuck: StuckDetector, spikes: SpikeDetector, series: np.ndarray,
+                          ts_ns: np.ndarray, value: np.ndarray, scored: np.ndarray,
+                          stuck_open: np.ndarray) -> ScanRows:
+    """Both detectors over the readings of a batch whose series is ``scored``, reporting
+    the readings that start a stuck episode or spike, in one compiled pass.
+
+    ``series``/``ts_ns``/``value``: the batch (int64 ids, int64 ns, float64; equal-length
+    contiguous 1-D). ``scored``: bool per series id (every id must be below its length);
+    readings of other series are skipped. ``stuck_open``: bool per series id, True while its
+    stuck episode has been reported; updated in place.
+
+    Exactly equivalent to (with ``sel = scored[series]``, ``s = series[sel]``)::
+
+        st = stuck.update(s, ts_ns[sel], value[sel]); sp = spikes.update(s, value[sel])
+        newly = st.flag & ~stuck_open[s]
+        stuck_open[s[st.flag]] = True
+        stuck_open[s[~st.flag & (st.run_count == 1)]] = False
+        rows = np.flatnonzero(newly | sp.flag)  # reported: newly stuck first, else spike
+
+    with ``row`` mapped back to the batch and ``score = where(newly, st.score,
+    sp.score)[rows]``, but without building the per-reading results (detector state grows
+    to the largest id of the whole batch rather than of the scored readings only)."""
+    s = _check_1d("series", series, np.int64)
+    t = _check_1d("ts_ns", ts_ns, np.int64)
+    v = _check_1d("value", value, np.float64)
+    sc = _check_1d("scored", scored, np.bool_)
+    op = _check_1d("stuck_open", stuck_open, np.bool_)
+    n = _check_same_length(series=s, ts_ns=t, value=v)
+    needed = _check_ids("series", s)
+    if needed > min(sc.shape[0], op.shape[0]):
+        raise ValueError(f"series ids reach {needed - 1} but scored has {sc.shape[0]} and "
+                         f"stuck_open {op.shape[0]} entries: one per series id")
+    stuck._ensure(needed)
+    spikes._ensure(needed)
+    row = np.empty(n, dtype=np.int64)
+    is_stuck = np.empty(n, dtype=np.bool_)
+    run_ns = np.empty(n, dtype=np.int64)
+    spike_score = np.empty(n, dtype=np.float64)
+    k = 0
+    if n:
+        min_ns = min(int(stuck.min_duration_s * _NS_PER_S), 2**63 - 1)
+        k = int(_scan_kernel(
+            s, t, v, sc, stuck._anchor, stuck._run_count, stuck._run_start, stuck.min_count,
+            min_ns, stuck.tolerance, spikes._ring.reshape(-1), spikes._sorted.reshape(-1),
+            spikes._count, spikes._pos, spikes.window, spikes.min_periods,
+            spikes.k * MAD_SCALE, spikes.abs_floor, spikes._med_cache, spikes._mad_cache,
+            spikes._cache_ok, op, row, is_stuck, run_ns, spike_score,
+            np.empty(n, dtype=np.int8)))
+    row, is_stuck, run_ns, spike_score = row[:k], is_stuck[:k], run_ns[:k], spike_score[:k]
+    # the stuck score as StuckResult computes it (numpy's division, outside the kernel)
+    score = np.where(is_stuck, run_ns / _NS_PER_S, spike_score)
+    return ScanRows(row.copy(), is_stuck.copy(), score)
 
 
 def peer_scores(group: np.ndarray, value: np.ndarray, n_groups: int | None = None,

@@ -45,9 +45,10 @@ outside int64 are not written. Timestamps: int64 nanoseconds, decimal, may be ne
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from numba import njit
@@ -154,18 +155,31 @@ def series_prefix(measurement: str,
     Raises ``LineProtocolError`` for anything ``escape_*`` rejects and duplicate tag keys.
     """
     items = list(tags.items()) if isinstance(tags, Mapping) else list(tags)
-    parts = sorted((escape_key(k).encode("utf-8"), escape_tag_value(v).encode("utf-8"))
-                   for k, v in items)
+    parts = sorted((_escaped(escape_key, k), _escaped(escape_tag_value, v)) for k, v in items)
     for (a, _), (b, _) in itertools.pairwise(parts):
         if a == b:
             raise LineProtocolError(f"duplicate tag key {a.decode()!r}")
-    out = bytearray(escape_measurement(measurement).encode("utf-8"))
+    out = bytearray(_escaped(escape_measurement, measurement))
     for key, val in parts:
         out += b"," + key + b"=" + val
     out += b" "
     if field_key is not None:
-        out += escape_key(field_key).encode("utf-8") + b"="
+        out += _escaped(escape_key, field_key) + b"="
     return bytes(out)
+
+
+def _escaped(escape: Callable[[str], str], s: str) -> bytes:
+    """``escape(s)`` UTF-8 encoded; for a str, remembered (``_escaped_str``): the same names
+    and tag values (districts, systems, measurement names) recur in every prefix built, and
+    each escape is a dozen checks. Anything else goes to ``escape`` to be rejected."""
+    if type(s) is str:
+        return _escaped_str(escape, s)
+    return escape(s).encode("utf-8")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _escaped_str(escape: Callable[[str], str], s: str) -> bytes:
+    return escape(s).encode("utf-8")
 
 
 class PrefixTable:
@@ -279,7 +293,12 @@ _CH_E = 101
 _CH_PLUS = 43
 
 
-@njit(cache=CACHE, fastmath=EXACT)
+# The writers below are inlined into the renderers (``inline="always"``): called, each of
+# them cost reference-count updates of ``buf`` per field written -- a third of the time to
+# render a window row, measured (200 against 300 ns for eight fields). Same code, same bytes.
+
+
+@njit(cache=CACHE, fastmath=EXACT, inline="always")
 def _write_fixed(buf, pos, x, nd):
     """Write exactly ``nd`` decimal digits of ``x < 10**nd`` (zero-padded) at ``pos``; all
     three uint64. Returns the position after them."""
@@ -297,7 +316,7 @@ def _write_fixed(buf, pos, x, nd):
     return end
 
 
-@njit(cache=CACHE, fastmath=EXACT)
+@njit(cache=CACHE, fastmath=EXACT, inline="always")
 def _write_uint(buf, pos, x):
     """Write uint64 ``x`` in decimal."""
     nd = _U1
@@ -306,7 +325,7 @@ def _write_uint(buf, pos, x):
     return _write_fixed(buf, pos, x, nd)
 
 
-@njit(cache=CACHE, fastmath=EXACT)
+@njit(cache=CACHE, fastmath=EXACT, inline="always")
 def _write_int(buf, pos, x):
     """Write int64 ``x`` in decimal (``INT64_MIN`` included)."""
     if x < 0:
@@ -315,7 +334,7 @@ def _write_int(buf, pos, x):
     return _write_uint(buf, pos, np.uint64(x))
 
 
-@njit(cache=CACHE, fastmath=EXACT)
+@njit(cache=CACHE, fastmath=EXACT, inline="always")
 def _round_frac9(frac):
     """``round_half_even(frac * 1e9)`` exactly, as uint64, for ``0 <= frac < 1``.
 
@@ -341,7 +360,7 @@ def _round_frac9(frac):
     return r
 
 
-@njit(cache=CACHE, fastmath=EXACT)
+@njit(cache=CACHE, fastmath=EXACT, inline="always")
 def _write_float(buf, pos, v):
     """Write a finite float64 as documented in the module docstring; returns the new pos."""
     a = abs(v)
@@ -419,7 +438,7 @@ def _write_float(buf, pos, v):
     return _write_fixed(buf, pos, eu, _U3 if eu >= _U100 else _U2)
 
 
-@njit(cache=CACHE, fastmath=EXACT)
+@njit(cache=CACHE, fastmath=EXACT, inline="always")
 def _copy(buf, pos, src, a, b):
     """Copy ``src[a:b]`` to ``buf[pos:]`` (uint64 positions); returns the new pos."""
     n = b - a
@@ -565,6 +584,19 @@ def render_single(table: PrefixTable, idx: np.ndarray, value: np.ndarray,
     return buf[: int(used)].tobytes(), int(lines)
 
 
+@functools.lru_cache(maxsize=256)
+def _field_keys(keys: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """``(kblob, koffsets)`` of ``_render_multi`` for these (distinct) field keys: ``key=``
+    each, escaped, concatenated, and their start offsets (``k + 1``). Cached, so shared:
+    never modify them (a hub renders the same few field lists over and over: escaping them
+    per call was a few dozen Python calls). LineProtocolError for an invalid key."""
+    enc = [escape_key(key).encode("utf-8") + b"=" for key in keys]
+    kblob = np.frombuffer(b"".join(enc), dtype=np.uint8)
+    koffsets = np.zeros(len(keys) + 1, dtype=np.int64)
+    np.cumsum([len(e) for e in enc], out=koffsets[1:])
+    return kblob, koffsets
+
+
 def render_multi(table: PrefixTable, idx: np.ndarray, field_keys: Sequence[str],
                  values: np.ndarray, is_int: np.ndarray | Sequence[bool],
                  ts_ns: np.ndarray) -> tuple[bytes, int]:
@@ -596,10 +628,7 @@ def render_multi(table: PrefixTable, idx: np.ndarray, field_keys: Sequence[str],
         raise LineProtocolError(f"duplicate field keys in {keys}")
     if i.shape[0] == 0:
         return b"", 0
-    enc = [escape_key(key).encode("utf-8") + b"=" for key in keys]
-    kblob = np.frombuffer(b"".join(enc), dtype=np.uint8)
-    koffsets = np.zeros(k + 1, dtype=np.int64)
-    np.cumsum([len(e) for e in enc], out=koffsets[1:])
+    kblob, koffsets = _field_keys(tuple(keys))
     blob, offsets = table.blob, table.offsets
     per_row = int(koffsets[k]) + k * (FLOAT_MAX_WIDTH + 1) + TS_MAX_WIDTH + 2
     bound, row, code = _bound(blob, offsets, i, _CH_SPACE, per_row)

@@ -35,27 +35,85 @@ OFFLINE_AFTER_INTERVALS = 3.0
 
 
 @njit(cache=CACHE, nogil=NOGIL)
-def _mark_slots(device, ts_ns, slot_ns, dev_system, bits, ring_hour, last_seen):  # pragma: no cover
-    """Set the reporting-slot bit of each reading in the 2-hour ring; update last seen.
+def _mark_slots(device, ts_ns, recv_ns, slot_ns, dev_system, bits, ring_hour, last_seen,
+                received, o_system, o_latency):  # pragma: no cover
+    """Set the reporting-slot bit of each reading in the 2-hour ring; update last seen; count
+    the readings per system (``received``), and give each reading's system (``o_system``)
+    and its latency in s, ``(recv_ns - ts_ns) / 1e9`` (``o_latency``: the same float
+    numpy's expression gives; this kernel has no fastmath).
 
     Readings whose hour is not in the ring are skipped (the caller advances the ring first);
     returns how many were marked.
+
+    A device's measurements arrive together: while readings are of one device, its last
+    seen time, its slot bits (per ring slot) and its system's count are kept in registers
+    and stored when the device changes -- a read-modify-write of a value stored by the
+    reading before waits for that store (store-to-load forwarding), which was most of the
+    time per reading. The same maxima, ORs and sums, so the same results.
     """
     marked = 0
+    d_run = -1  # device of the run in hand
+    sy = 0  # its system
+    seen = 0  # its last seen time so far
+    acc0 = np.uint64(0)  # slot bits to OR into bits[d_run, 0] and bits[d_run, 1]
+    acc1 = np.uint64(0)
+    run = 0  # readings of the run (added to received[sy] at its end)
+    # the device's last slot: every t in [c_lo, c_hi) falls in it (ring slot c_r, bit c_bit;
+    # c_r < 0: an hour not in the ring), so a reading there needs no division
+    c_lo = 0
+    c_hi = 0
+    c_r = -1
+    c_bit = np.uint64(0)
     for i in range(device.shape[0]):
         d = device[i]
         t = ts_ns[i]
-        if t > last_seen[d]:
-            last_seen[d] = t
-        h = t // HOUR_NS
-        r = h % 2
-        if ring_hour[r] != h:
+        if d != d_run:
+            if d_run >= 0:
+                last_seen[d_run] = seen
+                bits[d_run, 0] |= acc0
+                bits[d_run, 1] |= acc1
+                received[sy] += run
+            d_run = d
+            sy = dev_system[d]
+            seen = last_seen[d]
+            acc0 = np.uint64(0)
+            acc1 = np.uint64(0)
+            run = 0
+            c_lo = c_hi = 0  # no slot yet
+        run += 1
+        o_system[i] = sy
+        o_latency[i] = (recv_ns - t) / 1e9
+        if t > seen:
+            seen = t
+        if not (c_lo <= t < c_hi):
+            h = t // HOUR_NS
+            r = h % 2
+            hour = h * HOUR_NS
+            if ring_hour[r] != h:
+                c_lo, c_hi, c_r = hour, hour + HOUR_NS, -1
+            else:
+                sl = slot_ns[sy]
+                s = (t - hour) // sl
+                if s >= MAX_SLOTS - 1:  # the last bit takes the rest of the hour
+                    s = MAX_SLOTS - 1
+                    c_lo, c_hi = hour + s * sl, hour + HOUR_NS
+                else:
+                    c_lo = hour + s * sl
+                    c_hi = min(c_lo + sl, hour + HOUR_NS)
+                c_r = r
+                c_bit = np.uint64(1) << np.uint64(s)
+        if c_r < 0:
             continue
-        s = (t - h * HOUR_NS) // slot_ns[dev_system[d]]
-        if s > MAX_SLOTS - 1:
-            s = MAX_SLOTS - 1
-        bits[d, r] |= np.uint64(1) << np.uint64(s)
+        if c_r == 0:
+            acc0 |= c_bit
+        else:
+            acc1 |= c_bit
         marked += 1
+    if d_run >= 0:
+        last_seen[d_run] = seen
+        bits[d_run, 0] |= acc0
+        bits[d_run, 1] |= acc1
+        received[sy] += run
     return marked
 
 
@@ -147,11 +205,11 @@ class DataQuality:
         if len(device) == 0:
             return []
         emitted = self._open_hour(int(ts_ns.max()) // HOUR_NS)
-        _mark_slots(device, ts_ns, self.slot_ns, self.dev_system, self.bits, self.ring_hour,
-                    self.last_seen)
-        system = self.dev_system[device]
-        self.received += np.bincount(system, minlength=self.n_systems)
-        self.latency.add(system, (recv_ns - ts_ns) / 1e9)
+        system = np.empty(len(device), dtype=np.int64)
+        latency_s = np.empty(len(device), dtype=np.float64)
+        _mark_slots(device, ts_ns, int(recv_ns), self.slot_ns, self.dev_system, self.bits,
+                    self.ring_hour, self.last_seen, self.received, system, latency_s)
+        self.latency.add(system, latency_s)
         return emitted
 
     def observe_rejected(self, system_id: str, readings: int) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import repeat
 
 import numpy as np
 from numba import njit
@@ -202,19 +203,25 @@ class SeriesRegistry:
         """Series id of every reading in ``frame``: a lookup per device in the frame, then one
         compiled pass over the readings."""
         get = self._devices.get
-        gids = [get(dev, -1) for dev in frame.devices]
-        if -1 in gids:  # new (or invalid) devices: register them, in frame order
-            gids = [g if g >= 0 else get(dev, -1) if dev in self._devices  # listed twice
-                    else self._register(dev, sys_id, frame.district)
-                    for g, dev, sys_id in zip(gids, frame.devices, frame.systems, strict=True)]
+        devices = frame.devices
+        # map/fromiter: the per-device lookups run in C, no Python frame per device
+        gids = np.fromiter(map(get, devices, repeat(-1)), dtype=np.int64, count=len(devices))
+        if len(gids) and int(np.minimum.reduce(gids)) < 0:
+            # new (or invalid) devices: register them, in frame order
+            gids = np.array([
+                g if g >= 0 else get(dev, -1) if dev in self._devices  # listed twice
+                else self._register(dev, sys_id, frame.district)
+                for g, dev, sys_id in zip(gids.tolist(), devices, frame.systems, strict=True)],
+                dtype=np.int64)
             if self._new_devices:
                 self._flush_new_devices()
-        gcode = np.array([GLOBAL_CODE.get(n, -1) for n in frame.names], dtype=np.int64)
+        gcode = np.fromiter(map(GLOBAL_CODE.get, frame.names, repeat(-1)), dtype=np.int64,
+                            count=len(frame.names))
         n = len(frame.device)
         series = np.empty(n, dtype=np.int64)
         device = np.empty(n, dtype=np.int64)
         placed, unknown_device = _resolve_readings(
-            np.array(gids, dtype=np.int64), self._device_base.values, self._device_kind.values,
+            gids, self._device_base.values, self._device_kind.values,
             gcode, frame.device, frame.name, KIND_LUT, series, device)
         invalid = n - int(placed)
         reason = ""

@@ -123,10 +123,16 @@ class HubConfig:
 
 
 def _frame_clock(ts_ns: np.ndarray) -> int | None:
-    """A frame's robust "now" in device time: its 90th-percentile timestamp (O(n))."""
-    if len(ts_ns) == 0:
+    """A frame's robust "now" in device time: its 90th-percentile timestamp (O(n)).
+
+    An edge appends readings as they come, so a frame's timestamps are often already in
+    order: then it is read off (a comparison pass costs ~1/3 of ``np.partition``)."""
+    n = len(ts_ns)
+    if n == 0:
         return None
-    k = (9 * (len(ts_ns) - 1)) // 10
+    k = (9 * (n - 1)) // 10
+    if np.logical_and.reduce(ts_ns[1:] >= ts_ns[:-1]):  # non-decreasing
+        return int(ts_ns[k])
     return int(np.partition(ts_ns, k)[k])
 
 
@@ -424,7 +430,8 @@ class Hub:
         self._advance_event_clock(_frame_clock(ts))
         if len(ts):
             self.wal.note_readings(self._record_offset, min(
-                int(ts.max()), (self.event_clock_ns or 0) + self.windows.max_ahead_ns))
+                int(np.maximum.reduce(ts)), (self.event_clock_ns or 0)
+                + self.windows.max_ahead_ns))
             self._batch.add(series, dev, ts, value)
         if not self._coalescing or self._batch.n >= self.cfg.coalesce_readings:
             self._flush_batch()
@@ -462,10 +469,14 @@ class Hub:
     def _store_raw(self, series: np.ndarray, ts: np.ndarray, value: np.ndarray) -> None:
         every = self.cfg.raw_every
         if every > 1:
-            keep = (np.arange(self._raw_phase, self._raw_phase + len(ts)) % every) == 0
-            self._raw_phase = (self._raw_phase + len(ts)) % every
-            self.counters.inc("raw_sampled_out", int(len(ts) - keep.sum()))
-            series, ts, value = series[keep], ts[keep], value[keep]
+            # readings i with (phase + i) % every == 0: every every-th from the first such,
+            # taken as strided slices (copied to be contiguous), not a mask over the batch
+            n = len(ts)
+            first = -self._raw_phase % every
+            self._raw_phase = (self._raw_phase + n) % every
+            series, ts, value = (np.ascontiguousarray(a[first::every])
+                                 for a in (series, ts, value))
+            self.counters.inc("raw_sampled_out", n - len(ts))
             if not len(ts):
                 return
         # In slices of a write batch: each can go on its own connection (a batch of joined

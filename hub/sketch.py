@@ -44,13 +44,27 @@ min/max), in any order and grouping -- which is what lets district edges or hub 
 sketch independently. ``LogHistogram.regroup`` folds groups into coarser ones (series ->
 district) the same way.
 
-Throughput (one core of the 2-core dev VM, warm JIT, best of 7, 1M readings, values spanning
-six decades, both signs; the VM was shared, so ranges): ``add`` with 1,000 groups 30-55 M
-readings/s whether ids are random or cycling, one group 40-60 M/s. Batches of 256 or more
-take a counting-sort path (bucket every reading, sort the buckets by group, then increment
-group by group): a plain scatter into 1,000 x 3,455 int64 counts (27.6 MB, larger than the
-cache) ran at 5-6 M/s. ``quantiles`` for 3 quantiles: ~10 us per group at 3,455 buckets (one
-cumulative pass per group, the quantiles visited in ascending order).
+Bucketing without ``log``: the add kernels never take a logarithm. A positive float64's
+bits, read as an int64, order like its value, and ``bits >> shift`` (the exponent and the top
+few mantissa bits) numbers sub-intervals of magnitudes narrower than a bucket, so each holds
+at most one bucket edge. A table per layout (``_layout_table``: built once per ``(alpha,
+min_value, max_value)`` by bisecting ``_bucket`` itself, shared; 958 rows for alpha 2 % over
+``[1e-3, 1e6]``, 3,189 for the defaults) gives each sub-interval's bucket and the bits of its
+edge: a reading's bucket is a shift, one table row and a compare. The result is exactly
+``_bucket``'s (the definition above, with ``log``), edge by edge (tested a few ulps either
+side of every edge).
+
+Throughput (one core of the 2-core dev VM, warm JIT, 160k readings, best of 9; the VM was
+shared, so a rough guide): one group of clustered values (latencies) ~3 ns a reading; 201
+groups ~7 ns; 1,064 groups of values over seven decades ~13 ns (the counting-sort path) --
+with the ``log`` per reading these were 17, 14-16 and 25 ns. Batches of 256 or more take a
+counting-sort path (bucket every reading, sort the buckets by group, then increment group by
+group): a plain scatter into 1,000 x 3,455 int64 counts (27.6 MB, larger than the cache)
+costs ~35 ns a reading. Both paths tally runs of one group (and of one bucket) in registers
+(``_add_direct``). ``quantiles`` for 3 quantiles: ~10 us per group at 3,455 buckets (one
+cumulative pass per group, the quantiles visited in ascending order); ``quantiles(qs,
+groups)`` and ``count(groups)`` read only the groups asked for, and ``nonempty()`` finds the
+groups with values from the min/max alone.
 
 Kernels (stumpy-style layers): ``_add_direct`` / ``_add_grouped``, ``_quantiles`` and
 ``_regroup`` are private ``@njit`` loops compiled with the policy in ``hub.kernel_config``;
@@ -77,7 +91,10 @@ __all__ = ["LogHistogram", "merge_counts"]
 
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
 def _bucket(v, inv_lg, k_min, k_max, min_value, max_value):
-    """Bucket index of a non-NaN value (see the module doc); zero bucket = k_max - k_min + 1."""
+    """Bucket index of a non-NaN value (see the module doc); zero bucket = k_max - k_min + 1.
+
+    The definition of the layout: ``_bucket_table`` tabulates it, the add kernels read the
+    table (``_bucket_fast``) and never call this per reading."""
     zero = k_max - k_min + 1
     a = abs(v)
     if a < min_value:
@@ -92,47 +109,169 @@ def _bucket(v, inv_lg, k_min, k_max, min_value, max_value):
     return zero - 1 - (key - k_min)
 
 
+#: Mask of a float64's bits without the sign: the bits of ``abs(x)``.
+_ABS_BITS = 0x7FFF_FFFF_FFFF_FFFF
+#: Table threshold of a sub-interval that holds no bucket edge (no magnitude reaches it).
+_NO_EDGE = 0x7FFF_FFFF_FFFF_FFFF
+
+
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
-def _add_direct(group, value, counts, vmin, vmax, inv_lg, k_min, k_max, min_value,
-                max_value):
+def _bucket_table(inv_lg, k_min, k_max, min_value, max_value, shift, table):
+    """Tabulate ``_bucket`` over the magnitudes ``[min_value, max_value]``; returns False if
+    some sub-interval holds more than one bucket edge (the caller then uses finer ones).
+
+    A positive float64's bits, as an int64, order like its value; ``bits >> shift`` (its
+    exponent and top ``52 - shift`` mantissa bits) numbers *sub-intervals* of magnitudes.
+    Row ``j`` describes sub-interval ``(bits(min_value) >> shift) + j``, clipped to
+    ``[min_value, max_value]``: ``table[j, 1]`` is the positive-side bucket of its smallest
+    magnitude, ``table[j, 0]`` the bits of the smallest magnitude whose bucket is one higher
+    (``_NO_EDGE`` if none). Found by bisection on bits with ``_bucket`` itself (which is
+    non-decreasing in the magnitude, as ``log`` is), so the table reproduces it exactly."""
+    ibuf = np.empty(1, dtype=np.int64)
+    fbuf = ibuf.view(np.float64)
+    fbuf[0] = min_value
+    lo_bits = ibuf[0]
+    fbuf[0] = max_value
+    hi_bits = ibuf[0]
+    idx_lo = lo_bits >> shift
+    for j in range(table.shape[0]):
+        first = max((idx_lo + j) << shift, lo_bits)
+        last = min(((idx_lo + j + 1) << shift) - 1, hi_bits)
+        ibuf[0] = first
+        b_first = _bucket(fbuf[0], inv_lg, k_min, k_max, min_value, max_value)
+        ibuf[0] = last
+        b_last = _bucket(fbuf[0], inv_lg, k_min, k_max, min_value, max_value)
+        table[j, 1] = b_first
+        if b_last == b_first:
+            table[j, 0] = _NO_EDGE
+            continue
+        if b_last != b_first + 1:
+            return False
+        lo = first  # bucket b_first
+        hi = last  # bucket b_first + 1
+        while hi - lo > 1:
+            mid = lo + (hi - lo) // 2
+            ibuf[0] = mid
+            if _bucket(fbuf[0], inv_lg, k_min, k_max, min_value, max_value) == b_first:
+                lo = mid
+            else:
+                hi = mid
+        table[j, 0] = hi
+    return True
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL, inline="always")
+def _bucket_fast(v, bits, table, shift, idx_lo, zero, top, min_value, max_value):
+    """``_bucket(v, ...)`` of a non-NaN value with its float64 bits ``bits``, from the table of
+    ``_bucket_table``: two compares, a shift and one table row, no ``log``. ``top`` is the
+    last positive bucket."""
+    a = abs(v)
+    if a < min_value:
+        return zero
+    if a > max_value:  # also +inf
+        pb = top
+    else:
+        m = bits & _ABS_BITS
+        j = (m >> shift) - idx_lo
+        pb = table[j, 1]
+        if m >= table[j, 0]:
+            pb += 1
+    if v > 0.0:
+        return pb
+    return 2 * zero - pb  # the mirrored negative bucket
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
+def _add_direct(group, value, vbits, counts, vmin, vmax, table, shift, idx_lo, zero, top,
+                min_value, max_value):
     """Count each non-NaN ``value[i]`` in its bucket of group ``group[i]`` (ids already
-    validated), in batch order. Returns the number of values counted. For small batches."""
+    validated), in batch order. ``vbits`` is ``value`` viewed as int64. Returns the number of
+    values counted. For small batches, or one group.
+
+    Runs of readings of one group (all of them, with one group) keep its min/max in
+    registers, and runs of one (group, bucket) -- clustered values, e.g. latencies -- add
+    their length at once: an increment of the count just stored waits for that store (~5
+    cycles, store-to-load forwarding), which was most of the time per reading. The min/max
+    are the same operations in the same order, so the results are identical."""
     n_added = 0
+    g_run = -1  # group of the run in hand (-1: none yet)
+    b_run = 0
+    run = 0  # readings of (g_run, b_run) not yet added to counts
+    lo = np.inf  # min/max of g_run so far (stored when the group changes)
+    hi = -np.inf
     for i in range(value.shape[0]):
         v = value[i]
         if v != v:
             continue
         g = group[i]
-        counts[g, _bucket(v, inv_lg, k_min, k_max, min_value, max_value)] += 1
-        vmin[g] = min(vmin[g], v)
-        vmax[g] = max(vmax[g], v)
+        b = _bucket_fast(v, vbits[i], table, shift, idx_lo, zero, top, min_value, max_value)
+        if g != g_run:
+            if g_run >= 0:
+                counts[g_run, b_run] += run
+                vmin[g_run] = lo
+                vmax[g_run] = hi
+            g_run = g
+            b_run = b
+            run = 0
+            lo = vmin[g]
+            hi = vmax[g]
+        elif b != b_run:
+            counts[g_run, b_run] += run
+            b_run = b
+            run = 0
+        run += 1
+        lo = min(lo, v)
+        hi = max(hi, v)
         n_added += 1
+    if g_run >= 0:
+        counts[g_run, b_run] += run
+        vmin[g_run] = lo
+        vmax[g_run] = hi
     return n_added
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
-def _add_grouped(group, value, counts, vmin, vmax, inv_lg, k_min, k_max, min_value,
-                 max_value, start, buf, order):
+def _add_grouped(group, value, vbits, counts, vmin, vmax, table, shift, idx_lo, zero, top,
+                 min_value, max_value, start, buf, order):
     """Same result as ``_add_direct``, in three passes: (1) bucket of every reading into
     ``buf`` and readings per group; (2) counting sort of the buckets by group into
     ``order``; (3) increments group by group. A reading's increment then hits a count row that
     is hot in cache instead of a random line of a state much larger than the cache: measured
     35-40 M readings/s against 5-6 M/s for ``_add_direct`` with 1,000 random groups
     (27.6 MB of counts). ``start`` is int64 ``[n_groups + 1]`` zeros; ``buf``/``order`` are
-    int32 ``[n]`` scratch."""
+    int32 ``[n]`` scratch. Runs of one group in (1) and of one bucket in (3) are tallied in
+    registers (see ``_add_direct``)."""
     n_groups = counts.shape[0]
     n_added = 0
+    g_run = -1  # as in _add_direct: a run of one group keeps its tallies in registers
+    run = 0
+    lo = np.inf
+    hi = -np.inf
     for i in range(value.shape[0]):
         v = value[i]
         if v != v:
             buf[i] = -1
             continue
         g = group[i]
-        buf[i] = _bucket(v, inv_lg, k_min, k_max, min_value, max_value)
-        start[g + 1] += 1
-        vmin[g] = min(vmin[g], v)
-        vmax[g] = max(vmax[g], v)
+        buf[i] = _bucket_fast(v, vbits[i], table, shift, idx_lo, zero, top, min_value,
+                              max_value)
+        if g != g_run:
+            if g_run >= 0:
+                start[g_run + 1] += run
+                vmin[g_run] = lo
+                vmax[g_run] = hi
+            g_run = g
+            run = 0
+            lo = vmin[g]
+            hi = vmax[g]
+        run += 1
+        lo = min(lo, v)
+        hi = max(hi, v)
         n_added += 1
+    if g_run >= 0:
+        start[g_run + 1] += run
+        vmin[g_run] = lo
+        vmax[g_run] = hi
     for g in range(n_groups):
         start[g + 1] += start[g]
     for i in range(value.shape[0]):
@@ -145,8 +284,17 @@ def _add_grouped(group, value, counts, vmin, vmax, inv_lg, k_min, k_max, min_val
     lo = 0
     for g in range(n_groups):
         hi = start[g]
-        for k in range(lo, hi):
-            counts[g, order[k]] += 1
+        if hi > lo:
+            b_run = order[lo]
+            run = 0
+            for k in range(lo, hi):
+                b = order[k]
+                if b != b_run:
+                    counts[g, b_run] += run
+                    b_run = b
+                    run = 0
+                run += 1
+            counts[g, b_run] += run
         lo = hi
     return n_added
 
@@ -203,6 +351,50 @@ def _regroup(counts, vmin, vmax, mapping, o_counts, o_min, o_max):
             o_min[t] = vmin[g]
         if vmax[g] > o_max[t]:
             o_max[t] = vmax[g]
+
+
+# --------------------------------------------------------------------------------------------
+# Bucket tables (one per layout, shared)
+# --------------------------------------------------------------------------------------------
+
+#: Layout ``(alpha, min_value, max_value)`` -> ``(table, shift, idx_lo)``; tables are
+#: read-only and shared by every sketch of the layout (a few tens of KB each).
+_TABLES: dict[tuple[float, float, float], tuple[np.ndarray, int, int]] = {}
+
+
+def _float_bits(x: float) -> int:
+    return int(np.array([x], dtype=np.float64).view(np.int64)[0])
+
+
+def _layout_table(alpha: float, min_value: float, max_value: float, inv_lg: float,
+                  k_min: int, k_max: int) -> tuple[np.ndarray, int, int]:
+    """The ``_bucket_table`` of a layout, built on first use: ``(table, shift, idx_lo)``.
+
+    Sub-intervals start at ``2**-m`` of an octave, the coarsest for which one spans a smaller
+    ratio than a bucket (``log1p(2**-m) < log(gamma)``), so each holds at most one bucket
+    edge; if rounding ever put two in one, the next finer split is tried. Rows: about
+    ``log2(max_value / min_value) * 2**m`` (1,920 for alpha 1 % over ``[1e-4, 1e5]``)."""
+    key = (alpha, min_value, max_value)
+    got = _TABLES.get(key)
+    if got is not None:
+        return got
+    log_gamma = math.log((1.0 + alpha) / (1.0 - alpha))
+    m = 0
+    while math.log1p(2.0**-m) >= log_gamma:
+        m += 1
+    lo_bits, hi_bits = _float_bits(min_value), _float_bits(max_value)
+    while True:
+        shift = 52 - m
+        if shift < 0:
+            raise RuntimeError(f"no bucket table for layout {key}: log is not monotonic")
+        idx_lo = lo_bits >> shift
+        table = np.empty(((hi_bits >> shift) - idx_lo + 1, 2), dtype=np.int64)
+        if _bucket_table(inv_lg, k_min, k_max, min_value, max_value, shift, table):
+            break
+        m += 1
+    table.flags.writeable = False
+    got = _TABLES[key] = (table, shift, idx_lo)
+    return got
 
 
 # --------------------------------------------------------------------------------------------
@@ -284,6 +476,8 @@ class LogHistogram:
         keys = np.arange(self._k_min, self._k_max + 1, dtype=np.float64)
         pos = 2.0 * np.exp(keys * math.log(self._gamma)) / (self._gamma + 1.0)
         self._reps = np.concatenate([-pos[::-1], [0.0], pos])
+        self._table, self._shift, self._idx_lo = _layout_table(
+            alpha, min_value, max_value, self._inv_lg, self._k_min, self._k_max)
         self._n_groups = int(n_groups)
         self._counts = np.zeros((self._n_groups, self.n_buckets), dtype=np.int64)
         self._min = np.full(self._n_groups, np.inf)
@@ -353,9 +547,21 @@ class LogHistogram:
         v.flags.writeable = False
         return v
 
-    def count(self) -> np.ndarray:
-        """``int64[n_groups]``: values counted per group."""
-        return self._counts.sum(axis=1)
+    def count(self, groups: np.ndarray | None = None) -> np.ndarray:
+        """``int64[n_groups]``: values counted per group; with ``groups`` (int64 ids) only
+        theirs, ``int64[len(groups)]`` (the rows summed are only theirs)."""
+        if groups is None:
+            return self._counts.sum(axis=1)
+        g = _check_1d("groups", groups, np.int64)
+        _check_ids("groups", g, self._n_groups)
+        return self._counts[g].sum(axis=1)
+
+    def nonempty(self) -> np.ndarray:
+        """int64 ids, ascending, of the groups holding at least one value: the groups with
+        ``count() > 0``, found in O(n_groups) from the exact min/max instead of a pass over
+        every count (each counted value updates both, so a group is non-empty iff ``min <=
+        max``; ``from_arrays`` must be given consistent arrays, as ``to_arrays`` returns)."""
+        return np.flatnonzero(self._min <= self._max)
 
     def same_layout(self, other: LogHistogram) -> bool:
         """True when ``other`` buckets values identically (mergeable)."""
@@ -374,8 +580,9 @@ class LogHistogram:
         if g.shape[0] == 0:
             return 0
         _check_ids("group", g, self._n_groups)
-        args = (g, v, self._counts, self._min, self._max, self._inv_lg, self._k_min,
-                self._k_max, self._min_value, self._max_value)
+        zero = self._k_max - self._k_min + 1
+        args = (g, v, v.view(np.int64), self._counts, self._min, self._max, self._table,
+                self._shift, self._idx_lo, zero, 2 * zero, self._min_value, self._max_value)
         n = g.shape[0]
         if n < _GROUPED_MIN or self._n_groups == 1:  # one group: its row is always hot
             return int(_add_direct(*args))
@@ -410,17 +617,24 @@ class LogHistogram:
         self._max[g] = -np.inf
 
     # -- queries ---------------------------------------------------------------------------
-    def quantiles(self, qs: np.ndarray) -> np.ndarray:
+    def quantiles(self, qs: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
         """``float64[n_groups, m]``: the inverted-CDF quantile ``qs[j]`` of each group (rank
         ``max(1, ceil(q * n))``, see the module doc for the error bound); NaN rows for empty
-        groups. ``qs``: float64 ``[m]`` in ``[0, 1]``, any order."""
+        groups. ``qs``: float64 ``[m]`` in ``[0, 1]``, any order. With ``groups`` (int64
+        ids): ``float64[len(groups), m]``, the same rows as ``quantiles(qs)[groups]`` at the
+        cost of those groups only."""
         q = _check_1d("qs", qs, np.float64)
         if q.shape[0] and not ((q >= 0.0) & (q <= 1.0)).all():
             raise ValueError(f"qs must be in [0, 1] (not percent), got {q.tolist()}")
-        out = np.empty((self._n_groups, q.shape[0]), dtype=np.float64)
+        counts, vmin, vmax = self._counts, self._min, self._max
+        if groups is not None:
+            g = _check_1d("groups", groups, np.int64)
+            _check_ids("groups", g, self._n_groups)
+            counts, vmin, vmax = counts[g], vmin[g], vmax[g]  # copies: C-contiguous
+        out = np.empty((counts.shape[0], q.shape[0]), dtype=np.float64)
         if q.shape[0]:
             order = np.argsort(q, kind="stable").astype(np.int64)
-            _quantiles(self._counts, self._min, self._max, q, order, self._reps, out)
+            _quantiles(counts, vmin, vmax, q, order, self._reps, out)
         return out
 
     def regroup(self, mapping: np.ndarray, n_out: int) -> LogHistogram:

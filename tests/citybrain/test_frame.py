@@ -15,11 +15,15 @@ from citybrain.frame import (
     HEADER,
     HEADER_LEN,
     MAGIC,
+    STRINGS_CACHE_SIZE,
     VERSION,
     DeviceStrings,
     FrameBody,
     FrameError,
     _column_layout,
+    _decode_strings,
+    _parse_strings,
+    _tls,
     decode_frame,
     encode_frame,
     encode_frame_with,
@@ -219,3 +223,53 @@ def test_a_body_is_reusable_and_frames_match_encode_frame() -> None:
         assert encode_frame_with(section, r, 5, *cols) == want
         out = decode_frame(want)
         assert out.devices == ["a", "b", "c"] and out.names == ["x", "y"]
+
+
+def test_strings_cache_returns_the_same_strings_and_stays_bounded() -> None:
+    """Frames with the same device table share one decoded tuple of strings (the cache is
+    keyed by the section's bytes); a different table is decoded afresh; the cache keeps at
+    most STRINGS_CACHE_SIZE sections."""
+    def frame(devices: list[str], seq: int) -> bytes:
+        k = len(devices)
+        return encode_frame("500103", seq, 0, devices, ["s"] * k, ["pm2_5", "no2"],
+                            np.zeros(k), np.ones(k), np.zeros(k), np.arange(k), np.zeros(k),
+                            compress=False)
+    a = decode_frame(frame(["d1", "d2", "d3"], 1))
+    b = decode_frame(frame(["d1", "d2", "d3"], 2))
+    assert a.devices == b.devices == ["d1", "d2", "d3"] and b.names == ["pm2_5", "no2"]
+    assert a.devices is not b.devices  # each frame gets lists of its own
+    b.devices.append("x")  # ... so changing one changes no other frame
+    assert decode_frame(frame(["d1", "d2", "d3"], 3)).devices == ["d1", "d2", "d3"]
+    assert decode_frame(frame(["d3", "d2", "d1"], 4)).devices == ["d3", "d2", "d1"]
+    for i in range(STRINGS_CACHE_SIZE + 5):
+        decode_frame(frame([f"dev-{i}", "d2"], 10 + i))
+    assert len(_tls.strings) == STRINGS_CACHE_SIZE
+
+
+@pytest.mark.parametrize("strings", [
+    ["district", "dev\x00ice", "sys", "name"],  # holds the separator: sliced one by one
+    ["区", "设备-1", "系统", "名"],  # utf-8: joined and split
+    ["d", "", "", "x"],  # empty strings
+    ["only-one"],
+])
+def test_string_sections_decode_exactly(strings: list[str]) -> None:
+    blobs = [s.encode() for s in strings]
+    offsets = np.concatenate([[0], np.cumsum([len(b) for b in blobs])]).astype("<u4")
+    section = struct.pack("<I", len(blobs)) + offsets.tobytes() + b"".join(blobs)
+    assert _decode_strings(memoryview(section), len(strings)) == tuple(strings)
+    assert _parse_strings(memoryview(section), len(strings)) == tuple(strings)
+
+
+def test_invalid_utf8_names_the_first_bad_string() -> None:
+    blobs = [b"ok", b"\xff\xfe", b"fine"]
+    offsets = np.array([0, 2, 4, 8], dtype="<u4")
+    section = memoryview(struct.pack("<I", 3) + offsets.tobytes() + b"".join(blobs))
+    with pytest.raises(FrameError) as e:
+        _parse_strings(section, 3)
+    assert e.value.reason == "bad_strings"
+    assert str(e.value) == ("bad_strings: invalid utf-8: 'utf-8' codec can't decode byte "
+                            "0xff in position 0: invalid start byte")
+    bad = memoryview(struct.pack("<I", 3) + np.array([0, 5, 4, 8], "<u4").tobytes()
+                     + b"".join(blobs))
+    with pytest.raises(FrameError, match="not monotonic"):
+        _parse_strings(bad, 3)

@@ -20,6 +20,7 @@ from hub.anomaly import (
     SpikeDetector,
     StuckDetector,
     peer_scores,
+    scan_stuck_and_spikes,
 )
 from tests.naive_analytics import NaiveDrift, NaiveSpike, NaiveStuck, naive_peer
 
@@ -147,6 +148,82 @@ def test_spike_matches_reference(data: st.DataObject, window: int, k: float,
             assert _same(got.score[i], w[1], 1e-13), (i, got.score[i], w)
     for sid, h in ref.hist.items():
         np.testing.assert_array_equal(det.history(sid), np.array(h, dtype=np.float64))
+
+
+# --------------------------------------------------------------------------------------------
+# stuck and spike in one pass (what the analytics use): exactly the two detectors
+# --------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.data(), st.integers(1, 6), st.sampled_from([0.0, 3.0]), st.sampled_from([0.0, 0.05]),
+       st.sampled_from([1, 3, 8]), st.sampled_from([0.0, 0.5]))
+def test_scan_equals_both_detectors(data: st.DataObject, min_count: int, min_s: float,
+                                    tol: float, window: int, floor: float) -> None:
+    n_series = 6
+    scored = np.asarray(data.draw(st.lists(st.booleans(), min_size=n_series,
+                                           max_size=n_series), label="scored"))
+    mp = data.draw(st.integers(1, window), label="min_periods")
+    pairs = [(StuckDetector(1, min_count=min_count, min_duration_s=min_s, tolerance=tol),
+              SpikeDetector(1, window=window, k=3.0, min_periods=mp, abs_floor=floor))
+             for _ in range(2)]
+    opened = [np.zeros(n_series, dtype=bool) for _ in range(2)]
+
+    def by_numpy(k: int, s: np.ndarray, t: np.ndarray, v: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What CityAnalytics did before the scan, on pair ``k``: (rows, newly, score)."""
+        stuck, spikes = pairs[k]
+        sel = scored[s]
+        rs, rt, rv = s[sel], t[sel], v[sel]
+        st_ = stuck.update(rs, rt, rv)
+        sp = spikes.update(rs, rv)
+        newly = st_.flag & ~opened[k][rs]
+        opened[k][rs[st_.flag]] = True
+        opened[k][rs[~st_.flag & (st_.run_count == 1)]] = False
+        rows = np.flatnonzero(newly | sp.flag)
+        return (np.flatnonzero(sel)[rows], newly[rows],
+                np.where(newly[rows], st_.score[rows], sp.score[rows]))
+
+    t0 = 0
+    for _ in range(data.draw(st.integers(1, 5), label="batches")):
+        s, t, v = data.draw(batch(t0=t0, max_series=n_series))
+        rows, newly, score = by_numpy(0, s, t, v)
+        # the scan -- or now and then the detectors' own updates, or a reset, on the same
+        # state: the scan's cached medians must not outlive a change of history
+        how = data.draw(st.sampled_from(["scan", "scan", "scan", "update", "reset"]))
+        if how == "update":
+            by_numpy(1, s, t, v)
+        else:
+            got = scan_stuck_and_spikes(*pairs[1], s, t, v, scored, opened[1])
+            np.testing.assert_array_equal(got.row, rows)
+            np.testing.assert_array_equal(got.stuck, newly)
+            np.testing.assert_array_equal(got.score, score)  # bit for bit (NaN == NaN)
+        np.testing.assert_array_equal(opened[1], opened[0])
+        if how == "reset":
+            which = np.array([data.draw(st.integers(0, n_series - 1))], np.int64)
+            for _, spikes in pairs:
+                spikes.reset(which)
+        if len(t):
+            t0 = int(t.max())
+    (stuck_a, spikes_a), (stuck_b, spikes_b) = pairs
+    for sid in range(n_series):
+        np.testing.assert_array_equal(spikes_a.history(sid), spikes_b.history(sid))
+    for x, y in zip(stuck_a.run_state(), stuck_b.run_state(), strict=True):
+        m = min(len(x), len(y))  # the scan may have grown its state further (see its doc)
+        np.testing.assert_array_equal(x[:m], y[:m])
+
+
+def test_scan_validates() -> None:
+    stuck, spikes = StuckDetector(1), SpikeDetector(1)
+    one = np.zeros(1, np.int64)
+    with pytest.raises(ValueError, match="one per series id"):
+        scan_stuck_and_spikes(stuck, spikes, np.array([3], np.int64), one, np.ones(1),
+                              np.ones(2, bool), np.zeros(4, bool))
+    with pytest.raises(TypeError, match="scored must be bool"):
+        scan_stuck_and_spikes(stuck, spikes, one, one, np.ones(1), np.ones(1),
+                              np.zeros(1, bool))
+    assert len(scan_stuck_and_spikes(stuck, spikes, one[:0], one[:0], np.ones(0),
+                                     np.ones(1, bool), np.zeros(1, bool))) == 0
 
 
 def test_spike_semantics() -> None:

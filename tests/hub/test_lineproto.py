@@ -366,6 +366,15 @@ def test_renderers_check_prefix_kind() -> None:
                      np.array([1]))
     assert render_single(t, np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.int64)) == (
         b"", 0)
+    # field keys are escaped once per list (cached); an invalid key raises as before, when
+    # there is a row to render, and an empty batch renders nothing without looking at keys
+    with pytest.raises(LineProtocolError, match="reserves"):
+        render_multi(t, np.array([1]), ["_bad"], one.reshape(1, 1), [False], np.array([1]))
+    assert render_multi(t, np.zeros(0, np.int64), ["_bad"], np.ones((0, 1)), [False],
+                        np.zeros(0, np.int64)) == (b"", 0)
+    for _ in range(2):
+        assert render_multi(t, np.array([1]), ["a b", "c"], np.ones((1, 2)), [False, True],
+                            np.array([7])) == (b"m,k=v a\\ b=1.0,c=1i 7\n", 1)
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hub.quality import HOUR_NS, DataQuality
 from seeds.city import City
@@ -63,3 +65,52 @@ def test_minute_online_latency_validity() -> None:
     q.set_dead([0], True)
     assert q.minute(now).online[0] == 0
     assert q.minute(now).received[0] == 0  # reset each minute
+
+
+def _reference_observe(q: DataQuality, device: np.ndarray, ts: np.ndarray, recv_ns: int
+                       ) -> np.ndarray:
+    """``DataQuality.observe`` one reading at a time, as first written (numpy per batch):
+    slot bits, last seen, readings per system; returns the latencies it sketches."""
+    q._open_hour(int(ts.max()) // HOUR_NS)
+    for d, t in zip(device.tolist(), ts.tolist(), strict=True):
+        q.last_seen[d] = max(int(q.last_seen[d]), t)
+        h = t // HOUR_NS
+        r = h % 2
+        if q.ring_hour[r] != h:
+            continue
+        s = min((t - h * HOUR_NS) // int(q.slot_ns[q.dev_system[d]]), 63)
+        q.bits[d, r] |= np.uint64(1 << s)
+    system = q.dev_system[device]
+    q.received += np.bincount(system, minlength=q.n_systems)
+    return (recv_ns - ts) / 1e9
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 400), st.booleans())
+def test_observe_matches_reading_by_reading(seed: int, n: int, runs: bool) -> None:
+    """The kernel keeps a device's tallies and last slot in registers while its readings
+    follow each other: the same bits, last seen times, counts and latencies as one reading
+    at a time, across slots, hours (some not in the ring) and the hour's last slot."""
+    rng = np.random.default_rng(seed)
+    city = City()
+    got, want = DataQuality(city), DataQuality(city)
+    systems = rng.integers(0, len(city.systems), 6).tolist()
+    for q in (got, want):
+        q.sync_devices(systems)
+    for _ in range(3):
+        device = (np.repeat(rng.integers(0, 6, n), rng.integers(1, 9, n))[:n] if runs
+                  else rng.integers(0, 6, n)).astype(np.int64)
+        ts = H0 + rng.integers(-2 * HOUR_NS, 3 * HOUR_NS, len(device))
+        if runs:  # runs of close readings: the same slot, or the next
+            ts = np.sort(ts)[rng.permutation(len(ts)) % 4 == 0].repeat(4)[:len(device)]
+            ts = ts + rng.integers(0, 90 * S, len(ts))
+            device = device[:len(ts)]
+        recv = int(ts.max()) + 5 * S
+        got.observe(device, ts, recv)
+        lat = _reference_observe(want, device, ts, recv)
+        want.latency.add(want.dev_system[device], lat)
+        np.testing.assert_array_equal(got.bits, want.bits)
+        np.testing.assert_array_equal(got.last_seen, want.last_seen)
+        np.testing.assert_array_equal(got.received, want.received)
+        np.testing.assert_array_equal(got.latency.counts, want.latency.counts)
+        np.testing.assert_array_equal(got.ring_hour, want.ring_hour)

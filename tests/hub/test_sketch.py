@@ -215,3 +215,84 @@ def test_validation_says_how_to_fix() -> None:
         LogHistogram(1.5)
     assert math.isclose(h.gamma, 1.01 / 0.99)
     assert h.nbytes == h.n_buckets * 2 * 8 + 2 * 16
+
+
+# --------------------------------------------------------------------------------------------
+# the bucket table: exactly the log-based bucket, edge by edge
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alpha, lo, hi", [(0.01, 1e-6, 1e9), (0.02, 1e-3, 1e6),
+                                           (0.01, 1e-4, 1e5), (0.01, 1e-3, 1e7),
+                                           (0.005, 1e-6, 1e9), (0.1, 1e-6, 1e9),
+                                           (0.5, 1e-3, 1e3), (0.9, 1.0, 2.0),
+                                           (0.001, 0.1, 10.0)])
+def test_bucket_table_equals_the_log_bucket(alpha: float, lo: float, hi: float) -> None:
+    """``add`` buckets from a table (no log per reading): at every bucket edge, a few ulps
+    either side, the range ends and random magnitudes, it must answer what ``_bucket``
+    (the definition, with ``log``) and the reference answer."""
+    h = LogHistogram(alpha, 1, lo, hi)
+    k_min, k_max = h.key_range
+    edges = h._table[:, 0][h._table[:, 0] != hs._NO_EDGE]
+    assert len(edges) == k_max - k_min  # one edge between consecutive keys, all found
+    near = np.concatenate([edges + d for d in range(-3, 4)]).view(np.float64)
+    rng = np.random.default_rng(3)
+    mags = np.exp(rng.uniform(math.log(lo) - 3, math.log(hi) + 3, 3000))
+    xs = np.concatenate([near, mags, [lo, hi, np.nextafter(lo, 0.0), np.nextafter(hi, np.inf),
+                                      0.0, 5e-324, np.inf, 1e300]])
+    xs = np.concatenate([xs, -xs])
+    zero = k_max - k_min + 1
+    got = np.array([hs._bucket_fast(x, b, h._table, h._shift, h._idx_lo, zero, 2 * zero,
+                                    lo, hi) for x, b in zip(xs, xs.view(np.int64),
+                                                            strict=True)])
+    want = np.array([hs._bucket(x, h._inv_lg, k_min, k_max, lo, hi) for x in xs])
+    np.testing.assert_array_equal(got, want)
+    ref = np.array([sketch_bucket(float(x), alpha, lo, hi) for x in xs])
+    np.testing.assert_array_equal(got, ref)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 6), st.booleans(), st.booleans())
+def test_runs_of_one_group_and_bucket(seed: int, n_groups: int, grouped: bool,
+                                      signed_zeros: bool) -> None:
+    """Both kernels tally runs of one group (and of one bucket) in registers: long runs,
+    short ones and alternation give the reference counts and min/max."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 2000))
+    group = np.repeat(rng.integers(0, n_groups, n), rng.integers(1, 30, n))[:n]
+    levels = rng.choice([0.5, 3.0, 3.01, -7.0, 1e4, 0.0, np.nan], 6)
+    value = np.repeat(rng.choice(levels, n), rng.integers(1, 20, n))[:n]
+    if signed_zeros:
+        value[rng.random(n) < 0.2] = -0.0
+    group = group.astype(np.int64)
+    old = hs._GROUPED_MIN
+    try:
+        hs._GROUPED_MIN = 0 if grouped else 1 << 62
+        h = LogHistogram(0.02, n_groups, 1e-3, 1e6)
+        h.add(group[: n // 2], value[: n // 2])  # twice: runs go on across calls
+        h.add(group[n // 2:], value[n // 2:])
+    finally:
+        hs._GROUPED_MIN = old
+    counts, vmin, vmax = sketch_counts(group.tolist(), value.tolist(), n_groups, 0.02,
+                                       1e-3, 1e6)
+    np.testing.assert_array_equal(h.counts, counts)
+    np.testing.assert_array_equal(h.min, vmin)
+    np.testing.assert_array_equal(h.max, vmax)
+    np.testing.assert_array_equal(np.signbit(h.min), np.signbit(vmin))
+
+
+def test_subsets_of_groups() -> None:
+    """``nonempty``, and ``count`` / ``quantiles`` of some groups: the rows of the full
+    answers, reading only those groups."""
+    h = LogHistogram(0.01, 6)
+    h.add(np.array([1, 4, 4, 1, 4], np.int64), np.array([2.0, -1.0, np.inf, 5.0, 0.0]))
+    h.add(np.array([3], np.int64), np.array([np.nan]))  # NaN: group 3 stays empty
+    assert h.nonempty().tolist() == [1, 4] == np.flatnonzero(h.count() > 0).tolist()
+    g = np.array([4, 0, 1], np.int64)
+    np.testing.assert_array_equal(h.count(g), h.count()[g])
+    np.testing.assert_array_equal(h.quantiles(QS, g), h.quantiles(QS)[g])
+    assert h.quantiles(QS, np.empty(0, np.int64)).shape == (0, 3)
+    with pytest.raises(ValueError, match="groups must be in"):
+        h.count(np.array([6], np.int64))
+    h.reset(h.nonempty())
+    assert h.count().sum() == 0 and len(h.nonempty()) == 0
