@@ -96,7 +96,7 @@ def influx_limit(influx: InfluxV1Server, devices: int, n_lines: int) -> float:
 def bench_hub_load(quick: bool) -> dict[str, float | None]:
     """See the module docstring. Quick (CI): short runs at modest rates, about a minute."""
     dur = 6.0 if quick else 20.0
-    flat_out = 300_000.0 if quick else 1_500_000.0
+    flat_out = 300_000.0 if quick else 2_500_000.0
     out: dict[str, float | None] = {}
     with tempfile.TemporaryDirectory(prefix="citybrain-hubload-") as tmp_s:
         tmp = Path(tmp_s)
