@@ -106,8 +106,9 @@ def test_fast_and_stock_subscribers_receive_the_same_messages(broker: BrokerConf
     try:
         _publish_all(broker, items)
         for _client, inbox in clients:
-            wait_for(lambda inbox=inbox: len(inbox.messages) >= len(items), 20,
-                     lambda inbox=inbox: len(inbox.messages))
+            def received(box: Inbox = inbox) -> int:
+                return len(box.messages)
+            wait_for(lambda: received() >= len(items), 20, received)
         stock, fast = (inbox.messages for _c, inbox in clients)
         assert fast == stock
         assert [(t, p, q) for t, p, q, _r, _d in fast] == items
