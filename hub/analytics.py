@@ -41,7 +41,14 @@ from hub.noise import noise_exceedance, zone_code
 from hub.parking import BayTracker, group_lot_occupancy, lot_occupancy
 from hub.points import EntityPoints
 from hub.quality import CompletenessRows, DataQuality
-from hub.series import GLOBAL_CODE, GLOBAL_NAMES, KIND_CODE, SeriesRegistry
+from hub.series import (
+    GLOBAL_CODE,
+    GLOBAL_NAMES,
+    KEY_GLOBAL_CODE,
+    KEY_KIND_CODE,
+    KIND_CODE,
+    SeriesRegistry,
+)
 from hub.sketch import LogHistogram
 from hub.water import classify_water
 from hub.window import WindowBatch
@@ -222,7 +229,7 @@ class CityAnalytics:
         # columns: amortised O(1), not a full copy per registration).
         self._cols = {name: Column(np.int64) for name in (
             "s_kind", "s_name", "s_device", "s_pct_group", "d_district", "d_system",
-            "d_kind")}
+            "d_kind", "d_restaurant", "restaurant_gid")}
         self._cols["_stuck_open"] = Column(np.bool_, False)
         self._cols["s_scored"] = Column(np.bool_, False)
         self._cols["s_role"] = Column(np.int8, 0)
@@ -244,6 +251,12 @@ class CityAnalytics:
         self.d_district = self._cols["d_district"].extend([])
         self.d_system = self._cols["d_system"].extend([])
         self.d_kind = self._cols["d_kind"].extend([])
+        # The kitchen engine's state is per restaurant (~0.6 KB each): restaurants are
+        # numbered among kitchens only, not by device gid (a third of a city's devices).
+        #: device gid -> its restaurant number in ``self.kitchen``, -1 for other kinds
+        self.d_restaurant = self._cols["d_restaurant"].extend([])
+        #: restaurant number -> device gid
+        self.restaurant_gid = self._cols["restaurant_gid"].extend([])
         self.lot_free = self._cols["lot_free"].extend([])
         self.lot_ts = self._cols["lot_ts"].extend([])
         self.attrs: dict[str, dict[str, Any]] = {}  # device id -> attrs from its birth
@@ -258,10 +271,10 @@ class CityAnalytics:
         cols = self._cols
         if n > len(self.s_kind):
             k0 = len(self.s_kind)
-            self.s_kind = cols["s_kind"].extend([KIND_CODE[k] for k in reg.series_kind[k0:n]])
-            self.s_name = cols["s_name"].extend(
-                [GLOBAL_CODE[m] for m in reg.series_name[k0:n]])
-            self.s_device = cols["s_device"].extend(reg.series_device_gid[k0:n])
+            keys = reg.series_key[k0:n]
+            self.s_kind = cols["s_kind"].extend(KEY_KIND_CODE[keys])
+            self.s_name = cols["s_name"].extend(KEY_GLOBAL_CODE[keys])
+            self.s_device = cols["s_device"].extend(reg.series_gid[k0:n])
             self._stuck_open = cols["_stuck_open"].extend(np.zeros(n - k0, bool))
             self.s_scored = cols["s_scored"].extend(
                 ~np.isin(self.s_name[k0:n], NOT_SCORED_CODES))
@@ -278,6 +291,11 @@ class CityAnalytics:
                 [self.district_index[self.city.systems[s].district_code] for s in systems])
             self.d_kind = cols["d_kind"].extend(
                 [KIND_CODE[self.city.systems[s].kind] for s in systems])
+            kitchens = np.flatnonzero(self.d_kind[d0:nd] == KIND_CODE["kitchen"])
+            number = np.full(nd - d0, -1, dtype=np.int64)
+            number[kitchens] = len(self.restaurant_gid) + np.arange(len(kitchens))
+            self.d_restaurant = cols["d_restaurant"].extend(number)
+            self.restaurant_gid = cols["restaurant_gid"].extend(kitchens + d0)
             self.lot_free = cols["lot_free"].extend(np.full(nd - d0, np.nan))
             self.lot_ts = cols["lot_ts"].extend(np.full(nd - d0, -(2**63)))
             self.quality.sync_devices(reg.device_system)
@@ -294,7 +312,7 @@ class CityAnalytics:
             return
         self._attrs_applied.add(device)
         if attrs.get("frozen") and self.d_kind[gid] == KIND_CODE["kitchen"]:
-            self.kitchen.set_range(np.array([gid]), kt.A_COLD_ROOM, -20.0, -1.0)
+            self.kitchen.set_range(self.d_restaurant[[gid]], kt.A_COLD_ROOM, -20.0, -1.0)
 
     def _attr(self, gid: int, name: str) -> Any:
         return self.attrs.get(self.registry.device_ids[gid], {}).get(name)
@@ -362,7 +380,8 @@ class CityAnalytics:
         ``code``: their ``kitchen.M_*`` measurement codes."""
         if len(code) == 0:
             return AnalyticsOut()
-        upd = self.kitchen.update(device, ts_ns, code, value)
+        # every reading here is of a kitchen device (ROLE_KITCHEN): a restaurant
+        upd = self.kitchen.update(self.d_restaurant[device], ts_ns, code, value)
         return self._alarm_out(upd.transitions)
 
     def _alarm_out(self, tr: kt.AlarmTransitions) -> AnalyticsOut:
@@ -372,7 +391,8 @@ class CityAnalytics:
         p = self._points["kitchen_alarm"]
         reg = self.registry
         ents = []
-        for r, a, st, t, v, pk, rts in tr.rows():
+        for restaurant, a, st, t, v, pk, rts in tr.rows():
+            r = int(self.restaurant_gid[restaurant])
             dev = reg.device_ids[r]
             district = self.districts[self.d_district[r]]
             system = self.city.systems[self.d_system[r]].system_id
@@ -405,9 +425,8 @@ class CityAnalytics:
         return p.render(ents, np.column_stack([found.score, value[rows]]), ts_ns[rows])
 
     def _series_entity(self, p: EntityPoints, series: int, reason: str) -> int:
-        reg = self.registry
-        return p.entity([reg.series_device[series], reg.series_district[series],
-                         reg.series_name[series], reason, reg.series_system[series]])
+        s = self.registry.labels(series)
+        return p.entity([s.device, s.district, s.name, reason, s.system])
 
     def _percentiles(self, series: np.ndarray, ts_ns: np.ndarray, value: np.ndarray) -> None:
         """Sketch values per (district, measurement) and event-time minute, minutes in
@@ -742,7 +761,8 @@ class CityAnalytics:
 
     def _open_alarm_points(self, now_ns: int) -> tuple[bytes, int]:
         open_ = self.kitchen.open_alarms()
-        counts = np.bincount(self.d_district[open_.restaurant], minlength=len(self.districts)) \
+        counts = np.bincount(self.d_district[self.restaurant_gid[open_.restaurant]],
+                             minlength=len(self.districts)) \
             if len(open_) else np.zeros(len(self.districts), dtype=np.int64)
         self.live.open_alarms = counts.astype(np.int64)
         p = self._points["kitchen_alarms_open"]

@@ -52,12 +52,15 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from numba import njit
+from numba.core import types
+from numba.extending import overload
 
 from hub.kernel_config import CACHE, EXACT, NOGIL
 
 __all__ = [
     "LineProtocolError",
     "PrefixTable",
+    "SplicedPrefixes",
     "escape_key",
     "escape_measurement",
     "escape_string_field",
@@ -247,6 +250,56 @@ class PrefixTable:
     @property
     def max_len(self) -> int:
         return self._max_len
+
+    def kernel_source(self) -> tuple[np.ndarray, np.ndarray]:
+        """What the renderers' kernels read: ``(blob, offsets)``."""
+        return self.blob, self.offsets
+
+
+class SplicedPrefixes:
+    """Series prefixes spliced at render time from shared parts, not stored whole.
+
+    A city's series prefixes repeat the same device tags in every measurement of the device
+    and in every table (raw, each aggregate resolution): stored whole they were ~180 bytes
+    per series per table, ~0.7 KB per series in all. Here prefix ``i`` is the five pieces::
+
+        fixed[3k] + parts[2d] + fixed[3k + 1] + parts[2d + 1] + fixed[3k + 2]
+
+    with ``k = key[i]`` (which measurement of which kind: ``fixed`` holds its three
+    pieces, a handful of rows per table) and ``d = device[i]`` (``parts`` holds two pieces
+    per device, shared by every table). E.g. ``agg_10s,`` + ``device=D,district=X`` +
+    ``,kind=air,m=pm2_5`` + ``,system=S`` + `` ``. ``device`` and ``key`` are views the owner
+    refreshes as it registers series; all pieces are escaped line protocol, built by the
+    owner (``hub.series``), and the renderers copy them as they are. Every ``fixed[3k + 2]``
+    is non-empty (it ends the prefix: ``' '`` or ``'field='``).
+    """
+
+    def __init__(self, fixed: PrefixTable, parts: PrefixTable,
+                 device: Callable[[], np.ndarray], key: Callable[[], np.ndarray]) -> None:
+        self._fixed = fixed
+        self._parts = parts
+        self._device = device
+        self._key = key
+
+    def __len__(self) -> int:
+        return len(self._device())
+
+    def __getitem__(self, i: int) -> bytes:
+        n = len(self)
+        if not 0 <= i < n:
+            raise IndexError(f"prefix {i} out of range 0..{n - 1}")
+        k, d = 3 * int(self._key()[i]), 2 * int(self._device()[i])
+        f, p = self._fixed, self._parts
+        return b"".join((f[k], p[d], f[k + 1], p[d + 1], f[k + 2]))
+
+    def kernel_source(self) -> tuple[np.ndarray, ...]:
+        """What the renderers' kernels read: ``(fixed blob, fixed offsets, parts blob, parts
+        offsets, device, key)``."""
+        f, p = self._fixed, self._parts
+        return f.blob, f.offsets, p.blob, p.offsets, self._device(), self._key()
+
+
+PrefixSource = PrefixTable | SplicedPrefixes
 
 
 # --------------------------------------------------------------------------------------------
@@ -449,24 +502,102 @@ def _copy(buf, pos, src, a, b):
     return pos + n
 
 
+# A prefix source is a ``PrefixTable``'s ``(blob, offsets)`` or a ``SplicedPrefixes``'
+# six arrays (``kernel_source()``). The three helpers below are specialised on which one at
+# compile time (numba ``overload`` on the tuple's length), so each renderer is compiled once
+# per kind of table and neither pays for the other. ``inline="never"`` at numba's level on
+# purpose: inlining these overloads into the renderers' IR miscompiled the number writers
+# after them in numba 0.68 (wrong digits, caught by the float examples test); LLVM still
+# inlines them, and the renderers run as fast as with the plain copy (measured).
+
+
+def _prefix_count(src):  # compiled only (overload below)
+    raise NotImplementedError
+
+
+def _prefix_size(src, j):
+    raise NotImplementedError
+
+
+def _put_prefix(buf, pos, src, j):
+    raise NotImplementedError
+
+
+def _is_plain(src: object) -> bool:
+    return isinstance(src, types.BaseTuple) and len(src) == 2
+
+
+@overload(_prefix_count, inline="never")
+def _ol_prefix_count(src):
+    if _is_plain(src):
+        return lambda src: src[1].shape[0] - 1
+    return lambda src: src[4].shape[0]
+
+
+@overload(_prefix_size, inline="never")
+def _ol_prefix_size(src, j):
+    """(length in bytes, last byte) of prefix ``j``."""
+    if _is_plain(src):
+        def plain(src, j):
+            blob, offsets = src[0], src[1]
+            return offsets[j + 1] - offsets[j], blob[offsets[j + 1] - 1]
+        return plain
+
+    def spliced(src, j):
+        fblob, foff, _, poff, device, key = src
+        k = 3 * np.int64(key[j])
+        d = 2 * np.int64(device[j])
+        size = foff[k + 3] - foff[k] + poff[d + 2] - poff[d]
+        return size, fblob[foff[k + 3] - 1]
+    return spliced
+
+
+@overload(_put_prefix, inline="never")
+def _ol_put_prefix(buf, pos, src, j):
+    """Copy prefix ``j`` to ``buf[pos:]``; returns the new pos (uint64)."""
+    if _is_plain(src):
+        def plain(buf, pos, src, j):
+            blob = src[0]
+            a = np.uint64(src[1][j])
+            n = np.uint64(src[1][j + 1]) - a
+            q = _U0
+            while q < n:
+                buf[pos + q] = blob[a + q]
+                q += _U1
+            return pos + n
+        return plain
+
+    def spliced(buf, pos, src, j):
+        fblob, foff, pblob, poff, device, key = src
+        k = 3 * np.int64(key[j])
+        d = 2 * np.int64(device[j])
+        pos = _copy(buf, pos, fblob, np.uint64(foff[k]), np.uint64(foff[k + 1]))
+        pos = _copy(buf, pos, pblob, np.uint64(poff[d]), np.uint64(poff[d + 1]))
+        pos = _copy(buf, pos, fblob, np.uint64(foff[k + 1]), np.uint64(foff[k + 2]))
+        pos = _copy(buf, pos, pblob, np.uint64(poff[d + 1]), np.uint64(poff[d + 2]))
+        return _copy(buf, pos, fblob, np.uint64(foff[k + 2]), np.uint64(foff[k + 3]))
+    return spliced
+
+
 @njit(cache=CACHE, fastmath=EXACT, nogil=NOGIL)
-def _bound(blob, offsets, idx, last_char, per_row):
+def _bound(src, idx, last_char, per_row):
     """Validate prefix indices and bound the output size. Returns (bound, bad_row, code):
     code 0 ok, 1 index out of range, 2 prefix not ending with ``last_char``."""
-    n_prefix = offsets.shape[0] - 1
+    n_prefix = _prefix_count(src)
     bound = 0
     for i in range(idx.shape[0]):
         j = idx[i]
         if j < 0 or j >= n_prefix:
             return 0, i, 1
-        if blob[offsets[j + 1] - 1] != last_char:
+        size, last = _prefix_size(src, j)
+        if last != last_char:
             return 0, i, 2
-        bound += offsets[j + 1] - offsets[j] + per_row
+        bound += size + per_row
     return bound, -1, 0
 
 
 @njit(cache=CACHE, fastmath=EXACT, nogil=NOGIL)
-def _render_single(blob, offsets, idx, value, ts_ns, buf):
+def _render_single(src, idx, value, ts_ns, buf):
     """Write one line per finite value into ``buf`` (sized by ``_bound``); returns
     (bytes used, lines written)."""
     pos = _U0
@@ -475,8 +606,7 @@ def _render_single(blob, offsets, idx, value, ts_ns, buf):
         v = value[i]
         if not np.isfinite(v):
             continue
-        j = idx[i]
-        pos = _copy(buf, pos, blob, np.uint64(offsets[j]), np.uint64(offsets[j + 1]))
+        pos = _put_prefix(buf, pos, src, idx[i])
         pos = _write_float(buf, pos, v)
         buf[pos] = _CH_SPACE
         pos = _write_int(buf, pos + _U1, ts_ns[i])
@@ -487,15 +617,14 @@ def _render_single(blob, offsets, idx, value, ts_ns, buf):
 
 
 @njit(cache=CACHE, fastmath=EXACT, nogil=NOGIL)
-def _render_multi(blob, offsets, idx, values, is_int, kblob, koffsets, ts_ns, buf):
+def _render_multi(src, idx, values, is_int, kblob, koffsets, ts_ns, buf):
     """Like ``_render_single`` for k fields per row; ``kblob`` holds ``key=`` per field."""
     k = values.shape[1]
     pos = _U0
     lines = 0
     for i in range(idx.shape[0]):
         start = pos
-        j = idx[i]
-        pos = _copy(buf, pos, blob, np.uint64(offsets[j]), np.uint64(offsets[j + 1]))
+        pos = _put_prefix(buf, pos, src, idx[i])
         written = 0
         for f in range(k):
             v = values[i, f]
@@ -545,7 +674,7 @@ def _check_array(name: str, a: object, dtype: type[np.generic], ndim: int = 1) -
     return a
 
 
-def _raise_kernel_error(table: PrefixTable, idx: np.ndarray, row: int, code: int,
+def _raise_kernel_error(table: PrefixSource, idx: np.ndarray, row: int, code: int,
                         want_end: str) -> None:
     if code == 1:
         raise IndexError(f"idx[{row}] = {int(idx[row])} is not a prefix of the table "
@@ -556,7 +685,7 @@ def _raise_kernel_error(table: PrefixTable, idx: np.ndarray, row: int, code: int
         f"{'..., field_key' if want_end == '=' else '..., None'})")
 
 
-def render_single(table: PrefixTable, idx: np.ndarray, value: np.ndarray,
+def render_single(table: PrefixSource, idx: np.ndarray, value: np.ndarray,
                   ts_ns: np.ndarray) -> tuple[bytes, int]:
     """Render one line per row: ``prefix[idx] + value + " " + ts_ns + "\\n"``.
 
@@ -573,14 +702,14 @@ def render_single(table: PrefixTable, idx: np.ndarray, value: np.ndarray,
                          f"{i.shape[0]}, {v.shape[0]}, {t.shape[0]}")
     if i.shape[0] == 0:
         return b"", 0
-    blob, offsets = table.blob, table.offsets
-    bound, row, code = _bound(blob, offsets, i, _CH_EQ, FLOAT_MAX_WIDTH + TS_MAX_WIDTH + 2)
+    src = table.kernel_source()
+    bound, row, code = _bound(src, i, _CH_EQ, FLOAT_MAX_WIDTH + TS_MAX_WIDTH + 2)
     if code:
         _raise_kernel_error(table, i, int(row), int(code), "=")
     # allocated here, not in the kernel: numpy's allocations reuse freed pages, numba's
     # come back fresh and page faults would cost more than the rendering
     buf = np.empty(int(bound), dtype=np.uint8)
-    used, lines = _render_single(blob, offsets, i, v, t, buf)
+    used, lines = _render_single(src, i, v, t, buf)
     return buf[: int(used)].tobytes(), int(lines)
 
 
@@ -597,7 +726,7 @@ def _field_keys(keys: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     return kblob, koffsets
 
 
-def render_multi(table: PrefixTable, idx: np.ndarray, field_keys: Sequence[str],
+def render_multi(table: PrefixSource, idx: np.ndarray, field_keys: Sequence[str],
                  values: np.ndarray, is_int: np.ndarray | Sequence[bool],
                  ts_ns: np.ndarray) -> tuple[bytes, int]:
     """Render one line per row: ``prefix[idx] + "k1=v1,k2=v2i,..." + " " + ts + "\\n"``.
@@ -629,12 +758,12 @@ def render_multi(table: PrefixTable, idx: np.ndarray, field_keys: Sequence[str],
     if i.shape[0] == 0:
         return b"", 0
     kblob, koffsets = _field_keys(tuple(keys))
-    blob, offsets = table.blob, table.offsets
+    src = table.kernel_source()
     per_row = int(koffsets[k]) + k * (FLOAT_MAX_WIDTH + 1) + TS_MAX_WIDTH + 2
-    bound, row, code = _bound(blob, offsets, i, _CH_SPACE, per_row)
+    bound, row, code = _bound(src, i, _CH_SPACE, per_row)
     if code:
         _raise_kernel_error(table, i, int(row), int(code), " ")
     buf = np.empty(int(bound), dtype=np.uint8)
-    used, lines = _render_multi(blob, offsets, i, vals, np.ascontiguousarray(ints), kblob,
-                                koffsets, t, buf)
+    used, lines = _render_multi(src, i, vals, np.ascontiguousarray(ints), kblob, koffsets,
+                                t, buf)
     return buf[: int(used)].tobytes(), int(lines)

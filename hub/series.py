@@ -5,7 +5,9 @@ Each device gets a block of consecutive ids, one per measurement its kind report
 catalogue): ``series = base[device] + local_code[kind, measurement]``. Resolving a frame is a
 dictionary lookup per *device in the frame* plus numpy fancy indexing per reading.
 
-Each series' escaped line-protocol prefix is rendered once, when its device is first seen:
+Each series' escaped line-protocol prefix is spliced at render time from pieces escaped once
+(``hub.lineproto.SplicedPrefixes``): two per device, written when it is first seen, and three
+per (kind, measurement) per table:
 
 * raw:        ``raw_{kind},device=…,district=…,system=… {measurement}=``
 * aggregates: ``agg_{label},device=…,district=…,kind=…,m={measurement},system=… `` for
@@ -14,6 +16,7 @@ Each series' escaped line-protocol prefix is rendered once, when its device is f
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import repeat
@@ -24,7 +27,13 @@ from numba import njit
 from citybrain.frame import Frame
 from hub.arrays import Column
 from hub.kernel_config import CACHE
-from hub.lineproto import LineProtocolError, PrefixTable, escape_key, escape_tag_value
+from hub.lineproto import (
+    LineProtocolError,
+    PrefixTable,
+    SplicedPrefixes,
+    escape_key,
+    escape_tag_value,
+)
 from seeds.city import KINDS, City, catalogue_by_kind, measurement_names
 
 GLOBAL_NAMES = measurement_names()
@@ -97,49 +106,109 @@ def _key(name: str) -> bytes:
     return escape_key(name).encode("utf-8")
 
 
-@lru_cache(maxsize=64)
-def _templates(kind: str, agg_labels: tuple[str, ...]) -> dict[str, list[bytes]]:
-    """Per table ("" raw, else an aggregate label): one ``%``-template per measurement of
-    ``kind``, with ``%s`` for the escaped device, district and system."""
-    out = {"": [b"raw_%s,device=%%s,district=%%s,system=%%s %s=" % (_tag(kind), _key(name))
-                for name in KIND_NAMES[kind]]}
-    for label in agg_labels:
-        out[label] = [b"agg_%s,device=%%s,district=%%s,kind=%s,m=%s,system=%%s " % (
-            _tag(label), _tag(kind), _tag(name)) for name in KIND_NAMES[kind]]
-    return out
+#: Series keys: one per (kind, measurement of the kind), kinds in ``KINDS`` order. A series'
+#: key says what it measures; its device says where (``SeriesRegistry``).
+KEY_BASE = {k: b for k, b in zip(
+    KINDS, itertools.accumulate((len(KIND_NAMES[k]) for k in KINDS), initial=0),
+    strict=False)}
+KEY_KIND = tuple(k for k in KINDS for _ in KIND_NAMES[k])
+KEY_NAME = tuple(name for k in KINDS for name in KIND_NAMES[k])
+#: per key: ``KIND_CODE`` of its kind and ``GLOBAL_CODE`` of its measurement
+KEY_KIND_CODE = np.array([KIND_CODE[k] for k in KEY_KIND], dtype=np.int64)
+KEY_GLOBAL_CODE = np.array([GLOBAL_CODE[n] for n in KEY_NAME], dtype=np.int64)
+
+
+def _fixed_pieces(table: str) -> PrefixTable:
+    """The three fixed pieces of every key's prefix in one table ("" raw, else an aggregate
+    label), around the device's two (``device=…,district=…`` and ``,system=…``): the bytes
+    ``series_prefix`` builds, tags sorted device, district, kind, m, system."""
+    pieces: list[bytes] = []
+    for kind, name in zip(KEY_KIND, KEY_NAME, strict=True):
+        if table == "":
+            pieces += [b"raw_%s," % _tag(kind), b"", b" %s=" % _key(name)]
+        else:
+            pieces += [b"agg_%s," % _tag(table), b",kind=%s,m=%s" % (_tag(kind), _tag(name)),
+                       b" "]
+    fixed = PrefixTable()
+    fixed.add_many(pieces, validate=False)
+    return fixed
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesLabels:
+    """What a series is, as its line-protocol tags name it."""
+
+    device: str
+    district: str
+    system: str
+    kind: str
+    name: str
 
 
 class SeriesRegistry:
-    """Owned by the hub's processing thread."""
+    """Owned by the hub's processing thread.
+
+    Per series it keeps 6 bytes (its device's gid and its key); per device, its id, system and
+    the two escaped pieces of its prefixes. Line-protocol prefixes are spliced from those at
+    render time (``SplicedPrefixes``), not stored per series: a city of a million devices
+    has ~3.7M series, and whole prefixes cost ~0.7 KB per series.
+    """
 
     def __init__(self, city: City, agg_labels: tuple[str, ...] = ("10s",)) -> None:
         self.city = city
         self.agg_labels = agg_labels
-        self.raw_prefixes = PrefixTable()
-        self.agg_prefixes = {label: PrefixTable() for label in agg_labels}
-        #: prefixes of devices registered while resolving a frame: "" raw, else agg labels
-        self._new_prefixes: dict[str, list[bytes]] = {"": [], **{a: [] for a in agg_labels}}
-        self._new_devices: list[tuple[int, int]] = []  # (base, kind) registered, not flushed
+        self._series_gid = Column(np.int32)  # series id -> device gid
+        self._series_key = Column(np.int16)  # series id -> key (KEY_KIND, KEY_NAME)
+        #: two escaped pieces per device gid: ``device=…,district=…`` and ``,system=…``
+        self._device_parts = PrefixTable()
+        self.raw_prefixes = self._spliced("")
+        self.agg_prefixes = {label: self._spliced(label) for label in agg_labels}
+        #: registered while resolving a frame, not yet in the columns: (gid, key base,
+        #: measurements), kind code, and the device's two pieces
+        self._new_series: list[tuple[int, int, int]] = []
+        self._new_devices: list[tuple[int, int]] = []  # (base, kind)
+        self._new_parts: list[bytes] = []
+        self._n_series = 0
         self._devices: dict[str, int] = {}  # device id -> device gid
         self._device_base = Column(np.int64)  # device gid -> its first series id
         self._device_kind = Column(np.int64)  # device gid -> KIND_CODE
         self.system_index = {sys.system_id: i for i, sys in enumerate(city.systems)}
         self.device_system: list[int] = []  # device gid -> index into city.systems
         self.device_ids: list[str] = []  # device gid -> device id
-        self.series_device: list[str] = []  # series id -> device id
-        self.series_name: list[str] = []  # series id -> measurement
-        self.series_kind: list[str] = []
-        self.series_district: list[str] = []
-        self.series_system: list[str] = []
-        self.series_device_gid: list[int] = []
+
+    def _spliced(self, table: str) -> SplicedPrefixes:
+        return SplicedPrefixes(_fixed_pieces(table), self._device_parts,
+                               lambda: self._series_gid.values,
+                               lambda: self._series_key.values)
 
     @property
     def n_series(self) -> int:
-        return len(self.series_device)
+        return self._n_series
 
     @property
     def n_devices(self) -> int:
         return len(self._devices)
+
+    @property
+    def series_gid(self) -> np.ndarray:
+        """int32[n_series]: each series' device gid (a view: re-read after resolving)."""
+        return self._series_gid.values
+
+    @property
+    def series_key(self) -> np.ndarray:
+        """int16[n_series]: each series' key, an index into ``KEY_KIND``/``KEY_NAME`` (a
+        view: re-read after resolving)."""
+        return self._series_key.values
+
+    def labels(self, series: int) -> SeriesLabels:
+        """Device, district, system, kind and measurement of a registered series."""
+        if not 0 <= series < self._n_series:
+            raise IndexError(f"series {series} out of range 0..{self._n_series - 1}")
+        gid = int(self._series_gid.values[series])
+        key = int(self._series_key.values[series])
+        system = self.city.systems[self.device_system[gid]]
+        return SeriesLabels(self.device_ids[gid], system.district_code, system.system_id,
+                            KEY_KIND[key], KEY_NAME[key])
 
     def device_gid(self, device: str) -> int | None:
         """Dense id of a registered device, None if it has not been seen yet."""
@@ -155,29 +224,21 @@ class SeriesRegistry:
         if system.district_code != district:
             return invalid
         kind = system.kind
-        base = self.n_series
         try:
-            dev = _tag(device)
-            dis = _tag(district)
-            sys_ = _tag(system_id)
+            # the device's pieces of every prefix (tags sorted: device, district, kind, m,
+            # system), escaped once: registration is on the path of a device's first
+            # frame, and a city has a million devices (tests check they splice into what
+            # series_prefix() builds)
+            head = b"device=%s,district=%s" % (_tag(device), _tag(district))
+            tail = b",system=%s" % _tag(system_id)
         except LineProtocolError:
             return invalid
-        names = KIND_NAMES[kind]
-        # The bytes series_prefix() builds (tags sorted: device, district, kind, m, system),
-        # assembled from parts escaped once: registration is on the path of a device's
-        # first frame, and a city has a million devices (tests check both agree).
-        # Appended to the tables in one copy per frame (``_flush_prefixes``), before any
-        # rendering needs them.
-        parts = (dev, dis, sys_)
-        for table, templates in _templates(kind, tuple(self.agg_prefixes)).items():
-            self._new_prefixes[table] += [t % parts for t in templates]
+        m = len(KIND_NAMES[kind])
+        base = self._n_series
         gid = len(self.device_ids)
-        self.series_device += [device] * len(names)
-        self.series_name += names
-        self.series_kind += [kind] * len(names)
-        self.series_district += [district] * len(names)
-        self.series_system += [system_id] * len(names)
-        self.series_device_gid += [gid] * len(names)
+        self._new_series.append((gid, KEY_BASE[kind], m))
+        self._new_parts += (head, tail)
+        self._n_series += m
         self._devices[device] = gid
         self._new_devices.append((base, KIND_CODE[kind]))
         self.device_ids.append(device)
@@ -185,19 +246,23 @@ class SeriesRegistry:
         return gid
 
     def _flush_new_devices(self) -> None:
+        """Append what ``_register`` queued to the columns, in one copy each, before any
+        kernel or renderer reads them."""
         bases, kinds = zip(*self._new_devices, strict=True)
         self._device_base.extend(list(bases))
         self._device_kind.extend(list(kinds))
+        gid, key0, m = (np.array(c, dtype=np.int64) for c in zip(*self._new_series,
+                                                                  strict=True))
+        # series j of the new block belongs to device gid[d] and has key key0[d] + (its
+        # position within the device): a repeat and a ramp, no Python per series
+        within = np.arange(int(m.sum())) - np.repeat(np.cumsum(m) - m, m)
+        self._series_gid.extend(np.repeat(gid, m))
+        self._series_key.extend(np.repeat(key0, m) + within)
+        # built from escaped parts only: no need to re-validate every byte
+        self._device_parts.add_many(self._new_parts, validate=False)
         self._new_devices.clear()
-        self._flush_prefixes()
-
-    def _flush_prefixes(self) -> None:
-        # Built from escaped parts only: no need to re-validate every byte.
-        self.raw_prefixes.add_many(self._new_prefixes[""], validate=False)
-        for label, table in self.agg_prefixes.items():
-            table.add_many(self._new_prefixes[label], validate=False)
-        for pending in self._new_prefixes.values():
-            pending.clear()
+        self._new_series.clear()
+        self._new_parts.clear()
 
     def resolve(self, frame: Frame) -> Resolved:
         """Series id of every reading in ``frame``: a lookup per device in the frame, then one

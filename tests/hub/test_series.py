@@ -1,12 +1,15 @@
-"""Series registration: the prefixes assembled from escaped parts are exactly
-``series_prefix``'s, for every kind and resolution."""
+"""Series registration: the prefixes spliced from escaped parts are exactly
+``series_prefix``'s, for every kind and resolution, and render the same lines."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from citybrain.frame import decode_frame, encode_frame
-from hub.lineproto import series_prefix
+from hub.lineproto import PrefixTable, render_multi, render_single, series_prefix
 from hub.series import SeriesRegistry
 from seeds.city import City
 
@@ -23,8 +26,9 @@ def test_registered_prefixes_equal_series_prefix() -> None:
         reg.resolve(frame)
     kinds = set()
     for i in range(reg.n_series):
-        dev, name, kind = reg.series_device[i], reg.series_name[i], reg.series_kind[i]
-        district, system = reg.series_district[i], reg.series_system[i]
+        lab = reg.labels(i)
+        dev, name, kind, district, system = lab.device, lab.name, lab.kind, lab.district, \
+            lab.system
         kinds.add(kind)
         assert reg.raw_prefixes[i] == series_prefix(
             f"raw_{kind}", {"device": dev, "district": district, "system": system}, name)
@@ -33,3 +37,76 @@ def test_registered_prefixes_equal_series_prefix() -> None:
                 f"agg_{label}", {"device": dev, "district": district, "kind": kind, "m": name,
                                  "system": system}, None)
     assert kinds == {"air", "water", "noise", "bay", "lot", "kitchen"}
+
+
+def _register(reg: SeriesRegistry, city: City, ids: list[str], n_systems: int) -> None:
+    """Register ``ids`` as devices of the first ``n_systems`` systems of one district."""
+    d = city.districts[0].code
+    systems = [s for s in city.systems if s.district_code == d][:n_systems]
+    sys_ids = [systems[i % len(systems)].system_id for i in range(len(ids))]
+    n = len(ids)
+    reg.resolve(decode_frame(encode_frame(
+        d, 1, 0, ids, sys_ids, ["battery"], np.arange(n), np.ones(n), np.zeros(n),
+        np.arange(n), np.zeros(n))))
+
+
+# device ids needing escapes (space, comma, equals, backslash, non-ASCII) among plain ones
+_IDS = st.lists(st.text(st.sampled_from(list("ab9 ,=\\é区-_")), min_size=1, max_size=12)
+                .filter(lambda s: not s.endswith("\\") and "\\ " not in s
+                        and "\\," not in s and "\\=" not in s),
+                min_size=1, max_size=30, unique=True)
+
+
+@settings(max_examples=40, deadline=None)
+@given(ids=_IDS, data=st.data())
+def test_spliced_prefixes_render_what_whole_prefixes_render(ids: list[str],
+                                                            data: st.DataObject) -> None:
+    city = City(1.0)
+    reg = SeriesRegistry(city, agg_labels=("10s", "1h"))
+    _register(reg, city, ids, n_systems=12)
+    n = reg.n_series
+    whole = {"": PrefixTable()}
+    whole[""].add_many([reg.raw_prefixes[i] for i in range(n)])
+    for label, table in reg.agg_prefixes.items():
+        whole[label] = PrefixTable()
+        whole[label].add_many([table[i] for i in range(n)])
+    rows = data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=60))
+    idx = np.array(rows, dtype=np.int64)
+    value = np.linspace(-5.5, 1e6, len(rows))
+    ts = np.arange(len(rows), dtype=np.int64) * 10**9
+    assert render_single(reg.raw_prefixes, idx, value, ts) == render_single(
+        whole[""], idx, value, ts)
+    vals = np.column_stack([value, value * 2])
+    for label, table in reg.agg_prefixes.items():
+        assert render_multi(table, idx, ["count", "mean"], vals, [True, False], ts) == \
+            render_multi(whole[label], idx, ["count", "mean"], vals, [True, False], ts)
+
+
+def test_spliced_prefixes_check_indices_and_endings() -> None:
+    city = City(1.0)
+    reg = SeriesRegistry(city, agg_labels=("10s",))
+    _register(reg, city, ["a", "b"], n_systems=2)
+    n = reg.n_series
+    one = np.ones(1)
+    with pytest.raises(IndexError, match="is not a prefix"):
+        render_single(reg.raw_prefixes, np.array([n]), one, np.zeros(1, np.int64))
+    with pytest.raises(IndexError):
+        reg.raw_prefixes[n]
+    with pytest.raises(IndexError):
+        reg.labels(n)
+    # a raw prefix ends with "field=", an aggregate one with a space: not interchangeable
+    with pytest.raises(ValueError, match="must end with"):
+        render_multi(reg.raw_prefixes, np.array([0]), ["f"], one[:, None], [False],
+                     np.zeros(1, np.int64))
+    with pytest.raises(ValueError, match="must end with"):
+        render_single(reg.agg_prefixes["10s"], np.array([0]), one, np.zeros(1, np.int64))
+
+
+def test_registry_keeps_a_few_bytes_per_series() -> None:
+    """Per series: its device gid and key (6 bytes), not its prefixes."""
+    city = City(1.0)
+    reg = SeriesRegistry(city, agg_labels=("10s", "1m", "1h"))
+    devs = list(city.devices({city.districts[0].code}))
+    _register(reg, city, [x.device_id for x in devs], n_systems=10**6)
+    assert reg.series_gid.dtype == np.int32 and reg.series_key.dtype == np.int16
+    assert len(reg.series_gid) == len(reg.series_key) == reg.n_series
