@@ -46,9 +46,13 @@ mean of the two middle values for an even count), ``dev = |x - median|``:
 
 Then the reading joins the history (flagged or not), so a genuine level shift stops being
 flagged after about ``window / 2`` readings. Unscored readings have ``score``, ``median``,
-``mad`` = NaN. Cost per reading O(window): the history is kept sorted alongside the ring
-(insert/evict by shifting), the MAD a binary search over the two sorted runs of deviations
-either side of the median.
+``mad`` = NaN. ``window`` is at most 127. Cost per reading O(window), branch-light: the
+history is kept sorted (a vectorised count places the new value, the values between its
+place and the evicted one's shift by one), with a byte per ring slot giving the rank of
+the value that arrived in it (so the value to evict is found without a search, and the
+ranks are updated 8 to a 64-bit word); the MAD a binary search over the two sorted runs of
+deviations either side of the median. State: one 288-byte record per series for W = 31
+(``SpikeDetector``).
 
 (c) Peer drift -- ``peer_scores`` / ``DriftDetector``
 -----------------------------------------------------
@@ -63,18 +67,19 @@ to 0 for a scored non-exceeding one, unchanged when the station is not scored (m
 non-finite, or too small a group: no evidence either way); flagged when scored, exceeding and
 the counter is ``>= min_windows``.
 
-Throughput (one core of the 2-core dev VM, warm JIT, best of 7, 1M readings over 10k
-series with cycling ids; the VM was shared, so ranges): ``StuckDetector.update`` 40-65 M
-readings/s; ``SpikeDetector.update`` (W = 31, every history full, so every reading is
-scored) 7-9 M readings/s -- ~20 ns for median + MAD, the rest is keeping the sorted copy.
+Throughput (one core of the 2-core dev VM, warm JIT; the VM was shared, so medians of
+runs alternating with the previous version): ``StuckDetector.update`` 40-65 M readings/s;
+``SpikeDetector.update`` (W = 31, every reading scored, median and MAD in full) ~11 M
+readings/s (was ~7.5 M with a ring of values and a sorted copy, evicting by binary search
+and shifting with a compare per step).
 
 The hub runs both over a batch at once (``scan_stuck_and_spikes``): one compiled pass over
 the readings of scored series, keeping only the readings to report (a stuck episode starting,
 a spike) instead of five per-reading result arrays per detector and the masks to pick them
-out. A reading that repeats the value it evicts from a full history skips the sorted-copy
-update (it would leave it as it is), and a history left as it is keeps its median and MAD
-(not searched again): a sensor repeating its value costs ~1/3. Same state, same reports
-(tested bit for bit against the two detectors' own updates).
+out. As only spikes are reported, the scan searches the MAD only for a reading that a lower
+bound of it (two loads, see ``_scan_kernel``) cannot rule out: ~70 ns per reading for values
+that never repeat over 45k series (was ~145 ns), the same reports and state (tested bit for
+bit against the two detectors' own updates, and on the threshold).
 """
 
 from __future__ import annotations
@@ -120,6 +125,13 @@ REASON_NAMES: Final[dict[int, str]] = {REASON_NONE: "none", REASON_STUCK: "stuck
 MAD_SCALE: Final = 1.4826
 
 _NS_PER_S = 1_000_000_000
+#: Largest spike window: ranks are bytes, updated 8 at a time below 128 (``_spike_kernel``).
+_MAX_WINDOW: Final = 127
+#: SWAR constants: 0x01 and 0x80 in every byte of a uint64, and the shift between them.
+_SWAR_LO: Final = np.uint64(0x0101010101010101)
+_SWAR_HI: Final = np.uint64(0x8080808080808080)
+_U7: Final = np.uint64(7)
+_U1: Final = np.uint64(1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -286,10 +298,28 @@ def _median_mad_sorted(a, off, c):
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
-def _spike_kernel(series, value, ring, srt, cnt, pos, w, min_periods, kc, abs_floor,
+def _spike_kernel(series, value, f, b, u, rw, w, nrw, last_mask, min_periods, kc, abs_floor,
                   o_flag, o_score, o_med, o_mad):
-    """``ring``/``srt``: flat float64 views of the ``[capacity, w]`` histories (2-D views per
-    reading would cost two atomic reference-count updates each)."""
+    """Per reading: score against the history, then add the reading to it.
+
+    ``f``/``b``/``u``: flat float64, uint8 and uint64 views of the same records
+    (``SpikeDetector``'s ``[capacity, 8 * rw]`` bytes: the sorted values, the ring of ranks,
+    count and ring position; 2-D views per reading would cost two atomic reference-count
+    updates each). ``nrw``: uint64 words of ranks; ``last_mask``: ``_SWAR_HI`` over the
+    bytes of the last word that are ranks (the rest is padding).
+
+    History update: the evicted value is at ``jo = rank[pos]`` (or, while the history
+    fills, the free place ``jo = c``); ``v`` goes to ``jn`` = the number of values below it
+    once that one is out (a compare per value, vectorised: a branch-free binary search is a
+    chain of dependent loads, slower at these sizes), the values between move one place
+    toward ``jo``, and so do their ranks: those in ``[jn, jo - 1]`` one up, or in
+    ``[jo + 1, jn]`` one down, 8 bytes at a time (SWAR: ranks are below 128, so per byte
+    ``(r | 0x80) - t`` has bit 7 set iff ``r >= t``, without a borrow between bytes; none
+    when ``jn == jo``, not even the rank ``jo`` itself, which may be 0 and must not
+    borrow). A value equal to the evicted one takes its place, ranks unchanged. The loops
+    index with unsigned integers: numba wraps negative signed indices around, a select per
+    access that keeps LLVM from vectorising them (2-3x slower measured)."""
+    ow = 8 * w
     for i in range(value.shape[0]):
         v = value[i]
         if not np.isfinite(v):
@@ -299,10 +329,13 @@ def _spike_kernel(series, value, ring, srt, cnt, pos, w, min_periods, kc, abs_fl
             o_mad[i] = np.nan
             continue
         s = series[i]
-        c = cnt[s]
-        base = s * w
+        fb = s * rw  # the record: values at f[fb:fb + w]
+        rb = 8 * fb + ow  # ranks at b[rb:rb + w] (u[fb + w:fb + w + nrw])
+        cb = rb + 8 * nrw  # count at b[cb], ring position at b[cb + 1]
+        c = np.int64(b[cb])
+        p = np.int64(b[cb + 1])
         if c >= min_periods:
-            med, mad = _median_mad_sorted(srt, base, c)
+            med, mad = _median_mad_sorted(f, fb, c)
             dev = abs(v - med)
             if mad > 0.0:
                 o_score[i] = dev / (MAD_SCALE * mad)
@@ -317,45 +350,52 @@ def _spike_kernel(series, value, ring, srt, cnt, pos, w, min_periods, kc, abs_fl
             o_score[i] = np.nan
             o_med[i] = np.nan
             o_mad[i] = np.nan
-        # history update: evict the oldest when full, insert v; srt[base:base + c] stays sorted
-        p = pos[s]
-        if c == w:
-            old = ring[base + p]
-            lo = 0
-            hi = c - 1
-            while lo < hi:  # leftmost index holding `old` (it is there: copied bits)
-                mid = (lo + hi) // 2
-                if srt[base + mid] < old:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            j = lo
-            if v > old:
-                while j + 1 < c and srt[base + j + 1] < v:
-                    srt[base + j] = srt[base + j + 1]
-                    j += 1
-            else:
-                while j > 0 and srt[base + j - 1] > v:
-                    srt[base + j] = srt[base + j - 1]
-                    j -= 1
-            srt[base + j] = v
+        # -- history update (the same in _spike_kernel and _scan_kernel: keep them in step)
+        if c == w:  # full: evict the oldest value, the one ring slot p ranks
+            jo = np.int64(b[rb + p])
+            old = f[fb + jo]
+        else:  # filling: "evict" the free place after the values
+            jo = c
+            old = np.inf
+        if old == v:  # v repeats the value it evicts (a steady sensor): it takes its place,
+            f[fb + jo] = v  # ranks unchanged (the bits may differ only for -0.0 / 0.0)
         else:
-            j = c
-            while j > 0 and srt[base + j - 1] > v:
-                srt[base + j] = srt[base + j - 1]
-                j -= 1
-            srt[base + j] = v
-            cnt[s] = c + 1
-        ring[base + p] = v
+            old_below = old < v
+            lt = 0  # values below v (unsigned indices: see the docstring)
+            fu = np.uint64(fb)
+            for j in range(np.uint64(c)):
+                lt += f[fu + j] < v
+            jn = lt - old_below  # v's index once the evicted value is out
+            if jn > jo:  # the values between move one place toward jo
+                for j in range(np.uint64(fb + jo), np.uint64(fb + jn)):
+                    f[j] = f[j + _U1]
+            else:
+                top = np.uint64(fb + jo)
+                for j in range(np.uint64(jo - jn)):
+                    f[top - j] = f[top - j - _U1]
+            f[fb + jn] = v
+            # so do their ranks (SWAR, see the docstring), then slot p gets v's
+            lo = np.uint64(jn if jn < jo else jo + 1) * _SWAR_LO
+            hi1 = np.uint64(jo if jn < jo else jn + 1) * _SWAR_LO  # one past the last to step
+            up = np.uint64(0) - np.uint64(jn < jo)  # all ones when stepping up
+            wu = np.uint64(fb + w)
+            last = np.uint64(nrw - 1)
+            for q in range(last + _U1):
+                x = u[wu + q]
+                xh = x | _SWAR_HI
+                one = ((xh - lo) & ~(xh - hi1) & (_SWAR_HI if q < last else last_mask)) >> _U7
+                u[wu + q] = x + (one & up) - (one & ~up)
+            b[rb + p] = jn
+            if c < w:
+                b[cb] = c + 1
         p += 1
-        pos[s] = 0 if p == w else p
+        b[cb + 1] = 0 if p == w else p
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
 def _scan_kernel(series, ts_ns, value, scored, anchor, run_count, run_start, min_count,
-                 min_ns, tolerance, ring, srt, cnt, pos, w, min_periods, kc, abs_floor,
-                 med_cache, mad_cache, cache_ok, stuck_open, o_row, o_stuck, o_run_ns,
-                 o_spike, mark):
+                 min_ns, tolerance, f, b, u, rw, w, nrw, last_mask, min_periods, kc, abs_floor,
+                 stuck_open, o_row, o_stuck, o_run_ns, o_spike, mark):
     """``_stuck_kernel`` and ``_spike_kernel`` over the readings whose series is
     ``scored``, in one pass, keeping only what ``scan_stuck_and_spikes`` reports: the rows
     newly stuck (stuck, and ``stuck_open`` was False before the batch) or spiking, with
@@ -367,11 +407,19 @@ def _scan_kernel(series, ts_ns, value, scored, anchor, run_count, run_start, min
     state arrays costs reference-count updates per reading, ~40 % more time per reading
     measured, inlined or not. Keep them in step with ``_stuck_kernel`` and
     ``_spike_kernel``; ``test_scan_equals_both_detectors`` checks they agree bit for bit.
-    Two shortcuts, for a sensor repeating its value: a value equal to the one it evicts
-    from a full history (non-zero, so the same bits) leaves the sorted copy as the update
-    would, and skips it; and the median and MAD of a history are kept (``med_cache``,
-    ``mad_cache``, valid where ``cache_ok``) until the sorted copy changes, so a history
-    left as it was is not searched again."""
+
+    One shortcut: only a spike's score is reported, so the MAD is searched only for a
+    reading that may be one. For an odd count ``c = 2h + 1`` (sorted history ``a``, median
+    ``a[h]``) the MAD is ``min over i in [0, h] of max(med - a[i], a[i + h] - med)``: the
+    ``h + 1`` smallest deviations are those of ``h + 1`` consecutive sorted values around
+    the median. So any one ``i`` bounds it from below, ``lb = min(med - a[i], a[i + h] -
+    med) <= mad``, each term the very subtraction the search makes (exact in floating
+    point). If ``dev <= kc * lb`` (rounding is monotone: ``kc * lb <= kc * mad``) the reading
+    is no spike: ``lb > 0`` means ``mad > 0`` and ``dev <= kc * mad``, ``lb == 0`` means
+    ``dev == 0 <= abs_floor``. The probe ``i = h // 2`` (about the quartiles) makes ``lb``
+    close to the MAD for a roughly symmetric history, so in practice only readings beyond
+    about ``k`` robust units take the search (and every reading of an even count)."""
+    ow = 8 * w
     k = 0
     for i in range(value.shape[0]):
         mark[i] = 0
@@ -403,61 +451,67 @@ def _scan_kernel(series, ts_ns, value, scored, anchor, run_count, run_start, min
         spike = False
         score = np.nan
         if np.isfinite(v):
-            c = cnt[s]
-            base = s * w
+            fb = s * rw
+            rb = 8 * fb + ow
+            cb = rb + 8 * nrw
+            c = np.int64(b[cb])
+            p = np.int64(b[cb + 1])
             if c >= min_periods:
-                if cache_ok[s]:  # the history is as when they were computed
-                    med = med_cache[s]
-                    mad = mad_cache[s]
-                else:
-                    med, mad = _median_mad_sorted(srt, base, c)
-                    med_cache[s] = med
-                    mad_cache[s] = mad
-                    cache_ok[s] = True
-                dev = abs(v - med)
-                if mad > 0.0:
-                    score = dev / (MAD_SCALE * mad)
-                    spike = dev > kc * mad
-                else:
-                    score = np.inf if dev > 0.0 else 0.0
-                    spike = dev > abs_floor
-            p = pos[s]
-            if c == w and v == ring[base + p] and v != 0.0:
-                pass  # v replaces an equal value (same bits: finite, non-zero): the sorted
-                # copy stays as it is -- what the update below would leave, without its
-                # search (a sensor repeating its value is the common case)
-            elif c == w:
-                cache_ok[s] = False
-                old = ring[base + p]
-                lo = 0
-                hi = c - 1
-                while lo < hi:  # leftmost index holding `old` (it is there: copied bits)
-                    mid = (lo + hi) // 2
-                    if srt[base + mid] < old:
-                        lo = mid + 1
+                maybe = True
+                if c % 2 == 1:  # the MAD's lower bound (see above)
+                    h = c // 2
+                    med = f[fb + h]
+                    lq = h // 2  # the probe: about the lower quartile
+                    maybe = abs(v - med) > kc * min(med - f[fb + lq], f[fb + lq + h] - med)
+                if maybe:
+                    med, mad = _median_mad_sorted(f, fb, c)
+                    dev = abs(v - med)
+                    if mad > 0.0:
+                        score = dev / (MAD_SCALE * mad)
+                        spike = dev > kc * mad
                     else:
-                        hi = mid
-                j = lo
-                if v > old:
-                    while j + 1 < c and srt[base + j + 1] < v:
-                        srt[base + j] = srt[base + j + 1]
-                        j += 1
-                else:
-                    while j > 0 and srt[base + j - 1] > v:
-                        srt[base + j] = srt[base + j - 1]
-                        j -= 1
-                srt[base + j] = v
+                        score = np.inf if dev > 0.0 else 0.0
+                        spike = dev > abs_floor
+            # -- history update (the same in _spike_kernel and _scan_kernel: keep them in step)
+            if c == w:  # full: evict the oldest value, the one ring slot p ranks
+                jo = np.int64(b[rb + p])
+                old = f[fb + jo]
+            else:  # filling: "evict" the free place after the values
+                jo = c
+                old = np.inf
+            if old == v:  # v repeats the value it evicts (a steady sensor): it takes its place,
+                f[fb + jo] = v  # ranks unchanged (the bits may differ only for -0.0 / 0.0)
             else:
-                cache_ok[s] = False
-                j = c
-                while j > 0 and srt[base + j - 1] > v:
-                    srt[base + j] = srt[base + j - 1]
-                    j -= 1
-                srt[base + j] = v
-                cnt[s] = c + 1
-            ring[base + p] = v
+                old_below = old < v
+                lt = 0  # values below v (unsigned indices: see the docstring)
+                fu = np.uint64(fb)
+                for j in range(np.uint64(c)):
+                    lt += f[fu + j] < v
+                jn = lt - old_below  # v's index once the evicted value is out
+                if jn > jo:  # the values between move one place toward jo
+                    for j in range(np.uint64(fb + jo), np.uint64(fb + jn)):
+                        f[j] = f[j + _U1]
+                else:
+                    top = np.uint64(fb + jo)
+                    for j in range(np.uint64(jo - jn)):
+                        f[top - j] = f[top - j - _U1]
+                f[fb + jn] = v
+                # so do their ranks (SWAR, see the docstring), then slot p gets v's
+                lo = np.uint64(jn if jn < jo else jo + 1) * _SWAR_LO
+                hi1 = np.uint64(jo if jn < jo else jn + 1) * _SWAR_LO  # one past the last to step
+                up = np.uint64(0) - np.uint64(jn < jo)  # all ones when stepping up
+                wu = np.uint64(fb + w)
+                last = np.uint64(nrw - 1)
+                for q in range(last + _U1):
+                    x = u[wu + q]
+                    xh = x | _SWAR_HI
+                    one = ((xh - lo) & ~(xh - hi1) & (_SWAR_HI if q < last else last_mask)) >> _U7
+                    u[wu + q] = x + (one & up) - (one & ~up)
+                b[rb + p] = jn
+                if c < w:
+                    b[cb] = c + 1
             p += 1
-            pos[s] = 0 if p == w else p
+            b[cb + 1] = 0 if p == w else p
         newly = stuck and not stuck_open[s]
         if newly or spike:
             o_row[k] = i
@@ -616,17 +670,25 @@ class StuckDetector:
 class SpikeDetector:
     """Spikes by a rolling median/MAD score per series (module doc (b)).
 
-    Settings: ``window`` (history length W), ``k`` (robust units), ``min_periods`` (history
-    needed to score, default W), ``abs_floor`` (deviation that counts when the MAD is 0).
-    State: ``2 * W * 8 + 17`` bytes per series (ring, sorted copy, cached median and MAD).
+    Settings: ``window`` (history length W, 1..127), ``k`` (robust units), ``min_periods``
+    (history needed to score, default W), ``abs_floor`` (deviation that counts when the MAD
+    is 0).
+
+    State: one record per series id, ``8 * (W + ceil(W / 8) + 1)`` bytes (288 for W = 31),
+    so a reading touches one contiguous block: the history sorted ascending (W float64,
+    each value's own bits), the ring of *ranks* (a byte per ring slot: where in the sorted
+    values the value that arrived in that slot is; padded to whole 8-byte words), then the
+    count of values held and the next ring slot (a byte each). The ranks stand in for a
+    ring of the values: the value to evict is at ``rank[pos]``, and ``history`` reads the
+    values in arrival order through them.
     """
 
     def __init__(self, n_series: int = 1024, window: int = 31, k: float = 6.0,
                  min_periods: int | None = None, abs_floor: float = 0.0) -> None:
         if int(n_series) < 1:
             raise ValueError(f"n_series must be >= 1, got {n_series}")
-        if int(window) < 1:
-            raise ValueError(f"window must be >= 1, got {window}")
+        if not 1 <= int(window) <= _MAX_WINDOW:
+            raise ValueError(f"window must be in [1, {_MAX_WINDOW}], got {window}")
         mp = int(window) if min_periods is None else int(min_periods)
         if not 1 <= mp <= int(window):
             raise ValueError(f"min_periods must be in [1, window={window}], got {mp}")
@@ -634,35 +696,42 @@ class SpikeDetector:
             raise ValueError(f"k must be > 0, got {k}")
         if not float(abs_floor) >= 0.0:
             raise ValueError(f"abs_floor must be >= 0 (not NaN), got {abs_floor}")
-        self.window = int(window)
+        self.window = w = int(window)
         self.k = float(k)
         self.min_periods = mp
         self.abs_floor = float(abs_floor)
-        n = int(n_series)
-        self._ring = np.zeros((n, self.window), dtype=np.float64)
-        self._sorted = np.zeros((n, self.window), dtype=np.float64)
-        self._count = np.zeros(n, dtype=np.int64)
-        self._pos = np.zeros(n, dtype=np.int64)
-        # median and MAD of each history as last computed by ``scan_stuck_and_spikes``,
-        # valid while ``_cache_ok``: whatever else changes a history clears its flag
-        self._med_cache = np.zeros(n, dtype=np.float64)
-        self._mad_cache = np.zeros(n, dtype=np.float64)
-        self._cache_ok = np.zeros(n, dtype=np.bool_)
+        #: uint64 words of ranks per record; the last holds ``w - 8 * (words - 1)`` ranks
+        self._rank_words = (w + 7) // 8
+        #: record length in 8-byte words: values, ranks, then count and position
+        self._rec_words = w + self._rank_words + 1
+        in_last = w - 8 * (self._rank_words - 1)  # ranks in the last word: 1..8
+        self._last_mask = np.uint64(int(_SWAR_HI) & ((1 << 8 * in_last) - 1))
+        self._rec = np.zeros((int(n_series), 8 * self._rec_words), dtype=np.uint8)
 
     @property
     def capacity(self) -> int:
-        return int(self._count.shape[0])
+        return int(self._rec.shape[0])
+
+    @property
+    def bytes_per_series(self) -> int:
+        """State bytes per series id (its record)."""
+        return int(self._rec.shape[1])
 
     def _ensure(self, needed: int) -> None:
         if needed > self.capacity:
-            cap = _new_capacity(self.capacity, needed)
-            self._ring = _grown(self._ring, cap, 0.0)
-            self._sorted = _grown(self._sorted, cap, 0.0)
-            self._count = _grown(self._count, cap, 0)
-            self._pos = _grown(self._pos, cap, 0)
-            self._med_cache = _grown(self._med_cache, cap, 0.0)
-            self._mad_cache = _grown(self._mad_cache, cap, 0.0)
-            self._cache_ok = _grown(self._cache_ok, cap, False)
+            self._rec = _grown(self._rec, _new_capacity(self.capacity, needed), 0)
+
+    def _kernel_args(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int, int,
+                                    np.uint64]:
+        """``(f, b, u, rw, w, nrw, last_mask)`` as the kernels take the state: flat
+        float64, uint8 and uint64 views of the records and their geometry."""
+        flat = self._rec.reshape(-1)
+        return (flat.view(np.float64), flat, flat.view(np.uint64), self._rec_words,
+                self.window, self._rank_words, self._last_mask)
+
+    def _offsets(self) -> tuple[int, int]:
+        """Byte offsets in a record of the ranks and of the count (the position follows)."""
+        return 8 * self.window, 8 * (self.window + self._rank_words)
 
     def update(self, series: np.ndarray, value: np.ndarray) -> SpikeResult:
         """Score a batch (int64 ids, float64 values, in arrival order per series), then add
@@ -676,9 +745,7 @@ class SpikeDetector:
         med = np.empty(n, dtype=np.float64)
         mad = np.empty(n, dtype=np.float64)
         if n:
-            self._cache_ok[s] = False  # the kernel below changes histories, not the cache
-            _spike_kernel(s, v, self._ring.reshape(-1), self._sorted.reshape(-1), self._count,
-                          self._pos, self.window, self.min_periods, self.k * MAD_SCALE,
+            _spike_kernel(s, v, *self._kernel_args(), self.min_periods, self.k * MAD_SCALE,
                           self.abs_floor, flag, score, med, mad)
         return SpikeResult(flag, _reason(flag, REASON_SPIKE), score, med, mad)
 
@@ -686,25 +753,25 @@ class SpikeDetector:
         """The series' history, oldest first (a copy)."""
         if not 0 <= series < self.capacity:
             return np.empty(0, dtype=np.float64)
-        c = int(self._count[series])
-        p = int(self._pos[series])
-        ring = self._ring[series]
-        if c < self.window:
-            return ring[:c].copy()
-        return np.concatenate([ring[p:], ring[:p]])
+        w = self.window
+        rank_at, count_at = self._offsets()
+        rec = self._rec[series]
+        c = int(rec[count_at])
+        p = int(rec[count_at + 1])
+        # ring slots oldest first: 0 .. c - 1 while filling, then p, p + 1, .., p - 1
+        slots = np.arange(c) if c < w else (np.arange(w) + p) % w
+        ranks = rec[rank_at:rank_at + w][slots].astype(np.intp)
+        return rec[:rank_at].view(np.float64)[ranks]
 
     def reset(self, series: np.ndarray | None = None) -> None:
         """Forget the histories of ``series`` (int64 ids; None = all)."""
+        _, count_at = self._offsets()
         if series is None:
-            self._count[:] = 0
-            self._pos[:] = 0
-            self._cache_ok[:] = False
+            self._rec[:, count_at:count_at + 2] = 0
             return
         s = _check_1d("series", series, np.int64)
         self._ensure(_check_ids("series", s))
-        self._count[s] = 0
-        self._pos[s] = 0
-        self._cache_ok[s] = False
+        self._rec[s, count_at:count_at + 2] = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -766,10 +833,8 @@ def scan_stuck_and_spikes(stuck: StuckDetector, spikes: SpikeDetector, series: n
         min_ns = min(int(stuck.min_duration_s * _NS_PER_S), 2**63 - 1)
         k = int(_scan_kernel(
             s, t, v, sc, stuck._anchor, stuck._run_count, stuck._run_start, stuck.min_count,
-            min_ns, stuck.tolerance, spikes._ring.reshape(-1), spikes._sorted.reshape(-1),
-            spikes._count, spikes._pos, spikes.window, spikes.min_periods,
-            spikes.k * MAD_SCALE, spikes.abs_floor, spikes._med_cache, spikes._mad_cache,
-            spikes._cache_ok, op, row, is_stuck, run_ns, spike_score,
+            min_ns, stuck.tolerance, *spikes._kernel_args(), spikes.min_periods,
+            spikes.k * MAD_SCALE, spikes.abs_floor, op, row, is_stuck, run_ns, spike_score,
             np.empty(n, dtype=np.int8)))
     row, is_stuck, run_ns, spike_score = row[:k], is_stuck[:k], run_ns[:k], spike_score[:k]
     # the stuck score as StuckResult computes it (numpy's division, outside the kernel)

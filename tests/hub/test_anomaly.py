@@ -22,7 +22,7 @@ from hub.anomaly import (
     peer_scores,
     scan_stuck_and_spikes,
 )
-from tests.naive_analytics import NaiveDrift, NaiveSpike, NaiveStuck, naive_peer
+from tests.naive_analytics import NaiveDrift, NaiveSpike, NaiveStuck, median_mad, naive_peer
 
 NS = 1_000_000_000
 
@@ -129,8 +129,8 @@ def test_stuck_needs_both_count_and_duration() -> None:
 
 
 @settings(max_examples=120, deadline=None)
-@given(st.data(), st.sampled_from([1, 2, 3, 5, 8, 31]), st.sampled_from([3.0, 6.0]),
-       st.sampled_from([0.0, 0.5]))
+@given(st.data(), st.sampled_from([1, 2, 3, 5, 8, 9, 16, 31, 33, 127]),
+       st.sampled_from([3.0, 6.0]), st.sampled_from([0.0, 0.5]))
 def test_spike_matches_reference(data: st.DataObject, window: int, k: float,
                                  floor: float) -> None:
     mp = data.draw(st.integers(1, window), label="min_periods")
@@ -157,7 +157,7 @@ def test_spike_matches_reference(data: st.DataObject, window: int, k: float,
 
 @settings(max_examples=120, deadline=None)
 @given(st.data(), st.integers(1, 6), st.sampled_from([0.0, 3.0]), st.sampled_from([0.0, 0.05]),
-       st.sampled_from([1, 3, 8]), st.sampled_from([0.0, 0.5]))
+       st.sampled_from([1, 2, 3, 8, 9, 31]), st.sampled_from([0.0, 0.5]))
 def test_scan_equals_both_detectors(data: st.DataObject, min_count: int, min_s: float,
                                     tol: float, window: int, floor: float) -> None:
     n_series = 6
@@ -211,6 +211,87 @@ def test_scan_equals_both_detectors(data: st.DataObject, min_count: int, min_s: 
     for x, y in zip(stuck_a.run_state(), stuck_b.run_state(), strict=True):
         m = min(len(x), len(y))  # the scan may have grown its state further (see its doc)
         np.testing.assert_array_equal(x[:m], y[:m])
+
+
+def _scan_vs_update(window: int, mp: int, k: float, floor: float, series: np.ndarray,
+                    value: np.ndarray) -> int:
+    """Spike rows and scores of ``scan_stuck_and_spikes`` against ``SpikeDetector.update``
+    (full median and MAD per reading), bit for bit; returns the number of spikes."""
+    n = int(series.max()) + 1
+    ts = np.arange(series.shape[0], dtype=np.int64) * NS
+    scan_det = SpikeDetector(1, window=window, k=k, min_periods=mp, abs_floor=floor)
+    upd_det = SpikeDetector(1, window=window, k=k, min_periods=mp, abs_floor=floor)
+    stuck = StuckDetector(1, min_count=10**9)  # never stuck: every row is a spike
+    got = scan_stuck_and_spikes(stuck, scan_det, series, ts, value, np.ones(n, bool),
+                                np.zeros(n, bool))
+    want = upd_det.update(series, value)
+    rows = np.flatnonzero(want.flag)
+    np.testing.assert_array_equal(got.row, rows)
+    np.testing.assert_array_equal(got.score, want.score[rows])
+    for sid in range(n):
+        h = upd_det.history(sid)
+        np.testing.assert_array_equal(scan_det.history(sid).view(np.int64), h.view(np.int64))
+    return len(rows)
+
+
+@pytest.mark.parametrize("window", [5, 31, 32])
+def test_scan_skips_the_mad_only_where_no_spike_can_be(window: int) -> None:
+    """The scan searches the MAD only where a lower bound cannot rule a spike out: long
+    histories of normal, skewed, discrete (MAD == 0) and signed-zero data, and readings
+    placed on the threshold ``|x - median| == k * 1.4826 * mad`` and one ulp either side,
+    agree with the detector's full computation."""
+    rng = np.random.default_rng(window)
+    k = 3.0
+    kc = k * MAD_SCALE
+    n_series = 12
+    n = 6000
+    series = rng.integers(0, n_series, n).astype(np.int64)
+    kinds = [rng.normal(10.0, 2.0, n), rng.lognormal(0.0, 1.5, n), rng.exponential(1.0, n),
+             rng.choice([0.0, -0.0, 1.0, 1.0, 1.0, 2.5], n), np.round(rng.normal(0, 1, n), 1),
+             rng.standard_cauchy(n)]
+    value = np.empty(n)
+    for sid in range(n_series):
+        m = series == sid
+        value[m] = kinds[sid % len(kinds)][m]
+    value[rng.random(n) < 0.01] = np.inf
+    value[rng.random(n) < 0.01] = np.nan
+    assert _scan_vs_update(window, window, k, 0.0, series, value) > 0
+    assert _scan_vs_update(window, max(1, window // 3), k, 0.5, series, value) > 0
+    # on the threshold: readings at med +- k * 1.4826 * mad of the history they meet, and
+    # one ulp either side
+    ref = NaiveSpike(window, k, window)
+    vals: list[float] = []
+    n_flagged = 0
+    for i in range(2000):
+        h = ref.hist.get(0)
+        if h is not None and len(h) >= window and i % 4:
+            med, mad = median_mad(list(h))
+            x = med + (kc * mad if i % 2 else -kc * mad)
+            x = float([x, np.nextafter(x, np.inf), np.nextafter(x, -np.inf)][i % 3])
+        else:
+            x = float(rng.normal(0.0, 1.0))
+        n_flagged += ref.update([0], [x])[0][0]
+        vals.append(x)
+    assert 0 < n_flagged < len(vals) // 2
+    _scan_vs_update(window, window, k, 0.0, np.zeros(len(vals), np.int64), np.array(vals))
+
+
+def test_spike_state_is_one_record_per_series() -> None:
+    """288 bytes per series for W = 31 (was 529: ring, sorted copy, count, position and
+    cached median/MAD); the history keeps each value's bits, signed zeros included."""
+    det = SpikeDetector(3, window=31)
+    assert det.bytes_per_series == 288 and det._rec.nbytes == 3 * 288
+    assert SpikeDetector(1, window=127).bytes_per_series == 8 * (127 + 16 + 1)
+    with pytest.raises(ValueError, match="window"):
+        SpikeDetector(1, window=128)
+    v = np.array([0.0, -0.0, 1.0, -0.0, 0.0, -1.0, -0.0] * 9)
+    det.update(np.zeros(v.shape[0], np.int64), v)
+    np.testing.assert_array_equal(det.history(0).view(np.int64), v[-31:].view(np.int64))
+    assert det.history(1).shape == (0,) and det.history(99).shape == (0,)
+    det.reset(np.array([0], np.int64))
+    assert det.history(0).shape == (0,)
+    det.update(np.array([2, 2], np.int64), np.array([3.0, 2.0]))
+    assert det.history(2).tolist() == [3.0, 2.0]
 
 
 def test_scan_validates() -> None:
