@@ -393,15 +393,18 @@ def _spike_kernel(series, value, f, b, u, rw, w, nrw, last_mask, min_periods, kc
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
-def _scan_kernel(series, ts_ns, value, scored, anchor, run_count, run_start, min_count,
+def _scan_kernel(series, ts_ns, value, slot, anchor, run_count, run_start, min_count,
                  min_ns, tolerance, f, b, u, rw, w, nrw, last_mask, min_periods, kc, abs_floor,
                  stuck_open, o_row, o_stuck, o_run_ns, o_spike, mark):
-    """``_stuck_kernel`` and ``_spike_kernel`` over the readings whose series is
-    ``scored``, in one pass, keeping only what ``scan_stuck_and_spikes`` reports: the rows
-    newly stuck (stuck, and ``stuck_open`` was False before the batch) or spiking, with
-    their stuck run length (ns) and spike score. Then ``stuck_open`` is updated as the
-    numpy assignments ``open[s[flag]] = True; open[s[~flag & (run_count == 1)]] = False``
-    would (``mark``: int8 scratch per reading). Returns the number of rows.
+    """``_stuck_kernel`` and ``_spike_kernel`` over the readings whose series has a state
+    ``slot`` (``slot[series] >= 0``; the detectors' and ``stuck_open``'s row), in one pass,
+    keeping only what ``scan_stuck_and_spikes`` reports: the rows newly stuck (stuck, and
+    ``stuck_open`` was False before the batch) or spiking, with their stuck run length (ns)
+    and spike score. Then ``stuck_open`` is updated as the numpy assignments
+    ``open[s[flag]] = True; open[s[~flag & (run_count == 1)]] = False`` would, ``s`` the
+    slots (``mark``: int8 scratch per reading). Returns the number of rows, or ``-1 - i``
+    if reading ``i``'s slot is past ``stuck_open`` (no state there), before changing
+    anything.
 
     The two detectors' per-reading steps are copied here, not called: a helper taking the
     state arrays costs reference-count updates per reading, ~40 % more time per reading
@@ -421,10 +424,14 @@ def _scan_kernel(series, ts_ns, value, scored, anchor, run_count, run_start, min
     about ``k`` robust units take the search (and every reading of an even count)."""
     ow = 8 * w
     k = 0
+    n_slots = stuck_open.shape[0]
+    for i in range(value.shape[0]):
+        if slot[series[i]] >= n_slots:
+            return -1 - i
     for i in range(value.shape[0]):
         mark[i] = 0
-        s = series[i]
-        if not scored[s]:
+        s = slot[series[i]]
+        if s < 0:
             continue
         v = value[i]
         # -- stuck (as _stuck_kernel): NaN neither extends nor breaks a run
@@ -521,10 +528,10 @@ def _scan_kernel(series, ts_ns, value, scored, anchor, run_count, run_start, min
             k += 1
     for i in range(value.shape[0]):
         if mark[i] == 1:
-            stuck_open[series[i]] = True
+            stuck_open[slot[series[i]]] = True
     for i in range(value.shape[0]):
         if mark[i] == 2:
-            stuck_open[series[i]] = False
+            stuck_open[slot[series[i]]] = False
     return k
 
 
@@ -791,17 +798,21 @@ class ScanRows:
 
 
 def scan_stuck_and_spikes(stuck: StuckDetector, spikes: SpikeDetector, series: np.ndarray,
-                          ts_ns: np.ndarray, value: np.ndarray, scored: np.ndarray,
+                          ts_ns: np.ndarray, value: np.ndarray, slot: np.ndarray,
                           stuck_open: np.ndarray) -> ScanRows:
-    """Both detectors over the readings of a batch whose series is ``scored``, reporting
-    the readings that start a stuck episode or spike, in one compiled pass.
+    """Both detectors over the readings of a batch whose series is scored, reporting the
+    readings that start a stuck episode or spike, in one compiled pass.
 
     ``series``/``ts_ns``/``value``: the batch (int64 ids, int64 ns, float64; equal-length
-    contiguous 1-D). ``scored``: bool per series id (every id must be below its length);
-    readings of other series are skipped. ``stuck_open``: bool per series id, True while its
-    stuck episode has been reported; updated in place.
+    contiguous 1-D). ``slot``: int64 per series id (every id must be below its length), the
+    row of the series' state in both detectors and in ``stuck_open``, or ``< 0`` for a
+    series that is not scored (its readings are skipped): state only for the series scored
+    (a city's counters and event codes are not), numbered as the caller likes. ``stuck_open``:
+    bool per slot, True while its stuck episode has been reported; updated in place; its
+    length is the number of slots (the detectors grow to it), and a slot past it is a
+    ValueError.
 
-    Exactly equivalent to (with ``sel = scored[series]``, ``s = series[sel]``)::
+    Exactly equivalent to (with ``sel = slot[series] >= 0``, ``s = slot[series[sel]]``)::
 
         st = stuck.update(s, ts_ns[sel], value[sel]); sp = spikes.update(s, value[sel])
         newly = st.flag & ~stuck_open[s]
@@ -811,19 +822,19 @@ def scan_stuck_and_spikes(stuck: StuckDetector, spikes: SpikeDetector, series: n
 
     with ``row`` mapped back to the batch and ``score = where(newly, st.score,
     sp.score)[rows]``, but without building the per-reading results (detector state grows
-    to the largest id of the whole batch rather than of the scored readings only)."""
+    to the length of ``stuck_open``, whichever slots the batch has)."""
     s = _check_1d("series", series, np.int64)
     t = _check_1d("ts_ns", ts_ns, np.int64)
     v = _check_1d("value", value, np.float64)
-    sc = _check_1d("scored", scored, np.bool_)
+    sl = _check_1d("slot", slot, np.int64)
     op = _check_1d("stuck_open", stuck_open, np.bool_)
     n = _check_same_length(series=s, ts_ns=t, value=v)
     needed = _check_ids("series", s)
-    if needed > min(sc.shape[0], op.shape[0]):
-        raise ValueError(f"series ids reach {needed - 1} but scored has {sc.shape[0]} and "
-                         f"stuck_open {op.shape[0]} entries: one per series id")
-    stuck._ensure(needed)
-    spikes._ensure(needed)
+    if needed > sl.shape[0]:
+        raise ValueError(f"series ids reach {needed - 1} but slot has {sl.shape[0]} "
+                         "entries: one per series id")
+    stuck._ensure(op.shape[0])
+    spikes._ensure(op.shape[0])
     row = np.empty(n, dtype=np.int64)
     is_stuck = np.empty(n, dtype=np.bool_)
     run_ns = np.empty(n, dtype=np.int64)
@@ -832,10 +843,14 @@ def scan_stuck_and_spikes(stuck: StuckDetector, spikes: SpikeDetector, series: n
     if n:
         min_ns = min(int(stuck.min_duration_s * _NS_PER_S), 2**63 - 1)
         k = int(_scan_kernel(
-            s, t, v, sc, stuck._anchor, stuck._run_count, stuck._run_start, stuck.min_count,
+            s, t, v, sl, stuck._anchor, stuck._run_count, stuck._run_start, stuck.min_count,
             min_ns, stuck.tolerance, *spikes._kernel_args(), spikes.min_periods,
             spikes.k * MAD_SCALE, spikes.abs_floor, op, row, is_stuck, run_ns, spike_score,
             np.empty(n, dtype=np.int8)))
+    if k < 0:
+        i = -1 - k
+        raise ValueError(f"series {int(s[i])} (reading {i}) has slot {int(sl[s[i]])}, past "
+                         f"stuck_open's {op.shape[0]} slots; nothing was scanned")
     row, is_stuck, run_ns, spike_score = row[:k], is_stuck[:k], run_ns[:k], spike_score[:k]
     # the stuck score as StuckResult computes it (numpy's division, outside the kernel)
     score = np.where(is_stuck, run_ns / _NS_PER_S, spike_score)

@@ -163,11 +163,16 @@ def test_scan_equals_both_detectors(data: st.DataObject, min_count: int, min_s: 
     n_series = 6
     scored = np.asarray(data.draw(st.lists(st.booleans(), min_size=n_series,
                                            max_size=n_series), label="scored"))
+    # the scan keeps state only for the scored series, in slots numbered in any order
+    scored_ids = np.flatnonzero(scored)
+    slot = np.full(n_series, -1, dtype=np.int64)
+    slot[scored_ids] = data.draw(st.permutations(range(len(scored_ids))), label="slots")
     mp = data.draw(st.integers(1, window), label="min_periods")
     pairs = [(StuckDetector(1, min_count=min_count, min_duration_s=min_s, tolerance=tol),
               SpikeDetector(1, window=window, k=3.0, min_periods=mp, abs_floor=floor))
              for _ in range(2)]
-    opened = [np.zeros(n_series, dtype=bool) for _ in range(2)]
+    # pair 0 (the detectors' own updates) by series id, pair 1 (the scan) by slot
+    opened = [np.zeros(n_series, dtype=bool), np.zeros(len(scored_ids), dtype=bool)]
 
     def by_numpy(k: int, s: np.ndarray, t: np.ndarray, v: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -175,6 +180,8 @@ def test_scan_equals_both_detectors(data: st.DataObject, min_count: int, min_s: 
         stuck, spikes = pairs[k]
         sel = scored[s]
         rs, rt, rv = s[sel], t[sel], v[sel]
+        if k == 1:
+            rs = slot[rs]
         st_ = stuck.update(rs, rt, rv)
         sp = spikes.update(rs, rv)
         newly = st_.flag & ~opened[k][rs]
@@ -194,23 +201,28 @@ def test_scan_equals_both_detectors(data: st.DataObject, min_count: int, min_s: 
         if how == "update":
             by_numpy(1, s, t, v)
         else:
-            got = scan_stuck_and_spikes(*pairs[1], s, t, v, scored, opened[1])
+            got = scan_stuck_and_spikes(*pairs[1], s, t, v, slot, opened[1])
             np.testing.assert_array_equal(got.row, rows)
             np.testing.assert_array_equal(got.stuck, newly)
             np.testing.assert_array_equal(got.score, score)  # bit for bit (NaN == NaN)
-        np.testing.assert_array_equal(opened[1], opened[0])
+        np.testing.assert_array_equal(opened[1][slot[scored_ids]], opened[0][scored_ids])
         if how == "reset":
             which = np.array([data.draw(st.integers(0, n_series - 1))], np.int64)
-            for _, spikes in pairs:
-                spikes.reset(which)
+            pairs[0][1].reset(which)
+            if scored[which[0]]:  # an unscored series has no state in the scan's pair
+                pairs[1][1].reset(slot[which])
         if len(t):
             t0 = int(t.max())
     (stuck_a, spikes_a), (stuck_b, spikes_b) = pairs
-    for sid in range(n_series):
-        np.testing.assert_array_equal(spikes_a.history(sid), spikes_b.history(sid))
+    for sid in scored_ids:
+        np.testing.assert_array_equal(spikes_a.history(sid), spikes_b.history(slot[sid]))
     for x, y in zip(stuck_a.run_state(), stuck_b.run_state(), strict=True):
-        m = min(len(x), len(y))  # the scan may have grown its state further (see its doc)
-        np.testing.assert_array_equal(x[:m], y[:m])
+        # state either side grows as ids or slots arrive; a row never reached is zeros
+        xs = np.zeros(n_series, x.dtype)
+        xs[:min(len(x), n_series)] = x[:n_series]
+        ys = np.zeros(n_series, y.dtype)
+        ys[:min(len(y), n_series)] = y[:n_series]
+        np.testing.assert_array_equal(xs[scored_ids], ys[slot[scored_ids]])
 
 
 def _scan_vs_update(window: int, mp: int, k: float, floor: float, series: np.ndarray,
@@ -222,7 +234,7 @@ def _scan_vs_update(window: int, mp: int, k: float, floor: float, series: np.nda
     scan_det = SpikeDetector(1, window=window, k=k, min_periods=mp, abs_floor=floor)
     upd_det = SpikeDetector(1, window=window, k=k, min_periods=mp, abs_floor=floor)
     stuck = StuckDetector(1, min_count=10**9)  # never stuck: every row is a spike
-    got = scan_stuck_and_spikes(stuck, scan_det, series, ts, value, np.ones(n, bool),
+    got = scan_stuck_and_spikes(stuck, scan_det, series, ts, value, np.arange(n),
                                 np.zeros(n, bool))
     want = upd_det.update(series, value)
     rows = np.flatnonzero(want.flag)
@@ -299,12 +311,19 @@ def test_scan_validates() -> None:
     one = np.zeros(1, np.int64)
     with pytest.raises(ValueError, match="one per series id"):
         scan_stuck_and_spikes(stuck, spikes, np.array([3], np.int64), one, np.ones(1),
-                              np.ones(2, bool), np.zeros(4, bool))
-    with pytest.raises(TypeError, match="scored must be bool"):
+                              np.arange(2), np.zeros(4, bool))
+    with pytest.raises(TypeError, match="slot must be int64"):
         scan_stuck_and_spikes(stuck, spikes, one, one, np.ones(1), np.ones(1),
                               np.zeros(1, bool))
     assert len(scan_stuck_and_spikes(stuck, spikes, one[:0], one[:0], np.ones(0),
-                                     np.ones(1, bool), np.zeros(1, bool))) == 0
+                                     np.arange(1), np.zeros(1, bool))) == 0
+    # a slot past stuck_open has no state: refused before any state changes
+    series = np.array([0, 1, 0], np.int64)
+    opened = np.zeros(1, bool)
+    with pytest.raises(ValueError, match=r"series 1 \(reading 1\) has slot 5"):
+        scan_stuck_and_spikes(stuck, spikes, series, np.arange(3), np.ones(3),
+                              np.array([0, 5]), opened)
+    assert spikes.history(0).shape == (0,) and not opened.any()
 
 
 def test_spike_semantics() -> None:
