@@ -214,8 +214,8 @@ def test_scan_equals_both_detectors(data: st.DataObject, min_count: int, min_s: 
         if len(t):
             t0 = int(t.max())
     (stuck_a, spikes_a), (stuck_b, spikes_b) = pairs
-    for sid in scored_ids:
-        np.testing.assert_array_equal(spikes_a.history(sid), spikes_b.history(slot[sid]))
+    for sid in scored_ids.tolist():
+        np.testing.assert_array_equal(spikes_a.history(sid), spikes_b.history(int(slot[sid])))
     for x, y in zip(stuck_a.run_state(), stuck_b.run_state(), strict=True):
         # state either side grows as ids or slots arrive; a row never reached is zeros
         xs = np.zeros(n_series, x.dtype)
