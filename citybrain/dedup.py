@@ -27,6 +27,7 @@ class Deduplicator:
 
     def __init__(self, window: int = WINDOW) -> None:
         self.window = window
+        self._all = (1 << window) - 1  # every bit of the window (built once, not per check)
         self._state: dict[str, tuple[int, int]] = {}  # device -> (highest seq, mask)
 
     def __len__(self) -> int:
@@ -38,7 +39,7 @@ class Deduplicator:
 
     def restore(self, device: str, high: int, mask: int) -> None:
         """Put back a persisted (highest seq, mask) for ``device``."""
-        self._state[device] = (high, mask & ((1 << self.window) - 1))
+        self._state[device] = (high, mask & self._all)
 
     def check(self, device: str, seq: int) -> Seen:
         """Classify ``(device, seq)`` and remember it if new."""
@@ -49,7 +50,7 @@ class Deduplicator:
         high, mask = state
         if seq > high:
             shift = seq - high
-            mask = ((mask << shift) | 1) & ((1 << self.window) - 1) if shift < self.window else 1
+            mask = ((mask << shift) | 1) & self._all if shift < self.window else 1
             self._state[device] = (seq, mask)
             return Seen.NEW
         back = high - seq

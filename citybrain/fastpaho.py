@@ -16,6 +16,12 @@ machine: ~110 µs of CPU per message for a QoS 1 publisher, ~100 µs for a subsc
   buffer directly (``reconnect`` discards the buffer);
 * an inbound message's ``MQTTMessage`` builds an ``MQTTMessageInfo`` (a ``threading.Condition``)
   that nothing reads for a received message: here it is built only if asked for;
+* each inbound message then goes through ``_handle_on_message``: a topic-filter trie walk
+  (``message_callback_add``), two locks and the ``on_message`` call, for every message. A
+  client that sets :meth:`FastClient.set_batch_handler` instead gets every whole QoS 0/1
+  PUBLISH found together in the read buffer as one list of plain tuples, one call per read
+  (and a PUBLISH cut by the end of a read waits in the buffer for the rest of its bytes,
+  instead of going through paho's state machine);
 * ``ack`` of a manually acknowledged message queues its PUBACK and wakes the network thread
   through its socket pair, one system call per message: :meth:`FastClient.ack_many` queues a
   whole commit's PUBACKs as one write and wakes the thread once;
@@ -35,6 +41,7 @@ client.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Any, Literal
 
 import paho.mqtt
@@ -60,6 +67,11 @@ _PUBACK_SUCCESS = ReasonCode(PacketTypes.PUBACK)
 _PUBACK_NO_PROPERTIES = Properties(PacketTypes.PUBACK)
 _MID = struct.Struct("!H")
 _PUBACK = struct.Struct("!BBH")
+
+#: One inbound message as a batch handler gets it: ``(mid, qos, topic, payload, dup)``;
+#: ``mid`` is 0 at QoS 0 (the retain flag is not passed on).
+RawMessage = tuple[int, int, str, bytes, bool]
+BatchHandler = Callable[[list[RawMessage]], None]
 
 
 def _needs_paho(packet: Any) -> bool:
@@ -115,6 +127,19 @@ class FastClient(mqtt.Client):
         super().__init__(*args, **kwargs)
         self._rbuf = b""
         self._rpos = 0
+        self._batch_handler: BatchHandler | None = None
+        self._rtail = False  # the buffer ends in part of a packet and the socket had no more
+
+    def set_batch_handler(self, handler: BatchHandler | None) -> None:
+        """Deliver inbound messages in batches: ``handler(batch)`` (network thread) gets, in
+        arrival order, every whole MQTT 3.1.1 QoS 0/1 PUBLISH that lies together in the read
+        buffer (up to ``RECV_CHUNK`` bytes of them) as ``RawMessage`` tuples, in place of one
+        ``on_message`` call each. Anything else — QoS 2, MQTT 5, a packet not yet whole, a
+        topic that is not UTF-8, and every message while a ``message_callback_add`` filter
+        is registered — still goes to paho and ``on_message``. After the handler returns,
+        a QoS 1 message is acknowledged as paho would (at once, unless manual
+        acknowledgement is on). ``None`` turns batches off."""
+        self._batch_handler = handler
 
     # -- reading ---------------------------------------------------------------------------
     def _sock_recv(self, bufsize: int) -> bytes:
@@ -134,6 +159,11 @@ class FastClient(mqtt.Client):
         # message / deliver it) without paho's byte-by-byte state machine. Anything else —
         # MQTT 5, QoS 2, a packet not yet whole — goes to paho.
         if self._in_packet["command"] == 0 and self._protocol != mqtt.MQTTv5:
+            if (self._batch_handler is not None
+                    and not self._on_message_filtered._root._children):
+                rc = self._read_batch()
+                if rc is not None:
+                    return rc
             buf, pos = self._rbuf, self._rpos
             if len(buf) - pos >= 4:
                 head = buf[pos]
@@ -184,6 +214,134 @@ class FastClient(mqtt.Client):
             self._last_bytes_received = now
         return message
 
+    def _read_batch(self) -> MQTTErrorCode | None:
+        """Batch mode's read: deliver the run of whole QoS 0/1 PUBLISH packets at the read
+        position (refilling an empty buffer first, so that the first packet of a read is
+        not left to paho's state machine either). None: nothing for the batch path here
+        (another packet type, a malformed packet, an error or the end of the stream),
+        paho's own read handles it; ``MQTT_ERR_AGAIN``: the socket has no (more) bytes."""
+        if self._rpos >= len(self._rbuf):
+            try:
+                data = mqtt.Client._sock_recv(self, RECV_CHUNK)
+            except BlockingIOError:
+                return MQTTErrorCode.MQTT_ERR_AGAIN
+            except OSError:  # a lost connection: paho's own read meets it and reports it
+                return None
+            if not data:  # the end of the stream: likewise
+                return None
+            self._rbuf, self._rpos = data, 0
+        buf, pos = self._rbuf, self._rpos
+        head = buf[pos]
+        if head & 0xF0 != PUBLISH or head & 0x06 not in (0x00, 0x02):
+            return None
+        batch = self._whole_publishes()
+        if not batch:
+            # The PUBLISH at the head may be cut by the end of the last read: add what the
+            # socket holds now, or wait for it (instead of paho reading the rest of that
+            # one message through its state machine).
+            more = self._top_up()
+            if more is None:
+                return MQTTErrorCode.MQTT_ERR_AGAIN
+            if more:
+                batch = self._whole_publishes()
+        if batch:
+            return self._deliver_batch(batch)
+        return None
+
+    def _whole_publishes(self) -> list[RawMessage]:
+        """Decode and consume the run of whole 3.1.1 QoS 0/1 PUBLISH packets at the read
+        position, with the same checks as ``_whole_publish``; stops (consuming nothing of
+        it) at the first packet that is anything else, not whole, malformed or has a topic
+        that is not UTF-8: paho reads that one as it always does."""
+        buf, pos = self._rbuf, self._rpos
+        size = len(buf)
+        out: list[RawMessage] = []
+        append = out.append
+        while size - pos >= 4:
+            head = buf[pos]
+            if head & 0xF0 != PUBLISH or head & 0x06 not in (0x00, 0x02):
+                break
+            # Remaining length: one or two bytes for any message under 16 KiB.
+            b1 = buf[pos + 1]
+            if b1 < 0x80:
+                length, start = b1, pos + 2
+            elif buf[pos + 2] < 0x80:
+                length, start = (b1 & 0x7F) | (buf[pos + 2] << 7), pos + 3
+            else:
+                length, n = _remaining_length(buf, pos + 1)
+                if length < 0:
+                    break
+                start = pos + 1 + n
+            end = start + length
+            if end > size or length < 2:
+                break
+            topic_end = start + 2 + ((buf[start] << 8) | buf[start + 1])
+            qos = 1 if head & 0x06 else 0
+            body = topic_end + 2 * qos
+            if topic_end == start + 2 or body > end:  # empty topic, or lengths that overrun
+                break
+            mid = (buf[topic_end] << 8) | buf[topic_end + 1] if qos else 0
+            try:
+                topic = buf[start + 2:topic_end].decode("utf-8")
+            except UnicodeDecodeError:
+                break
+            append((mid, qos, topic, buf[body:end], bool(head & 0x08)))
+            pos = end
+        if out:
+            self._rpos = pos
+            with self._msgtime_mutex:
+                self._last_bytes_received = mqtt.time_func()
+        return out
+
+    def _top_up(self) -> bool | None:
+        """When the packet at the read position is not whole in the buffer, append what
+        the socket has to the rest of the buffer. True: bytes were added; None: the socket
+        has none yet (``_rtail`` set: ``loop_read`` then waits for the socket instead of
+        handing the partial packet to paho); False: nothing to do here (the packet is
+        whole or malformed, or the read failed or met the end of the stream: paho's own
+        read then meets the same condition and reports it)."""
+        buf, pos = self._rbuf, self._rpos
+        length, n = _remaining_length(buf, pos + 1)
+        if length >= 0:
+            if len(buf) - pos - 1 - n >= length:
+                return False  # whole: not ours to wait for
+        elif len(buf) - pos >= 5:
+            return False  # a remaining length over four bytes: malformed, paho says so
+        try:
+            more = mqtt.Client._sock_recv(self, RECV_CHUNK)
+        except BlockingIOError:
+            self._rtail = True
+            return None
+        except OSError:  # a lost connection: paho's own read meets it too and reports it
+            return False
+        if not more:
+            return False
+        self._rbuf = buf[pos:] + more
+        self._rpos = 0
+        self._rtail = False
+        return True
+
+    def _deliver_batch(self, batch: list[RawMessage]) -> MQTTErrorCode:
+        """Hand ``batch`` to the batch handler (as paho calls ``on_message``: holding the
+        in-callback lock, an exception logged and re-raised unless suppressed), then
+        acknowledge its QoS 1 messages unless acknowledgement is manual."""
+        handler = self._batch_handler
+        if handler is not None:
+            with self._in_callback_mutex:
+                try:
+                    handler(batch)
+                except Exception as err:
+                    self._easy_log(mqtt.MQTT_LOG_ERR,
+                                   "Caught exception in batch handler: %s", err)
+                    if not self.suppress_exceptions:
+                        raise
+        rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+        if not self._manual_ack:
+            for mid, qos, _topic, _payload, _dup in batch:
+                if qos == 1:
+                    rc = self._send_puback(mid)
+        return rc
+
     def _deliver(self, message: mqtt.MQTTMessage) -> MQTTErrorCode:
         """What paho's ``_handle_publish`` does with a QoS 0 or 1 message."""
         self._handle_on_message(message)
@@ -192,15 +350,17 @@ class FastClient(mqtt.Client):
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        self._rtail = False
         rc = super().loop_read(max_packets)
         while (rc == MQTTErrorCode.MQTT_ERR_SUCCESS and self._sock is not None
-               and self._rpos < len(self._rbuf)):
+               and self._rpos < len(self._rbuf) and not self._rtail):
             rc = super().loop_read(max_packets)
         return rc
 
     def reconnect(self) -> MQTTErrorCode:
         self._rbuf = b""  # bytes of the previous connection are meaningless now
         self._rpos = 0
+        self._rtail = False
         return super().reconnect()
 
     # -- writing ---------------------------------------------------------------------------

@@ -1,10 +1,12 @@
 """The district edge gateway service: MQTT in, validated frames out.
 
 Threads and contracts:
-  * paho's network thread (device side) runs ``_on_message``, which only enqueues
-    ``(mid, qos, topic, payload, dup)`` into the intake (``edge.intake``); it is bounded, so
-    a slow edge pushes back on the broker (TCP) instead of growing without limit. Device
-    messages are acknowledged manually (QoS 1, persistent session), never on receipt.
+  * paho's network thread (device side) only enqueues ``(mid, qos, topic, payload, dup)``
+    into the intake (``edge.intake``): a whole read's messages at once (``_on_messages``,
+    the ``FastClient`` batch handler), or one (``_on_message``, stock paho or a packet the
+    batch path leaves to paho). The intake is bounded, so a slow edge pushes back on the
+    broker (TCP) instead of growing without limit. Device messages are acknowledged
+    manually (QoS 1, persistent session), never on receipt.
   * one processing thread (``_run``) owns validation, de-duplication, local alarms and the
     frame builders. Everything it produces (frames, dead letters, lifecycle events, local
     alarms) goes into the on-disk spool (``edge.spool``). A *commit* seals every pending
@@ -14,7 +16,10 @@ Threads and contracts:
     messages await acknowledgement (the broker must allow that many in flight, e.g.
     Mosquitto ``max_inflight_messages``). It takes messages in batches (what accumulated,
     up to ``CHUNK``) and adds its per-message counts to ``counters`` once per batch and
-    before every commit, so a snapshot taken meanwhile lags by at most one batch.
+    before every commit, so a snapshot taken meanwhile lags by at most one batch. A message
+    that passes every check at a glance (``quick_message``: a healthy device's) takes a
+    short path through ``_take``; any other goes through ``_classify``, which gives the
+    same outcome for the former and the reasons for the rest.
   * the uplink thread (``edge.spool.SpoolPublisher``) publishes the spool in order at QoS 1;
     while the broker or uplink is down the spool grows on disk (bounded; full → drop oldest,
     counted, or block) and is replayed in order after reconnect or restart.
@@ -43,8 +48,9 @@ import paho.mqtt.client as mqtt
 
 from citybrain import topics
 from citybrain.dedup import Deduplicator, Seen
-from citybrain.fastpaho import ack_all
+from citybrain.fastpaho import FastClient, RawMessage, ack_all
 from citybrain.mqtt import BrokerConfig, Subscription, connect_and_wait, make_client
+from citybrain.payload import MAX_PAYLOAD_BYTES
 from citybrain.stats import Counters, StatsWriter
 from edge.batcher import FrameBuilder
 from edge.intake import Intake
@@ -61,6 +67,7 @@ from edge.validate import (
     parse_json,
     parse_topic,
     quick_envelope,
+    quick_message,
     readings_claimed,
     resolve_device,
     split_records,
@@ -125,6 +132,11 @@ def _clean_attrs(attrs: Any) -> dict[str, str | int | float | bool]:
     return out
 
 
+#: What the short path needs of a kept route, looked up once per topic: the route, device
+#: id, system id, the district's frame builder, and whether the device is a kitchen's.
+_HotRoute = tuple[DataRoute, str, str, FrameBuilder, bool]
+
+
 class EdgeGateway:
     """One process may serve many districts; each gets its own frames and dead letters."""
 
@@ -161,6 +173,7 @@ class EdgeGateway:
         self._unacked: list[tuple[int, int]] = []  # (mid, qos) handled, not yet committed
         self._seen: list[tuple[str, int]] = []  # (device, seq) new since the last commit
         self._routes: dict[str, DataRoute] = {}  # data topic -> its route (see _route)
+        self._hot: dict[str, _HotRoute] = {}  # the same topics -> what ``_take`` needs
         # Per-message counts not yet added to ``counters`` (see _flush_counts).
         self._tally: Counter[str] = Counter()
         self._tally_labelled: Counter[tuple[str, str]] = Counter()
@@ -182,6 +195,8 @@ class EdgeGateway:
         self.device_client.on_connect = self._subscription.on_connect
         self.device_client.on_subscribe = self._subscription.on_subscribe
         self.device_client.on_message = self._on_message
+        if isinstance(self.device_client, FastClient):
+            self.device_client.set_batch_handler(self._on_messages)
         self.uplink_client = make_client(f"{cfg.client_id}-up", cfg.uplink or cfg.broker)
         self.publisher = SpoolPublisher(self.spool, self.uplink_client, self.counters,
                                         max_in_flight=cfg.uplink_in_flight)
@@ -267,6 +282,12 @@ class EdgeGateway:
         if self._intake_open:  # after stop(): not taken, not acknowledged → re-delivered
             self._queue.put((msg.mid, msg.qos, msg.topic, bytes(msg.payload), bool(msg.dup)))
 
+    def _on_messages(self, batch: list[RawMessage]) -> None:
+        """``FastClient`` batch handler: a read's messages, in order, as ``_on_message``
+        would enqueue them one by one."""
+        if self._intake_open:  # as in _on_message
+            self._queue.put_many(batch)
+
     # -- processing thread ----------------------------------------------------------------
     def _run(self) -> None:
         try:
@@ -292,16 +313,7 @@ class EdgeGateway:
             chunk = intake.drain(CHUNK, timeout_s=0.05)
             if chunk:
                 last_message = time.monotonic()
-                for mid, qos, topic, payload, dup in chunk:
-                    try:
-                        self._classify(topic, payload, dup)
-                    except Exception:  # never let one message kill the edge; count it
-                        log.exception("unexpected error handling a message on %s", topic)
-                        self._reject(Rejected("internal_error", "see edge log"), topic, payload)
-                    if qos:
-                        self._unacked.append((mid, qos))
-                    if self._full or len(self._unacked) >= ack_window:
-                        self.commit()
+                self._take(chunk, ack_window)
                 self._flush_counts()
             elif self._stopping.is_set():
                 break
@@ -357,6 +369,84 @@ class EdgeGateway:
         ack_all(self.device_client, self._unacked)  # one write for the whole commit
         self._unacked = []
 
+    def _take(self, chunk: list[RawMessage], ack_window: int) -> None:
+        """Handle a drained chunk of device messages in order (processing thread): each
+        ends framed, rejected or duplicate, is then awaiting acknowledgement (QoS 1), and a
+        commit follows any message after which a frame is full or ``ack_window`` messages
+        await acknowledgement.
+
+        A message on a kept route whose JSON passes ``quick_message`` goes the short way
+        here: the same counts, de-duplication, frame and local alarms as ``_classify``
+        gives it, with the per-message counts summed in locals (added to ``_tally``
+        before any commit and at the end). Any other message goes to ``_classify``."""
+        hot = self._hot
+        dedup_check = self.dedup.check
+        limits = self.cfg.time_limits
+        loads = orjson.loads
+        now = time.time
+        new = Seen.NEW
+        messages = readings = accepted = 0
+        try:
+            for mid, qos, topic, payload, dup in chunk:
+                try:
+                    head = None
+                    route = hot.get(topic)
+                    if route is not None and len(payload) <= MAX_PAYLOAD_BYTES:
+                        try:
+                            doc = loads(payload)
+                        except orjson.JSONDecodeError:
+                            pass  # _classify rejects it
+                        else:
+                            head = quick_message(route[0], doc, now(), limits)
+                    if head is None or route is None:
+                        self._classify(topic, payload, dup)
+                    else:
+                        seq, t, names, values = head
+                        n = len(names)
+                        messages += 1
+                        readings += n
+                        _, device_id, system_id, builder, kitchen = route
+                        seen = dedup_check(device_id, seq)
+                        if seen is new:
+                            self._seen.append((device_id, seq))
+                            if not builder.pending:
+                                self._open.append(builder)
+                            builder.add_many(device_id, system_id, seq, t, names, values)
+                            if builder.pending >= builder.max_readings:
+                                self._full = True
+                            accepted += n
+                            if kitchen:
+                                self._observe(builder.district, device_id, t, names, values)
+                        elif seen is Seen.DUPLICATE:
+                            tally = self._tally
+                            tally["duplicates"] += n
+                            tally["duplicate_messages"] += 1
+                            if dup:
+                                tally["redelivered_messages"] += 1
+                        else:
+                            self._reject(Rejected("stale_seq", f"seq {seq} is below the replay "
+                                                  "window", n), topic, payload)
+                except Exception:  # never let one message kill the edge; count it
+                    log.exception("unexpected error handling a message on %s", topic)
+                    self._reject(Rejected("internal_error", "see edge log"), topic, payload)
+                if qos:
+                    self._unacked.append((mid, qos))
+                if self._full or len(self._unacked) >= ack_window:
+                    self._add_tally(messages, readings, accepted)
+                    messages = readings = accepted = 0
+                    self.commit()
+        finally:  # also when a spool failure ends the chunk early: counted as before
+            self._add_tally(messages, readings, accepted)
+
+    def _add_tally(self, messages: int, readings: int, accepted: int) -> None:
+        """Add ``_take``'s local sums to ``_tally`` (as ``_classify`` counts each message)."""
+        if messages:
+            tally = self._tally
+            tally["messages_in"] += messages
+            tally["readings_in"] += readings
+            if accepted:
+                tally["readings_accepted"] += accepted
+
     def handle(self, topic: str, payload: bytes, dup: bool = False) -> None:
         """Classify one device message (processing thread, or tests): ``counters`` include
         it on return. Frames are sealed by ``commit``."""
@@ -372,6 +462,10 @@ class EdgeGateway:
             route = data_route(self.city, topic, self.districts)
             if route is not None and len(self._routes) < MAX_ROUTES:
                 self._routes[topic] = route
+                device = route.device
+                self._hot[topic] = (route, device.device_id, device.system.system_id,
+                                    self.builders[route.topic.district],
+                                    route.topic.domain == "kitchen")
         return route
 
     def _classify(self, topic: str, payload: bytes, dup: bool) -> None:
@@ -444,10 +538,15 @@ class EdgeGateway:
             self._full = True
         tally["readings_accepted"] += len(names)
         if parsed.domain == "kitchen":
-            for name, value in zip(names, values, strict=True):
-                alarm = self.local_alarms.observe(device_id, name, t, value)
-                if alarm is not None:
-                    self._local_alarm(parsed.district, alarm)
+            self._observe(parsed.district, device_id, t, names, values)
+
+    def _observe(self, district: str, device_id: str, t: float, names: list[str],
+                 values: list[float]) -> None:
+        """Feed a kitchen device's accepted readings to the local alarms."""
+        for name, value in zip(names, values, strict=True):
+            alarm = self.local_alarms.observe(device_id, name, t, value)
+            if alarm is not None:
+                self._local_alarm(district, alarm)
 
     def _local_alarm(self, district: str, alarm: dict[str, Any]) -> None:
         """Raised here, at once, whatever the uplink does; delivered through the spool."""

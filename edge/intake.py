@@ -7,9 +7,10 @@ share of the edge's own CPU. ``Intake`` keeps the items in a ``deque`` (whose ``
 consumer what has accumulated in one list (``drain``).
 
 Contracts:
-  * one producer thread calls ``put`` (never blocks while there is room; while full it
-    waits for room, so a slow consumer pushes back on the broker through TCP, until
-    ``close()``, after which an item that finds no room is refused: ``put`` returns False);
+  * one producer thread calls ``put`` or ``put_many`` (never blocks while there is room;
+    while full it waits for room, so a slow consumer pushes back on the broker through TCP,
+    until ``close()``, after which an item that finds no room is refused: ``put`` returns
+    False, ``put_many`` how many of its items, from the first, it took);
   * one consumer thread calls ``drain``: up to ``max_items`` items, oldest first; when
     there are none it waits at most ``timeout_s`` (plus ``linger_s``) and returns ``[]``.
     Right after a non-empty drain it first sleeps ``linger_s`` before waiting for a wake-up,
@@ -80,6 +81,41 @@ class Intake(Generic[T]):
             with self._cond:
                 self._cond.notify_all()
         return True
+
+    def put_many(self, batch: list[T]) -> int:
+        """Append ``batch``'s items in order, as ``put`` each would (waiting for room while
+        full), with one look at the waiting consumer for the whole batch. Returns how many
+        were taken: ``len(batch)``, or fewer when the intake was closed while full (the
+        rest, from the first refused on, were not taken)."""
+        items = self._items
+        room = self.maxsize - len(items)
+        if room >= len(batch):  # the common case: all of it fits
+            items.extend(batch)
+        else:
+            taken = 0
+            while taken < len(batch):
+                if room <= 0:
+                    with self._cond:
+                        self._producer_waiting = True
+                        try:
+                            while len(items) >= self.maxsize:
+                                if self.closed:
+                                    return taken
+                                self._cond.wait(FULL_POLL_S)
+                        finally:
+                            self._producer_waiting = False
+                    room = self.maxsize - len(items)
+                part = batch[taken:taken + room]
+                items.extend(part)
+                taken += len(part)
+                room = 0
+                if self._consumer_waiting:  # it may drain while we wait for more room
+                    with self._cond:
+                        self._cond.notify_all()
+        if self._consumer_waiting:  # as in ``put``
+            with self._cond:
+                self._cond.notify_all()
+        return len(batch)
 
     def drain(self, max_items: int, timeout_s: float) -> list[T]:
         """Up to ``max_items`` items, oldest first; ``[]`` if none came (see the module)."""

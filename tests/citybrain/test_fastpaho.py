@@ -143,3 +143,105 @@ def test_ack_all_acknowledges_and_unacked_messages_come_back(broker: BrokerConfi
         ack_all(again, inbox2.mids)
     finally:
         _stop(again)
+
+
+@dataclass
+class BatchInbox:
+    """What a batch handler got, and on_message's leftovers (anything paho delivered)."""
+
+    messages: list[tuple[int, int, str, bytes, bool]] = field(default_factory=list)
+    batches: int = 0
+    singles: list[tuple[str, bytes, int]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def on_batch(self, batch: list[tuple[int, int, str, bytes, bool]]) -> None:
+        with self.lock:
+            self.messages += batch
+            self.batches += 1
+
+    def on_message(self, _c: mqtt.Client, _u: object, m: mqtt.MQTTMessage) -> None:
+        with self.lock:
+            self.singles.append((m.topic, bytes(m.payload), m.qos))
+            self.messages.append((m.mid, m.qos, m.topic, bytes(m.payload), bool(m.dup)))
+
+
+def _batch_subscriber(broker: BrokerConfig, cid: str, manual: bool, topic: str,
+                      clean: bool = True) -> tuple[FastClient, BatchInbox]:
+    client = make_client(cid, broker, clean_session=clean, manual_ack=manual, fast=True)
+    assert isinstance(client, FastClient)
+    inbox = BatchInbox()
+    client.on_message = inbox.on_message
+    client.set_batch_handler(inbox.on_batch)
+    subscribed = threading.Event()
+    client.on_subscribe = lambda *_a: subscribed.set()
+    connect_and_wait(client, broker)
+    client.subscribe(topic, 1)
+    assert subscribed.wait(10)
+    return client, inbox
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("manual", [False, True])
+def test_a_batch_handler_gets_the_messages_on_message_would(broker: BrokerConfig,
+                                                             manual: bool) -> None:
+    """Sizes around the read chunk (packets cut by the end of a read), QoS 0 and 1, a UTF-8
+    topic, thousands of small messages: every one, in order, once."""
+    base = f"fp/{uuid.uuid4().hex[:8]}"
+    items = [(f"{base}/{i % 3}/ü", bytes([i % 251]) * size, (0, 1)[i % 2])
+             for i, size in enumerate(PAYLOAD_SIZES * 3)]
+    items += [(f"{base}/small", f"m{i}".encode() * (1 + i % 40), 1) for i in range(5_000)]
+    client, inbox = _batch_subscriber(broker, f"b-{uuid.uuid4().hex[:6]}", manual, f"{base}/#")
+    try:
+        _publish_all(broker, items)
+        wait_for(lambda: len(inbox.messages) >= len(items), 20, lambda: len(inbox.messages))
+        assert [(t, p, q) for _m, q, t, p, _d in inbox.messages] == items
+        assert inbox.batches < len(items) - len(inbox.singles)  # batches of several
+        assert all(mid == 0 for mid, q, *_ in inbox.messages if q == 0)
+        assert all(mid > 0 for mid, q, *_ in inbox.messages if q == 1)
+        if manual:
+            ack_all(client, [(m, q) for m, q, *_ in inbox.messages])
+    finally:
+        _stop(client)
+
+
+@pytest.mark.integration
+def test_batched_messages_stay_unacknowledged_until_ack_all(broker: BrokerConfig) -> None:
+    topic = f"fp/{uuid.uuid4().hex[:8]}/ack"
+    cid = f"back-{uuid.uuid4().hex[:8]}"
+    client, inbox = _batch_subscriber(broker, cid, True, topic, clean=False)
+    items = [(topic, f"{i}".encode(), 1) for i in range(500)]
+    try:
+        _publish_all(broker, items)
+        wait_for(lambda: len(inbox.messages) >= 500, 20, lambda: len(inbox.messages))
+        ack_all(client, [(m, q) for m, q, *_ in inbox.messages[:300]])
+        client._send_pingreq()  # its answer comes after the broker read the PUBACKs
+        wait_for(lambda: client._ping_t == 0, 10)
+    finally:
+        _stop(client)
+    again, inbox2 = _batch_subscriber(broker, cid, True, topic, clean=False)
+    try:
+        wait_for(lambda: len(inbox2.messages) >= 200, 20, lambda: len(inbox2.messages))
+        assert [p for _m, _q, _t, p, _d in inbox2.messages] == [f"{i}".encode()
+                                                                for i in range(300, 500)]
+        assert all(dup for *_x, dup in inbox2.messages)
+        ack_all(again, [(m, q) for m, q, *_ in inbox2.messages])
+    finally:
+        _stop(again)
+
+
+@pytest.mark.integration
+def test_a_topic_filter_callback_turns_batches_off(broker: BrokerConfig) -> None:
+    base = f"fp/{uuid.uuid4().hex[:8]}"
+    client, inbox = _batch_subscriber(broker, f"bf-{uuid.uuid4().hex[:6]}", False, f"{base}/#")
+    filtered: list[bytes] = []
+    client.message_callback_add(f"{base}/f", lambda _c, _u, m: filtered.append(bytes(m.payload)))
+    try:
+        _publish_all(broker, [(f"{base}/f", b"x", 1), (f"{base}/g", b"y", 1)])
+        wait_for(lambda: len(filtered) == 1 and len(inbox.singles) == 1, 20)
+        assert inbox.batches == 0 and inbox.singles == [(f"{base}/g", b"y", 1)]
+        client.message_callback_remove(f"{base}/f")
+        _publish_all(broker, [(f"{base}/f", b"z", 1)])
+        wait_for(lambda: inbox.batches == 1, 20)
+        assert filtered == [b"x"]
+    finally:
+        _stop(client)
