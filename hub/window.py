@@ -57,7 +57,8 @@ Emitted rows (``WindowBatch``) are ordered by window start, then series id.
 Throughput: see bench/README.md (``citybrain bench``, figures ``kernel_window_*``).
 
 Kernels (stumpy-style layers): ``_minmax2`` / ``_scan_batch`` / ``_accumulate`` (with
-``_fold_run``) / ``_emit_slots`` / ``_merge_sorted`` are private
+``_fold_run``) and ``_fold_window`` (a batch inside one open window, the usual case) /
+``_emit_slots`` / ``_merge_sorted`` are private
 ``@njit`` loops compiled lazily with the policy
 in ``hub.kernel_config``; the public functions validate input and say how to fix it. There is
 no parallel driver: accumulation scatters into shared state (a parallel split would need
@@ -391,59 +392,110 @@ def _minmax2(series, ts_ns):
     return smin, smax, tmin, tmax
 
 
-@njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
-def _fold_run(series, ts_ns, value, i0, n, lo, span, fresh, hot, hi, cold, ci):
-    """Fold readings ``i0, i0+1, ... < n`` into the records ``series[i]`` of one slot while
-    their timestamps stay in ``[lo, lo + span]`` (one window); returns (end, records opened,
-    NaN values skipped). ``hot``/``cold`` are the slot's flat float64 state, ``hi``/``ci``
-    int64 views of the same memory (``_borrow``, see ``_accumulate``). A record whose
-    ``last_ts < fresh`` (the window's start) is left over from an older window of the slot,
-    i.e. empty. Indices are unsigned: no negative-index wraparound code."""
-    new_rows = 0
-    nan_run = 0
-    for i in range(i0, n):
-        t = ts_ns[i]
-        if np.uint64(t - lo) > span:
-            return np.int64(i), new_rows, nan_run
-        v = value[i]
-        if v != v:
-            nan_run += 1
-            continue
-        r = np.uint64(series[i])
-        k = r * _NH
-        last_ts = hi[k + _TS]
-        if last_ts < fresh:
-            new_rows += 1
-            hi[k] = 1
-            hi[k + _TS] = t
-            if np.isfinite(v):
-                hot[k + _S1] = 0.0
-                hot[k + _Q] = 0.0
-                hot[k + _K] = v
-            else:  # a non-finite shift would turn s1 into NaN; shift by 0 keeps IEEE sums
-                hot[k + _S1] = v
-                hot[k + _Q] = v * v
-                hot[k + _K] = 0.0
-            hot[k + _MIN] = v
-            hot[k + _NMAX] = -v
-            hot[k + _LAST] = v
-            kc = r * _NC
-            cold[kc] = v
-            ci[kc + _C1] = t
-        else:
-            d = v - hot[k + _K]
-            _add2(hot, k + _S1, d, d * d)
-            _min2(hot, k + _MIN, v, -v)
-            hi[k] += 1
-            if t >= last_ts:  # in time order: the new last
+def _make_fold(bounded: bool) -> Any:
+    """The fold loop, with (``bounded``) or without the per-reading run test; numba freezes
+    the closure variable ``bounded`` as a compile-time constant, so the unbounded loop has no
+    trace of the test (and one source serves both). The on-disk cache keeps the two apart:
+    numba keys a closure's entries by the values of its closure variables."""
+
+    @njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
+    def fold(series, ts_ns, value, i0, n, lo, span, fresh, hot, hi, cold, ci):
+        """Fold readings ``i0, i0+1, ... < n`` into the records ``series[i]`` of one slot
+        (bounded: while their timestamps stay in ``[lo, lo + span]``, one window; unbounded:
+        all of them, ``lo``/``span`` unused); returns (end, records opened, NaN values
+        skipped). ``hot``/``cold`` are the slot's flat float64 state, ``hi``/``ci`` int64
+        views of the same memory (``_borrow``, see ``_accumulate``). A record whose
+        ``last_ts < fresh`` (the window's start) is left over from an older window of the
+        slot, i.e. empty. Indices are unsigned: no negative-index wraparound code."""
+        new_rows = 0
+        nan_run = 0
+        i = i0
+        while i < n:  # not range(i0, n): over unsigned bounds that keeps two counters
+            t = ts_ns[i]
+            if bounded and np.uint64(t - lo) > span:
+                return np.int64(i), new_rows, nan_run
+            v = value[i]
+            r = np.uint64(series[i])
+            i += np.uint64(1)
+            if v != v:
+                nan_run += 1
+                continue
+            k = r * _NH
+            last_ts = hi[k + _TS]
+            if last_ts < fresh:
+                new_rows += 1
+                hi[k] = 1
                 hi[k + _TS] = t
+                if np.isfinite(v):
+                    hot[k + _S1] = 0.0
+                    hot[k + _Q] = 0.0
+                    hot[k + _K] = v
+                else:  # a non-finite shift would turn s1 into NaN; shift 0 keeps IEEE sums
+                    hot[k + _S1] = v
+                    hot[k + _Q] = v * v
+                    hot[k + _K] = 0.0
+                hot[k + _MIN] = v
+                hot[k + _NMAX] = -v
                 hot[k + _LAST] = v
-            else:  # out of order: maybe a new first (first_ts <= last_ts)
                 kc = r * _NC
-                if t < ci[kc + _C1]:
-                    ci[kc + _C1] = t
-                    cold[kc] = v
-    return np.int64(n), new_rows, nan_run
+                cold[kc] = v
+                ci[kc + _C1] = t
+            else:
+                d = v - hot[k + _K]
+                _add2(hot, k + _S1, d, d * d)
+                _min2(hot, k + _MIN, v, -v)
+                hi[k] += 1
+                if t >= last_ts:  # in time order: the new last
+                    hi[k + _TS] = t
+                    hot[k + _LAST] = v
+                else:  # out of order: maybe a new first (first_ts <= last_ts)
+                    kc = r * _NC
+                    if t < ci[kc + _C1]:
+                        ci[kc + _C1] = t
+                        cold[kc] = v
+        return np.int64(n), new_rows, nan_run
+
+    return fold
+
+
+#: ``fold(series, ts_ns, value, i0, n, lo, span, fresh, hot, hi, cold, ci)``: one run of
+#: readings of one window (``_accumulate``), or every reading from ``i0`` on
+#: (``_fold_window``, whose readings are known to share one window).
+_fold_run: Any = _make_fold(bounded=True)
+_fold_all: Any = _make_fold(bounded=False)
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
+def _fold_window(series, ts_ns, value, w, fresh, slot, slot_window, slot_rows, capacity,
+                 hf, cf):
+    """Fold a whole batch whose readings all fall in window ``w``, an open window of the
+    ring (the caller has checked ``floor <= w <= max_window`` from the batch's oldest and
+    newest timestamps), into ``slot = w % n_slots``: what ``_accumulate`` does with such a
+    batch (one run, nothing late or early), with the same results. ``fresh`` is
+    ``_fresh_from(w)``. Returns (n_added, n_nan); n_added == -1 signals a broken ring
+    invariant (``slot`` holds another window).
+
+    Why a kernel of its own: the loop has no run test per reading, and it is compiled
+    with little around it, so every pointer and counter stays in a register (inlined into
+    ``_accumulate``, ``_fold_run`` reloads three array pointers and ``span`` from the stack
+    per reading): 28 instructions per in-order reading instead of 37, -20 % per reading
+    with the state in cache (bench/README.md)."""
+    held = slot_window[slot]
+    if held != w:
+        if held != EMPTY_WINDOW:
+            return -1, 0
+        slot_window[slot] = w
+    h0 = slot * capacity * N_HOT
+    h1 = h0 + capacity * N_HOT
+    c0 = slot * capacity * N_COLD
+    c1 = c0 + capacity * N_COLD
+    n = series.shape[0]
+    _, new_rows, n_nan = _fold_all(
+        series, ts_ns, value, np.uint64(0), np.uint64(n), 0, np.uint64(0), fresh,
+        _borrow(hf, h0, h1, np.float64), _borrow(hf, h0, h1, np.int64),
+        _borrow(cf, c0, c1, np.float64), _borrow(cf, c0, c1, np.int64))
+    slot_rows[slot] += new_rows
+    return n - n_nan, n_nan
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
@@ -763,6 +815,8 @@ class WindowAggregator:
         if int(capacity) < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self._window_ns = int(window_ns)
+        #: lowest window whose start fits int64 (``_lowest_whole_window``)
+        self._lowest_whole = (I64_MIN + self._window_ns - 1) // self._window_ns
         self._n_slots = int(n_slots)
         self._capacity = int(capacity)
         self._n_series = 0
@@ -882,8 +936,21 @@ class WindowAggregator:
                 self._floor = ring_floor if self._floor is None else max(self._floor,
                                                                          ring_floor)
                 closed = self._close_below(self._floor)
-        floor_w = I64_MAX if self._floor is None else _clamp(self._floor)
+        w_lo = int(tmin) // wn
+        if (self._floor is not None and self._floor <= w_lo == int(tmax) // wn
+                and w_lo <= max_w):
+            # Every reading in one open window (the hub's usual batch): none is late or
+            # early, all go to one slot, so no per-run classification (_accumulate).
+            n_added, n_nan = _fold_window(
+                s, t, v, w_lo, w_lo * wn if w_lo >= self._lowest_whole else I64_MIN + 1,
+                w_lo % self._n_slots, self._slot_window, self._slot_rows, self._capacity,
+                self._views[0], self._views[1])
+            if n_added < 0:  # pragma: no cover - internal invariant
+                raise RuntimeError("window ring invariant broken: a slot holds a stale window")
+            e = np.empty(0, dtype=np.int64)
+            return AddResult(n_added, n_nan, e, e.copy(), closed)
 
+        floor_w = I64_MAX if self._floor is None else _clamp(self._floor)
         ring_lo, ring_hi = 1, 0  # disabled unless the ring span fits int64
         if self._floor is not None:
             lo_py = self._floor * wn
