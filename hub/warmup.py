@@ -32,6 +32,9 @@ log = logging.getLogger("citybrain.hub")
 #: Device times of the synthetic rounds, s from the first: some 10 s and 1 min windows,
 #: then two hours on, so that windows of every resolution close with readings in them.
 _ROUND_OFFSETS_S = (0, 5, 10, 20, 30, 60, 90, 120, 3700, 7300)
+#: The round (at 5 s) whose every other reading is 10 s later: its batch spans two 10 s
+#: windows, which takes the window kernel's general path (one window: its fast path).
+_STRADDLE_ROUND = 1
 _warmed = False
 
 
@@ -54,7 +57,8 @@ class CountingSink:
 
 def synthetic_frames(city: City, end_s: float) -> list[bytes]:
     """One frame per round and district: the first device of every system, every
-    measurement of its kind at mid-range, at ``_ROUND_OFFSETS_S`` ending at ``end_s``."""
+    measurement of its kind at mid-range, at ``_ROUND_OFFSETS_S`` ending at ``end_s``
+    (every other reading of ``_STRADDLE_ROUND`` 10 s later)."""
     per_district: dict[str, tuple[list[str], list[str], list[str], list[float]]] = {}
     for system in city.systems:
         device = next(iter(city.devices_of(system)), None)
@@ -82,6 +86,8 @@ def synthetic_frames(city: City, end_s: float) -> list[bytes]:
                 enumerate(tables):
             n = len(value)
             ts = np.full(n, int((t0 + offset) * 1e9), dtype=np.int64)
+            if r == _STRADDLE_ROUND:  # a window on: a batch across two windows
+                ts[1::2] += 10 * 10**9
             frames.append(encode_frame(code, (1 << 32) | (r * len(tables) + k), 0, uniq_dev,
                                        dev_systems, uniq_names, ts, value, np.full(n, r),
                                        dev_idx, name_idx))
