@@ -54,10 +54,11 @@ def _run(tmp: Path, rate: float, duration: float, **kw: Any) -> dict[str, Any]:
 
 def hub_raw_lines(devices: int, n_lines: int, batch_lines: int = 5_000) -> list[bytes]:
     """Raw line protocol exactly as the hub renders it (its registry, its renderer) for
-    ``devices`` real devices, one reading per line, in ``batch_lines`` bodies."""
+    ``devices`` real devices, one reading per line (each has its own timestamp, so none
+    merge), in ``batch_lines`` bodies."""
     from citybrain.frame import decode_frame, encode_frame
     from citybrain.loadtest.devices import DevicePlan
-    from hub.lineproto import render_single
+    from hub.lineproto import render_merged
     from hub.series import SeriesRegistry
     from seeds.city import City
     plan = DevicePlan.build(devices, None)
@@ -77,7 +78,7 @@ def hub_raw_lines(devices: int, n_lines: int, batch_lines: int = 5_000) -> list[
     idx = np.arange(n_lines) % len(series)
     ts = 1_763_712_000_000_000_000 + np.arange(n_lines, dtype=np.int64) * 1_000_000
     values = np.round(np.random.default_rng(1).uniform(1, 90, n_lines), 2)
-    body, _ = render_single(reg.raw_prefixes, series[idx], values, ts)
+    body, _ = render_merged(reg.raw_prefixes, series[idx], values, ts)
     lines = body.split(b"\n")
     return [b"\n".join(lines[i:i + batch_lines]) for i in range(0, n_lines, batch_lines)]
 

@@ -65,6 +65,7 @@ __all__ = [
     "escape_measurement",
     "escape_string_field",
     "escape_tag_value",
+    "render_merged",
     "render_multi",
     "render_single",
     "series_prefix",
@@ -654,6 +655,55 @@ def _render_multi(src, idx, values, is_int, kblob, koffsets, ts_ns, buf):
     return pos, lines
 
 
+@njit(cache=CACHE, fastmath=EXACT, nogil=NOGIL)
+def _render_merged(src, idx, value, ts_ns, buf):
+    """``_render_single`` for a ``SplicedPrefixes`` source whose last piece is `` field=``,
+    with consecutive rows of one device and one timestamp in one line, while their prefix
+    indices increase (so no field repeats in a line): ``head f1=v1,f2=v2 ts``. Returns
+    (bytes used, values written, lines written), or (0, -1 - i, 0) if row ``i``'s last
+    piece does not start with a space."""
+    fblob, foff, _pblob, _poff, device, key = src
+    pos = _U0
+    values = 0
+    lines = 0
+    open_dev = -1  # the open line's device, -1: no line open
+    open_ts = 0
+    last_j = -1
+    for i in range(idx.shape[0]):
+        v = value[i]
+        if not np.isfinite(v):
+            continue
+        j = idx[i]
+        k = 3 * int(key[j])
+        d = int(device[j])
+        t = ts_ns[i]
+        if fblob[foff[k + 2]] != _CH_SPACE:
+            return 0, -1 - i, 0
+        if d == open_dev and t == open_ts and j > last_j:
+            buf[pos] = _CH_COMMA  # another field of the open line: ",field="
+            pos = _copy(buf, pos + _U1, fblob, np.uint64(foff[k + 2] + 1),
+                        np.uint64(foff[k + 3]))
+        else:
+            if open_dev >= 0:  # close the open line
+                buf[pos] = _CH_SPACE
+                pos = _write_int(buf, pos + _U1, open_ts)
+                buf[pos] = _CH_NL
+                pos += _U1
+            pos = _put_prefix(buf, pos, src, j)
+            open_dev = d
+            open_ts = t
+            lines += 1
+        pos = _write_float(buf, pos, v)
+        last_j = j
+        values += 1
+    if open_dev >= 0:
+        buf[pos] = _CH_SPACE
+        pos = _write_int(buf, pos + _U1, open_ts)
+        buf[pos] = _CH_NL
+        pos += _U1
+    return pos, values, lines
+
+
 # --------------------------------------------------------------------------------------------
 # Public renderers
 # --------------------------------------------------------------------------------------------
@@ -711,6 +761,39 @@ def render_single(table: PrefixSource, idx: np.ndarray, value: np.ndarray,
     buf = np.empty(int(bound), dtype=np.uint8)
     used, lines = _render_single(src, i, v, t, buf)
     return buf[: int(used)].tobytes(), int(lines)
+
+
+def render_merged(table: SplicedPrefixes, idx: np.ndarray, value: np.ndarray,
+                  ts_ns: np.ndarray) -> tuple[bytes, int]:
+    """What ``render_single`` writes, with the consecutive rows of one device and one
+    timestamp written as one line of several fields while their prefix indices increase
+    (a device message's readings, in catalogue order): InfluxDB stores the very same points,
+    and parses a few multi-field lines for less than as many single-field ones.
+
+    ``table``: a ``SplicedPrefixes`` whose prefixes end with `` field=`` (raw readings);
+    arguments as ``render_single``. Returns ``(body, values_written)``: rows whose value is
+    NaN or ±inf are skipped, so ``values_written <= n``."""
+    if not isinstance(table, SplicedPrefixes):
+        raise TypeError(f"table must be SplicedPrefixes, got {type(table).__name__}")
+    i = _check_array("idx", idx, np.int64)
+    v = _check_array("value", value, np.float64)
+    t = _check_array("ts_ns", ts_ns, np.int64)
+    if not (i.shape[0] == v.shape[0] == t.shape[0]):
+        raise ValueError(f"idx, value and ts_ns must have equal lengths, got "
+                         f"{i.shape[0]}, {v.shape[0]}, {t.shape[0]}")
+    if i.shape[0] == 0:
+        return b"", 0
+    src = table.kernel_source()
+    bound, row, code = _bound(src, i, _CH_EQ, FLOAT_MAX_WIDTH + TS_MAX_WIDTH + 2)
+    if code:
+        _raise_kernel_error(table, i, int(row), int(code), "=")
+    buf = np.empty(int(bound), dtype=np.uint8)
+    used, values, _ = _render_merged(src, i, v, t, buf)
+    if values < 0:
+        bad = -1 - int(values)
+        raise LineProtocolError(f"prefix {int(i[bad])} ({table[int(i[bad])]!r}, row {bad}) "
+                                "has no ' field=' to merge on")
+    return buf[: int(used)].tobytes(), int(values)
 
 
 @functools.lru_cache(maxsize=256)

@@ -53,7 +53,7 @@ def test_raw_sampling_keeps_every_nth_reading(monkeypatch: pytest.MonkeyPatch) -
         kept.append(t.copy())
         return b"x\n" * len(t), len(t)
 
-    monkeypatch.setattr(service, "render_single", render)
+    monkeypatch.setattr(service, "render_merged", render)
     monkeypatch.setattr(hub.writer, "submit", lambda *_: 1)
     total = 0
     for n in (0, 1, 5, 13, 100, 7, 3, 64, 1):

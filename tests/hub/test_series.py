@@ -9,9 +9,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from citybrain.frame import decode_frame, encode_frame
-from hub.lineproto import PrefixTable, render_multi, render_single, series_prefix
+from hub.lineproto import (
+    PrefixTable,
+    render_merged,
+    render_multi,
+    render_single,
+    series_prefix,
+)
 from hub.series import SeriesRegistry
 from seeds.city import City
+from tests import naive
 
 
 def test_registered_prefixes_equal_series_prefix() -> None:
@@ -110,3 +117,65 @@ def test_registry_keeps_a_few_bytes_per_series() -> None:
     _register(reg, city, [x.device_id for x in devs], n_systems=10**6)
     assert reg.series_gid.dtype == np.int32 and reg.series_key.dtype == np.int16
     assert len(reg.series_gid) == len(reg.series_key) == reg.n_series
+
+
+def _points(body: bytes) -> list[tuple[str, tuple[tuple[str, str], ...], str, float, int]]:
+    """Every (measurement, tags, field, value, ts) a body stores, one per field."""
+    out = []
+    for p in naive.parse_lines(body):
+        assert p.ts is not None
+        tags = tuple(sorted(p.tags.items()))
+        out += [(p.measurement, tags, k, float(v), p.ts) for k, v in p.fields.items()]
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(ids=_IDS, data=st.data())
+def test_merged_raw_lines_store_the_points_single_lines_store(ids: list[str],
+                                                              data: st.DataObject) -> None:
+    """A device's readings of one timestamp in one line: the same points, no field twice in
+    a line, fewer lines when readings come a message at a time."""
+    city = City(1.0)
+    reg = SeriesRegistry(city, agg_labels=("10s",))
+    _register(reg, city, ids, n_systems=12)
+    gid = reg.series_gid
+    # messages: a device and a timestamp, then some of its series (any order, repeats)
+    rows, ts = [], []
+    for _ in range(data.draw(st.integers(1, 25), label="messages")):
+        s0 = data.draw(st.integers(0, reg.n_series - 1))
+        mine = np.flatnonzero(gid == gid[s0]).tolist()
+        picked = data.draw(st.lists(st.sampled_from(mine), min_size=1, max_size=6))
+        t = data.draw(st.integers(0, 3)) * 10**9
+        rows += picked
+        ts += [t] * len(picked)
+    idx = np.array(rows, dtype=np.int64)
+    t_ns = np.array(ts, dtype=np.int64)
+    value = np.array(data.draw(st.lists(
+        st.floats(-1e6, 1e6) | st.sampled_from([np.nan, np.inf]), min_size=len(rows),
+        max_size=len(rows))), dtype=np.float64)
+    single, n_single = render_single(reg.raw_prefixes, idx, value, t_ns)
+    merged, n_merged = render_merged(reg.raw_prefixes, idx, value, t_ns)
+    assert n_merged == n_single == int(np.isfinite(value).sum())
+    got, want = _points(merged), _points(single)
+    assert len(got) == n_merged  # no field written twice in one line
+    assert sorted(got) == sorted(want)
+    assert merged.count(b"\n") <= single.count(b"\n")
+
+
+def test_merged_lines_join_a_message_and_refuse_aggregate_tables() -> None:
+    city = City(1.0)
+    reg = SeriesRegistry(city, agg_labels=("10s",))
+    _register(reg, city, ["a"], n_systems=1)  # an air station: 8 series, 0..7
+    idx = np.array([0, 1, 5, 5, 2], dtype=np.int64)
+    ts = np.array([7, 7, 7, 7, 7], dtype=np.int64)
+    body, n = render_merged(reg.raw_prefixes, idx, np.arange(5.0), ts)
+    # 0, 1, 5 in one line; 5 again starts a line (a field never repeats in a line), and so
+    # does 2 after it (indices must increase within a line)
+    assert n == 5 and body.split(b"\n")[:3] == [
+        b"raw_air,device=a,district=500101,system=500101-air-01 pm2_5=0.0,pm10=1.0,o3=2.0 7",
+        b"raw_air,device=a,district=500101,system=500101-air-01 o3=3.0 7",
+        b"raw_air,device=a,district=500101,system=500101-air-01 so2=4.0 7"]
+    with pytest.raises(TypeError, match="SplicedPrefixes"):
+        render_merged(PrefixTable(), idx, np.arange(5.0), ts)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="must end with '='"):
+        render_merged(reg.agg_prefixes["10s"], idx, np.arange(5.0), ts)
