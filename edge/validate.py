@@ -248,49 +248,22 @@ def quick_message(route: DataRoute, doc: Any, now: float, limits: TimeLimits
     with the names and values it would give. None means "not sure", never "rejected":
     then use ``quick_envelope`` / the full checks for the outcome and reasons.
 
-    ``now``: the edge's clock, s since the epoch. The same tests as those two functions,
-    in one call: the per-device message path's common case."""
-    # -- as quick_envelope --
-    if type(doc) is not dict:
+    ``now``: the edge's clock, s since the epoch. The same tests as those two functions
+    (``quick_envelope``, then ``_plain_reading`` per record): the per-device message path's
+    common case."""
+    head = quick_envelope(route, doc, now, limits)
+    if head is None:
         return None
-    seq = doc.get("seq")
-    t = doc.get("t")
-    records = doc.get("e")
-    if (doc.get("dev") != route.topic.device or type(seq) is not int
-            or not 0 <= seq < SEQ_LIMIT or type(records) is not list
-            or not 0 < len(records) <= MAX_RECORDS):
-        return None
-    if type(t) is not float:
-        if type(t) is not int:
-            return None
-        try:
-            t = float(t)
-        except OverflowError:
-            return None
-    if not now - limits.max_past_s <= t <= now + limits.max_future_s:
-        return None
-    # -- as split_records' direct branch, for every record --
+    seq, t, records = head
     numeric = route.numeric
     names: list[str] = []
     values: list[float] = []
     for rec in records:
-        if type(rec) is not dict:
+        plain = _plain_reading(rec, numeric)
+        if plain is None or plain[0] in names:
             return None
-        name = rec.get("n")
-        if type(name) is not str or name in names:
-            return None
-        spec = numeric.get(name)
-        if spec is None:
-            return None
-        unit, lo, hi, whole = spec
-        v: Any = rec.get("v")
-        tv = type(v)  # a bool is neither
-        if not ((tv is float or tv is int) and lo <= v <= hi
-                and rec.get("u", unit) == unit
-                and (tv is int or not whole or v.is_integer())):
-            return None
-        names.append(name)
-        values.append(float(v))  # within [min, max]: finite, no overflow
+        names.append(plain[0])
+        values.append(plain[1])
     return seq, t, names, values
 
 
@@ -395,6 +368,27 @@ def check_record(rec: Any, catalogue: Mapping[str, Measurement]) -> Reading:
     return Reading(name, value)
 
 
+def _plain_reading(rec: Any, numeric: Mapping[str, Numeric]) -> tuple[str, float] | None:
+    """``(name, value)`` of a record that plainly passes ``check_record``: a numeric
+    measurement of ``numeric`` (the device kind's), its unit or none, a number (not a bool)
+    within [min, max], whole if it must be. None: not plainly, ``check_record`` decides."""
+    if type(rec) is not dict:
+        return None
+    name = rec.get("n")
+    if type(name) is not str:
+        return None
+    spec = numeric.get(name)
+    if spec is None:
+        return None
+    unit, lo, hi, whole = spec
+    v: Any = rec.get("v")
+    tv = type(v)  # a bool is neither
+    if ((tv is float or tv is int) and lo <= v <= hi and rec.get("u", unit) == unit
+            and (tv is int or not whole or v.is_integer())):
+        return name, float(v)  # within [min, max]: finite, no overflow
+    return None
+
+
 def split_records(records: list[Any], catalogue: Mapping[str, Measurement],
                   numeric: Mapping[str, Numeric]) -> tuple[list[str], list[float],
                                                            list[Rejected]]:
@@ -410,21 +404,12 @@ def split_records(records: list[Any], catalogue: Mapping[str, Measurement],
     bad: list[Rejected] = []
     for rec in records:
         try:
-            value: float | None = None
-            if type(rec) is dict:
-                name: Any = rec.get("n")
-                spec = numeric.get(name) if type(name) is str else None
-                if spec is not None:
-                    unit, lo, hi, whole = spec
-                    v: Any = rec.get("v")
-                    tv = type(v)  # a bool is neither
-                    if ((tv is float or tv is int) and lo <= v <= hi
-                            and rec.get("u", unit) == unit
-                            and (tv is int or not whole or v.is_integer())):
-                        value = float(v)  # within [min, max]: finite, no overflow
-            if value is None:
+            plain = _plain_reading(rec, numeric)
+            if plain is None:
                 reading = check_record(rec, catalogue)
                 name, value = reading.name, reading.value
+            else:
+                name, value = plain
             if name in names:
                 raise Rejected("duplicate_measurement", f"{name} twice in one message")
         except Rejected as exc:

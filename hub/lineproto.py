@@ -735,6 +735,19 @@ def _raise_kernel_error(table: PrefixSource, idx: np.ndarray, row: int, code: in
         f"{'..., field_key' if want_end == '=' else '..., None'})")
 
 
+def _single_rows(idx: np.ndarray, value: np.ndarray, ts_ns: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``render_single``'s rows, checked: int64 idx, float64 value, int64 ts_ns, 1-D,
+    C-contiguous, equal lengths (TypeError / ValueError otherwise)."""
+    i = _check_array("idx", idx, np.int64)
+    v = _check_array("value", value, np.float64)
+    t = _check_array("ts_ns", ts_ns, np.int64)
+    if not (i.shape[0] == v.shape[0] == t.shape[0]):
+        raise ValueError(f"idx, value and ts_ns must have equal lengths, got "
+                         f"{i.shape[0]}, {v.shape[0]}, {t.shape[0]}")
+    return i, v, t
+
+
 def render_single(table: PrefixSource, idx: np.ndarray, value: np.ndarray,
                   ts_ns: np.ndarray) -> tuple[bytes, int]:
     """Render one line per row: ``prefix[idx] + value + " " + ts_ns + "\\n"``.
@@ -744,12 +757,7 @@ def render_single(table: PrefixSource, idx: np.ndarray, value: np.ndarray,
     value is NaN or ±inf are skipped. Returns ``(body, lines_written)``; ``lines_written
     <= n`` and ``body`` holds exactly that many ``\\n``.
     """
-    i = _check_array("idx", idx, np.int64)
-    v = _check_array("value", value, np.float64)
-    t = _check_array("ts_ns", ts_ns, np.int64)
-    if not (i.shape[0] == v.shape[0] == t.shape[0]):
-        raise ValueError(f"idx, value and ts_ns must have equal lengths, got "
-                         f"{i.shape[0]}, {v.shape[0]}, {t.shape[0]}")
+    i, v, t = _single_rows(idx, value, ts_ns)
     if i.shape[0] == 0:
         return b"", 0
     src = table.kernel_source()
@@ -775,12 +783,7 @@ def render_merged(table: SplicedPrefixes, idx: np.ndarray, value: np.ndarray,
     NaN or ±inf are skipped, so ``values_written <= n``."""
     if not isinstance(table, SplicedPrefixes):
         raise TypeError(f"table must be SplicedPrefixes, got {type(table).__name__}")
-    i = _check_array("idx", idx, np.int64)
-    v = _check_array("value", value, np.float64)
-    t = _check_array("ts_ns", ts_ns, np.int64)
-    if not (i.shape[0] == v.shape[0] == t.shape[0]):
-        raise ValueError(f"idx, value and ts_ns must have equal lengths, got "
-                         f"{i.shape[0]}, {v.shape[0]}, {t.shape[0]}")
+    i, v, t = _single_rows(idx, value, ts_ns)
     if i.shape[0] == 0:
         return b"", 0
     src = table.kernel_source()
