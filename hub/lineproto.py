@@ -735,17 +735,29 @@ def _raise_kernel_error(table: PrefixSource, idx: np.ndarray, row: int, code: in
         f"{'..., field_key' if want_end == '=' else '..., None'})")
 
 
-def _single_rows(idx: np.ndarray, value: np.ndarray, ts_ns: np.ndarray
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``render_single``'s rows, checked: int64 idx, float64 value, int64 ts_ns, 1-D,
-    C-contiguous, equal lengths (TypeError / ValueError otherwise)."""
+def _single_setup(table: PrefixSource, idx: np.ndarray, value: np.ndarray,
+                  ts_ns: np.ndarray) -> tuple[tuple[np.ndarray, ...], np.ndarray, np.ndarray,
+                                              np.ndarray, np.ndarray] | None:
+    """What ``render_single`` and ``render_merged`` check and allocate before their kernel:
+    ``(source, idx, value, ts_ns, buf)`` with the rows checked (int64 idx, float64 value,
+    int64 ts_ns, 1-D, C-contiguous, equal lengths: TypeError / ValueError), every prefix
+    index valid and ending in ``=`` (IndexError / LineProtocolError), and ``buf`` big
+    enough for one line per row; None for no rows."""
     i = _check_array("idx", idx, np.int64)
     v = _check_array("value", value, np.float64)
     t = _check_array("ts_ns", ts_ns, np.int64)
     if not (i.shape[0] == v.shape[0] == t.shape[0]):
         raise ValueError(f"idx, value and ts_ns must have equal lengths, got "
                          f"{i.shape[0]}, {v.shape[0]}, {t.shape[0]}")
-    return i, v, t
+    if i.shape[0] == 0:
+        return None
+    src = table.kernel_source()
+    bound, row, code = _bound(src, i, _CH_EQ, FLOAT_MAX_WIDTH + TS_MAX_WIDTH + 2)
+    if code:
+        _raise_kernel_error(table, i, int(row), int(code), "=")
+    # allocated here, not in the kernel: numpy's allocations reuse freed pages, numba's
+    # come back fresh and page faults would cost more than the rendering
+    return src, i, v, t, np.empty(int(bound), dtype=np.uint8)
 
 
 def render_single(table: PrefixSource, idx: np.ndarray, value: np.ndarray,
@@ -757,16 +769,10 @@ def render_single(table: PrefixSource, idx: np.ndarray, value: np.ndarray,
     value is NaN or ±inf are skipped. Returns ``(body, lines_written)``; ``lines_written
     <= n`` and ``body`` holds exactly that many ``\\n``.
     """
-    i, v, t = _single_rows(idx, value, ts_ns)
-    if i.shape[0] == 0:
+    setup = _single_setup(table, idx, value, ts_ns)
+    if setup is None:
         return b"", 0
-    src = table.kernel_source()
-    bound, row, code = _bound(src, i, _CH_EQ, FLOAT_MAX_WIDTH + TS_MAX_WIDTH + 2)
-    if code:
-        _raise_kernel_error(table, i, int(row), int(code), "=")
-    # allocated here, not in the kernel: numpy's allocations reuse freed pages, numba's
-    # come back fresh and page faults would cost more than the rendering
-    buf = np.empty(int(bound), dtype=np.uint8)
+    src, i, v, t, buf = setup
     used, lines = _render_single(src, i, v, t, buf)
     return buf[: int(used)].tobytes(), int(lines)
 
@@ -783,14 +789,10 @@ def render_merged(table: SplicedPrefixes, idx: np.ndarray, value: np.ndarray,
     NaN or ±inf are skipped, so ``values_written <= n``."""
     if not isinstance(table, SplicedPrefixes):
         raise TypeError(f"table must be SplicedPrefixes, got {type(table).__name__}")
-    i, v, t = _single_rows(idx, value, ts_ns)
-    if i.shape[0] == 0:
+    setup = _single_setup(table, idx, value, ts_ns)
+    if setup is None:
         return b"", 0
-    src = table.kernel_source()
-    bound, row, code = _bound(src, i, _CH_EQ, FLOAT_MAX_WIDTH + TS_MAX_WIDTH + 2)
-    if code:
-        _raise_kernel_error(table, i, int(row), int(code), "=")
-    buf = np.empty(int(bound), dtype=np.uint8)
+    src, i, v, t, buf = setup
     used, values, _ = _render_merged(src, i, v, t, buf)
     if values < 0:
         bad = -1 - int(values)
