@@ -56,15 +56,16 @@ side of every edge).
 
 Throughput (one core of the 2-core dev VM, warm JIT, 160k readings, best of 9; the VM was
 shared, so a rough guide): one group of clustered values (latencies) ~3 ns a reading; 201
-groups ~7 ns; 1,064 groups of values over seven decades ~13 ns (the counting-sort path) --
-with the ``log`` per reading these were 17, 14-16 and 25 ns. Batches of 256 or more take a
-counting-sort path (bucket every reading, sort the buckets by group, then increment group by
-group): a plain scatter into 1,000 x 3,455 int64 counts (27.6 MB, larger than the cache)
-costs ~35 ns a reading. Both paths tally runs of one group (and of one bucket) in registers
-(``_add_direct``). ``quantiles`` for 3 quantiles: ~10 us per group at 3,455 buckets (one
-cumulative pass per group, the quantiles visited in ascending order); ``quantiles(qs,
-groups)`` and ``count(groups)`` read only the groups asked for, and ``nonempty()`` finds the
-groups with values from the min/max alone.
+groups ~7 ns; 1,064 groups of values over seven decades ~13 ns -- with the ``log`` per
+reading these were 17, 14-16 and 25 ns. Batches of 256 or more into counts larger than 16
+MiB take a counting-sort path (bucket every reading, sort the buckets by group, then
+increment group by group): a plain scatter into 1,000 x 3,455 int64 counts (27.6 MB, larger
+than the cache) costs ~35-65 ns a reading on random groups, the counting sort ~39. Both
+paths tally runs of one group (and of one bucket) in registers (``_add_direct``).
+``quantiles`` for 3 quantiles: ~10 us per group at 3,455 buckets (one cumulative pass per
+group, the quantiles visited in ascending order); ``quantiles(qs, groups)`` and
+``count(groups)`` read only the groups asked for, and ``nonempty()`` finds the groups with
+values from the min/max alone.
 
 Kernels (stumpy-style layers): ``_add_direct`` / ``_add_grouped``, ``_quantiles`` and
 ``_regroup`` are private ``@njit`` loops compiled with the policy in ``hub.kernel_config``;
@@ -299,8 +300,17 @@ def _add_grouped(group, value, vbits, counts, vmin, vmax, table, shift, idx_lo, 
     return n_added
 
 
-#: Batches at least this long take the grouped (counting-sort) path.
+#: Batches at least this long take the grouped (counting-sort) path, when the counts are
+#: also larger than ``_DIRECT_MAX_BYTES``.
 _GROUPED_MIN = 256
+#: Counts up to this size take the direct path at any batch length. The counting sort pays
+#: when increments would land on random lines of counts far larger than the cache (1,000
+#: random groups x 27.7 MB: direct 64 ns a value, grouped 39); up to here the direct pass is
+#: as fast on random groups (8.8 MB: 21 against 17 ns) and much faster on the hub's data,
+#: whose frames bring one district's groups at a time (in the hub, 2026-11-22: 1,064
+#: percentile groups, 8.8 MB, 13.4 against 35.1 ns; 201 quality groups, 3.7 MB, 6.0 against
+#: 13.6 ns).
+_DIRECT_MAX_BYTES = 16 << 20
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
@@ -584,8 +594,8 @@ class LogHistogram:
         args = (g, v, v.view(np.int64), self._counts, self._min, self._max, self._table,
                 self._shift, self._idx_lo, zero, 2 * zero, self._min_value, self._max_value)
         n = g.shape[0]
-        if n < _GROUPED_MIN or self._n_groups == 1:  # one group: its row is always hot
-            return int(_add_direct(*args))
+        if n < _GROUPED_MIN or self._counts.nbytes <= _DIRECT_MAX_BYTES:
+            return int(_add_direct(*args))  # short batch, or counts that stay in cache
         start = np.zeros(self._n_groups + 1, dtype=np.int64)
         buf = np.empty(n, dtype=np.int32)
         order = np.empty(n, dtype=np.int32)

@@ -59,13 +59,13 @@ def sketch_data(draw: st.DrawFn, max_n: int = 300, in_range: bool = False,
 @given(sketch_data(), st.sampled_from([0.01, 0.02, 0.005, 0.1]), st.booleans())
 def test_counts_match_reference(data: tuple, alpha: float, grouped: bool) -> None:
     group, value, n_groups = data
-    old = hs._GROUPED_MIN
+    old = hs._GROUPED_MIN, hs._DIRECT_MAX_BYTES
     try:
-        hs._GROUPED_MIN = 0 if grouped else 1 << 62
+        hs._GROUPED_MIN, hs._DIRECT_MAX_BYTES = (0, -1) if grouped else (1 << 62, 1 << 62)
         h = LogHistogram(alpha, n_groups)
         n_added = h.add(group, value)
     finally:
-        hs._GROUPED_MIN = old
+        hs._GROUPED_MIN, hs._DIRECT_MAX_BYTES = old
     counts, vmin, vmax = sketch_counts(group.tolist(), value.tolist(), n_groups, alpha,
                                        h.min_value, h.max_value)
     assert n_added == int((~np.isnan(value)).sum())
@@ -265,14 +265,14 @@ def test_runs_of_one_group_and_bucket(seed: int, n_groups: int, grouped: bool,
     if signed_zeros:
         value[rng.random(n) < 0.2] = -0.0
     group = group.astype(np.int64)
-    old = hs._GROUPED_MIN
+    old = hs._GROUPED_MIN, hs._DIRECT_MAX_BYTES
     try:
-        hs._GROUPED_MIN = 0 if grouped else 1 << 62
+        hs._GROUPED_MIN, hs._DIRECT_MAX_BYTES = (0, -1) if grouped else (1 << 62, 1 << 62)
         h = LogHistogram(0.02, n_groups, 1e-3, 1e6)
         h.add(group[: n // 2], value[: n // 2])  # twice: runs go on across calls
         h.add(group[n // 2:], value[n // 2:])
     finally:
-        hs._GROUPED_MIN = old
+        hs._GROUPED_MIN, hs._DIRECT_MAX_BYTES = old
     counts, vmin, vmax = sketch_counts(group.tolist(), value.tolist(), n_groups, 0.02,
                                        1e-3, 1e6)
     np.testing.assert_array_equal(h.counts, counts)
