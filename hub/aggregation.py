@@ -52,6 +52,7 @@ class AddOutcome:
     added: int = 0  # readings aggregated
     late: int = 0  # readings for windows already closed: not aggregated
     early: int = 0  # readings implausibly far ahead of the event clock: not aggregated
+    invalid: int = 0  # readings no window can hold (reserved or out-of-range time, id < 0)
     nan: int = 0  # NaN values in open windows: not readings for aggregation
     reaggregated: int = 0  # added to a window already emitted on time
     emissions: list[Emission] = field(default_factory=list)
@@ -112,12 +113,14 @@ class MultiResolutionWindows:
         out.nan += res.n_nan
         out.late += len(res.late_idx)
         out.early += len(res.early_idx)
+        out.invalid += len(res.invalid_idx)
         if self._fired_upto is not None:
             fired = window <= self._fired_upto
             n_fired = int(np.count_nonzero(fired))
             if n_fired:
-                skipped = np.count_nonzero(fired[res.late_idx]) + np.count_nonzero(
-                    fired[res.early_idx])
+                skipped = (np.count_nonzero(fired[res.late_idx])
+                           + np.count_nonzero(fired[res.early_idx])
+                           + np.count_nonzero(fired[res.invalid_idx]))
                 out.reaggregated += n_fired - int(skipped)
         if len(res.closed):
             out.emissions += self._finalize(res.closed)

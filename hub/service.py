@@ -19,7 +19,8 @@ windows still close when traffic stops. Firing, lateness and rollups are
 ``hub.aggregation``'s: on time at the window's end, final once the allowed lateness has
 passed. Readings for an already-closed window are counted as ``late_readings`` (still stored
 raw); readings implausibly far ahead of the event clock are ``early_readings`` (stored raw,
-not aggregated).
+not aggregated), and readings at a time no window can hold are counted in
+``readings_invalid{reason="window_range"}``.
 """
 
 from __future__ import annotations
@@ -463,6 +464,8 @@ class Hub:
         self.counters.inc("aggregated_readings", out.added)
         self.counters.inc("late_readings", out.late)
         self.counters.inc("early_readings", out.early)
+        if out.invalid:  # a time no window holds (INT64_MIN, or past INT64_MAX): stored raw
+            self.counters.inc_label("readings_invalid", "window_range", out.invalid)
         self.counters.inc("reaggregated_readings", out.reaggregated)
         self.emit(out.emissions)
 

@@ -5,8 +5,9 @@ Units and domains
 * ``series``: int64 ids, dense, ``0 <= id``; state grows (doubling, in Python, rarely) to
   hold the largest id seen.
 * ``ts_ns``: int64 nanoseconds since the Unix epoch (UTC), device time. Negative values are
-  fine. ``INT64_MIN`` is reserved (it is the "no timestamp" sentinel) and a batch whose
-  windows would start or end outside int64 is rejected.
+  fine. ``INT64_MIN`` is reserved (it is the "no timestamp" sentinel), and a window must end
+  by ``INT64_MAX``: ``WindowAggregator.add`` returns such readings (and negative ids) as
+  *invalid*, ``aggregate_batch`` rejects a batch holding one.
 * ``value``: float64, any unit. NaN means "no reading" (sensor fault, gap filler).
 * Windows are tumbling and shared by every series: window index ``w = ts_ns // window_ns``
   (floor division, so ``-1 ns`` is in window ``-1``), covering ``[w * window_ns,
@@ -38,27 +39,32 @@ reading in time order touches) and a 16-byte *cold* one (``first``); see "Record
 below. ``WindowAggregator.field(name)`` gives the ``[n_slots, capacity]`` array of one field.
 Windows accepting readings are ``[floor, newest]`` with ``newest - floor < n_slots``:
 
-* ``add`` first finds the newest window of the batch (among readings not *early*). If it is
-  newer than ``newest``, the ring advances: ``floor`` becomes ``newest_batch - n_slots + 1``
-  and open windows below it are closed and returned in ``AddResult.closed``. Only then is the
-  batch accumulated, so a reading of the same batch whose window was just closed (or that is
-  older than the ring on the very first batch) is *late*.
+* ``add`` takes a batch's readings in order, as if each came on its own: a batch split
+  anywhere gives the same results (the hub's batches depend on load; its aggregates must
+  not). A reading whose window is newer than ``newest`` (and not *early*) advances the
+  ring: ``floor`` becomes ``w - n_slots + 1`` and open windows below it are closed and
+  returned in ``AddResult.closed`` -- holding the readings that came before it, also from
+  the same batch. Readings after it for a window just closed are *late*.
 * late: ``w < floor``. Not aggregated; indices in ``AddResult.late_idx``.
+* invalid: timestamp ``INT64_MIN`` or in a window ending past ``INT64_MAX``, or series id
+  ``< 0``. Not aggregated; indices in ``AddResult.invalid_idx``.
 * early: ``w > max_window`` (when the caller passes ``max_window``): not aggregated, does not
   advance the ring; indices in ``AddResult.early_idx``. This is the guard against one device
   whose clock is years ahead flushing every open window.
 * ``close_until(watermark_ns)`` closes every window whose end ``<= watermark_ns`` and raises
   ``floor`` past it; ``close_all()`` closes everything (``floor = newest + 1``).
 * Accounting invariant of one ``add``: ``n_added + n_nan + len(late_idx) + len(early_idx)
-  == len(batch)``.
+  + len(invalid_idx) == len(batch)``.
 
 Emitted rows (``WindowBatch``) are ordered by window start, then series id.
 
 Throughput: see bench/README.md (``citybrain bench``, figures ``kernel_window_*``).
 
-Kernels (stumpy-style layers): ``_minmax2`` / ``_scan_batch`` / ``_accumulate`` (with
-``_fold_run``) and ``_fold_window`` (a batch inside one open window, the usual case) /
-``_emit_slots`` / ``_merge_sorted`` are private
+Kernels (stumpy-style layers): ``_fold_window`` (readings inside one open window, the
+usual case, tried first: no pre-scan of the batch) and ``_accumulate`` (the rest, in runs of
+one window, stopping where the ring must advance or the state grow), both over
+``_fold_run`` / ``_emit_slots`` / ``_merge_sorted`` / ``_minmax2`` (``aggregate_batch``'s
+checks) are private
 ``@njit`` loops compiled lazily with the policy
 in ``hub.kernel_config``; the public functions validate input and say how to fix it. There is
 no parallel driver: accumulation scatters into shared state (a parallel split would need
@@ -194,13 +200,16 @@ _NO_ROWS = _no_rows()
 class AddResult:
     """What ``WindowAggregator.add`` did with a batch of ``n`` readings.
 
-    ``n_added + n_nan + len(late_idx) + len(early_idx) == n``.
+    ``n_added + n_nan + len(late_idx) + len(early_idx) + len(invalid_idx) == n``.
     """
 
     n_added: int  #: non-NaN readings aggregated into open windows
     n_nan: int  #: NaN readings that fell in open windows (skipped, see module doc)
     late_idx: np.ndarray  #: int64 indices (into the batch) of readings older than the ring
     early_idx: np.ndarray  #: int64 indices of readings with window > max_window
+    #: int64 indices of readings that cannot be aggregated: negative series id, timestamp
+    #: INT64_MIN (reserved) or in a window that would end past INT64_MAX
+    invalid_idx: np.ndarray
     closed: WindowBatch  #: windows closed to make room for newer ones (may be empty)
 
 
@@ -353,28 +362,6 @@ def _alloc_state(n_slots: int, capacity: int) -> tuple[np.ndarray, np.ndarray]:
     return hot, _zeros_aligned((n_slots, capacity, N_COLD))
 
 
-@njit(cache=CACHE, fastmath=FASTMATH)
-def _scan_batch(series, ts_ns, last_ok_ts):
-    """Min/max of series and ts; max ts and count among readings with ``ts <= last_ok_ts``."""
-    smin = I64_MAX
-    smax = I64_MIN
-    tmin = I64_MAX
-    tmax = I64_MIN
-    tmax_ok = I64_MIN
-    n_ok = 0
-    for i in range(series.shape[0]):
-        s = series[i]
-        t = ts_ns[i]
-        smin = min(smin, s)
-        smax = max(smax, s)
-        tmin = min(tmin, t)
-        tmax = max(tmax, t)
-        if t <= last_ok_ts:
-            n_ok += 1
-            tmax_ok = max(tmax_ok, t)
-    return smin, smax, tmin, tmax, tmax_ok, n_ok
-
-
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
 def _minmax2(series, ts_ns):
     """Min/max of series and ts in one pass (branch-free selects: LLVM vectorizes it)."""
@@ -392,148 +379,156 @@ def _minmax2(series, ts_ns):
     return smin, smax, tmin, tmax
 
 
-def _make_fold(bounded: bool) -> Any:
-    """The fold loop, with (``bounded``) or without the per-reading run test; numba freezes
-    the closure variable ``bounded`` as a compile-time constant, so the unbounded loop has no
-    trace of the test (and one source serves both). The on-disk cache keeps the two apart:
-    numba keys a closure's entries by the values of its closure variables."""
-
-    @njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
-    def fold(series, ts_ns, value, i0, n, lo, span, fresh, hot, hi, cold, ci):
-        """Fold readings ``i0, i0+1, ... < n`` into the records ``series[i]`` of one slot
-        (bounded: while their timestamps stay in ``[lo, lo + span]``, one window; unbounded:
-        all of them, ``lo``/``span`` unused); returns (end, records opened, NaN values
-        skipped). ``hot``/``cold`` are the slot's flat float64 state, ``hi``/``ci`` int64
-        views of the same memory (``_borrow``, see ``_accumulate``). A record whose
-        ``last_ts < fresh`` (the window's start) is left over from an older window of the
-        slot, i.e. empty. Indices are unsigned: no negative-index wraparound code."""
-        new_rows = 0
-        nan_run = 0
-        i = i0
-        while i < n:  # not range(i0, n): over unsigned bounds that keeps two counters
-            t = ts_ns[i]
-            if bounded and np.uint64(t - lo) > span:
-                return np.int64(i), new_rows, nan_run
-            v = value[i]
-            r = np.uint64(series[i])
-            i += np.uint64(1)
-            if v != v:
-                nan_run += 1
-                continue
-            k = r * _NH
-            last_ts = hi[k + _TS]
-            if last_ts < fresh:
-                new_rows += 1
-                hi[k] = 1
+@njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
+def _fold_run(series, ts_ns, value, i0, n, lo, span, capacity, fresh, hot, hi, cold, ci):
+    """Fold readings ``i0, i0+1, ... < n`` into the records ``series[i]`` of one slot while
+    their timestamps stay in ``[lo, lo + span]`` (one window) and their series ids in ``[0,
+    capacity)``; returns (end, records opened, NaN values skipped, largest id met). ``end``
+    is the first reading not folded (``n`` if none): another window's, or an id out of range
+    (negative, or past the state: the caller tells which). ``hot``/``cold`` are the slot's
+    flat float64 state, ``hi``/``ci`` int64 views of the same memory (``_borrow``, see
+    ``_accumulate``). A record whose ``last_ts < fresh`` (the window's start) is left over
+    from an older window of the slot, i.e. empty. Indices are unsigned: no negative-index
+    wraparound code, and one compare tests an id against both ends of its range."""
+    new_rows = 0
+    nan_run = 0
+    top = np.uint64(0)
+    cap = np.uint64(capacity)
+    i = i0
+    while i < n:  # not range(i0, n): over unsigned bounds that keeps two counters
+        t = ts_ns[i]
+        r = np.uint64(series[i])
+        if np.uint64(t - lo) > span or r >= cap:
+            return np.int64(i), new_rows, nan_run, np.int64(top)
+        v = value[i]
+        i += np.uint64(1)
+        top = max(top, r)
+        if v != v:
+            nan_run += 1
+            continue
+        k = r * _NH
+        last_ts = hi[k + _TS]
+        if last_ts < fresh:
+            new_rows += 1
+            hi[k] = 1
+            hi[k + _TS] = t
+            if np.isfinite(v):
+                hot[k + _S1] = 0.0
+                hot[k + _Q] = 0.0
+                hot[k + _K] = v
+            else:  # a non-finite shift would turn s1 into NaN; shift 0 keeps IEEE sums
+                hot[k + _S1] = v
+                hot[k + _Q] = v * v
+                hot[k + _K] = 0.0
+            hot[k + _MIN] = v
+            hot[k + _NMAX] = -v
+            hot[k + _LAST] = v
+            kc = r * _NC
+            cold[kc] = v
+            ci[kc + _C1] = t
+        else:
+            d = v - hot[k + _K]
+            _add2(hot, k + _S1, d, d * d)
+            _min2(hot, k + _MIN, v, -v)
+            hi[k] += 1
+            if t >= last_ts:  # in time order: the new last
                 hi[k + _TS] = t
-                if np.isfinite(v):
-                    hot[k + _S1] = 0.0
-                    hot[k + _Q] = 0.0
-                    hot[k + _K] = v
-                else:  # a non-finite shift would turn s1 into NaN; shift 0 keeps IEEE sums
-                    hot[k + _S1] = v
-                    hot[k + _Q] = v * v
-                    hot[k + _K] = 0.0
-                hot[k + _MIN] = v
-                hot[k + _NMAX] = -v
                 hot[k + _LAST] = v
+            else:  # out of order: maybe a new first (first_ts <= last_ts)
                 kc = r * _NC
-                cold[kc] = v
-                ci[kc + _C1] = t
-            else:
-                d = v - hot[k + _K]
-                _add2(hot, k + _S1, d, d * d)
-                _min2(hot, k + _MIN, v, -v)
-                hi[k] += 1
-                if t >= last_ts:  # in time order: the new last
-                    hi[k + _TS] = t
-                    hot[k + _LAST] = v
-                else:  # out of order: maybe a new first (first_ts <= last_ts)
-                    kc = r * _NC
-                    if t < ci[kc + _C1]:
-                        ci[kc + _C1] = t
-                        cold[kc] = v
-        return np.int64(n), new_rows, nan_run
-
-    return fold
-
-
-#: ``fold(series, ts_ns, value, i0, n, lo, span, fresh, hot, hi, cold, ci)``: one run of
-#: readings of one window (``_accumulate``), or every reading from ``i0`` on
-#: (``_fold_window``, whose readings are known to share one window).
-_fold_run: Any = _make_fold(bounded=True)
-_fold_all: Any = _make_fold(bounded=False)
+                if t < ci[kc + _C1]:
+                    ci[kc + _C1] = t
+                    cold[kc] = v
+    return np.int64(n), new_rows, nan_run, np.int64(top)
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
-def _fold_window(series, ts_ns, value, w, fresh, slot, slot_window, slot_rows, capacity,
-                 hf, cf):
-    """Fold a whole batch whose readings all fall in window ``w``, an open window of the
-    ring (the caller has checked ``floor <= w <= max_window`` from the batch's oldest and
-    newest timestamps), into ``slot = w % n_slots``: what ``_accumulate`` does with such a
-    batch (one run, nothing late or early), with the same results. ``fresh`` is
-    ``_fresh_from(w)``. Returns (n_added, n_nan); n_added == -1 signals a broken ring
+def _fold_window(series, ts_ns, value, i0, w, lo, window_ns, slot, slot_window, slot_rows,
+                 capacity, hf, cf):
+    """Fold readings from ``i0`` on into window ``w`` (an open window of the ring, held by
+    ``slot``; ``lo`` its start, which fits int64 and is above INT64_MIN, so it is also
+    ``_fresh_from(w)``) until the first reading of another window or with a series id out of
+    ``[0, capacity)``: what ``_accumulate`` does with those readings, with the same results.
+    Returns (end, n_added, n_nan, largest id met); n_added == -1 signals a broken ring
     invariant (``slot`` holds another window).
 
-    Why a kernel of its own: the loop has no run test per reading, and it is compiled
-    with little around it, so every pointer and counter stays in a register (inlined into
-    ``_accumulate``, ``_fold_run`` reloads three array pointers and ``span`` from the stack
-    per reading): 28 instructions per in-order reading instead of 37, -20 % per reading
-    with the state in cache (bench/README.md)."""
+    Why a kernel of its own: compiled with little around it, its loop keeps every pointer and
+    counter in a register (inlined into ``_accumulate``, ``_fold_run`` reloads three array
+    pointers and ``span`` from the stack per reading). And ``add`` tries it first on every
+    batch without a pre-scan: in the hub and the bench most batches lie inside one open
+    window, so the batch's readings are read once, by this loop, instead of once by a scan
+    for ranges and once by the fold (bench/README.md)."""
     held = slot_window[slot]
     if held != w:
         if held != EMPTY_WINDOW:
-            return -1, 0
+            return i0, -1, 0, 0
         slot_window[slot] = w
     h0 = slot * capacity * N_HOT
     h1 = h0 + capacity * N_HOT
     c0 = slot * capacity * N_COLD
     c1 = c0 + capacity * N_COLD
-    n = series.shape[0]
-    _, new_rows, n_nan = _fold_all(
-        series, ts_ns, value, np.uint64(0), np.uint64(n), 0, np.uint64(0), fresh,
+    end, new_rows, n_nan, top = _fold_run(
+        series, ts_ns, value, np.uint64(i0), np.uint64(series.shape[0]), lo,
+        np.uint64(window_ns - 1), capacity, lo,
         _borrow(hf, h0, h1, np.float64), _borrow(hf, h0, h1, np.int64),
         _borrow(cf, c0, c1, np.float64), _borrow(cf, c0, c1, np.int64))
     slot_rows[slot] += new_rows
-    return n - n_nan, n_nan
+    return end, end - i0 - n_nan, n_nan, top
+
+
+#: ``_accumulate`` stops: every reading from ``i0`` on is classified (``_DONE``); reading
+#: ``end`` opens a window newer than the ring's newest (``_ADVANCE``: the ring must move
+#: first); reading ``end``'s series id is past the state (``_GROW``).
+_DONE = 0
+_ADVANCE = 1
+_GROW = 2
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
-def _accumulate(series, ts_ns, value, window_ns, floor_w, max_w, ring_lo, ring_hi,
-                slot_window, slot_rows, capacity, hf, cf, late_out, early_out):
-    """Fold readings into the ring. ``hf`` and ``cf`` are the flat float64 hot and cold
+def _accumulate(series, ts_ns, value, i0, window_ns, floor_w, newest_w, max_w, ring_lo,
+                ring_hi, t_max_ok, slot_window, slot_rows, capacity, hf, cf, late_out,
+                early_out, invalid_out, tally):
+    """Classify and fold readings from ``i0`` on, in order, until the end of the batch or a
+    reading the ring is not ready for. ``hf`` and ``cf`` are the flat float64 hot and cold
     record state; the int64 fields are reached through views made here, which share the
     arrays' base pointers: passed in as separate arrays they cost ``_fold_run``'s loop two
     more registers, hence stack reloads for every reading (-18 % per reading, measured).
-    ``slot_rows[slot]`` counts the live records of
-    each slot (what ``_emit_slots`` will write, so closing needs no counting pass over the
-    state). Returns (n_added, n_nan, n_late, n_early); n_added == -1 signals a broken ring
-    invariant (a slot holding a window other than the one mapped to it).
+    ``slot_rows[slot]`` counts the live records of each slot (what ``_emit_slots`` will
+    write, so closing needs no counting pass over the state).
+
+    A reading is, in this order: *invalid* if its timestamp is INT64_MIN (reserved: "no
+    record" in the state) or above ``t_max_ok`` (its window would end past INT64_MAX);
+    *early* if its window is above ``max_w``; a stop (``_ADVANCE``) if its window is above
+    ``newest_w``; *late* if below ``floor_w``; *invalid* if its series id is negative; a stop
+    (``_GROW``) if its id is ``>= capacity``; otherwise folded (NaN values counted, not
+    folded). Indices of late, early and invalid readings go to ``late_out``, ``early_out``,
+    ``invalid_out`` at the counts kept in ``tally`` (int64: added, NaN, late, early, invalid,
+    largest id met), which accumulates over calls. Returns (end, stop code, end's window).
 
     The batch is walked as runs of consecutive readings in one window (in time-ordered
     input, runs are long): the window, its status and its slot are computed once per run,
-    and ``_fold_run``'s loop only updates records (a run check is one unsigned compare,
-    which also holds when ``lo`` wrapped around for a window starting below INT64_MIN).
+    and ``_fold_run``'s loop only updates records (a run check is one unsigned compare).
     Window of a run's first reading: inside the ring span ``[ring_lo, ring_hi]``
     (``ring_lo > ring_hi`` disables it) from a float reciprocal corrected by one exact
-    integer step (no integer division); otherwise (late or early readings only) floor
-    division. Readings must pass the wrapper's checks: series in ``[0, capacity)``, so no
-    bounds checks here (indices are unsigned, which also removes numba's negative-index
-    wraparound).
+    integer step (no integer division); otherwise floor division. The window holding
+    INT64_MIN is walked one timestamp at a time (so INT64_MIN is always met at a run's
+    start), as is the window below the lowest whole one (its start does not fit int64).
     """
     n = series.shape[0]
     n_slots = slot_window.shape[0]
     w_min_ok = _lowest_whole_window(window_ns)
+    w_of_min = I64_MIN // window_ns
     span = np.uint64(window_ns - 1)
     inv_wn = 1.0 / np.float64(window_ns)
     floor_slot = floor_w % n_slots
-    n_in = 0
-    n_nan = 0
-    n_late = 0
-    n_early = 0
-    i = 0
+    i = i0
     while i < n:
         t = ts_ns[i]
+        if t == I64_MIN or t > t_max_ok:
+            invalid_out[tally[4]] = i
+            tally[4] += 1
+            i += 1
+            continue
         if ring_lo <= t <= ring_hi:
             rel = t - ring_lo
             j = np.int64(np.float64(rel) * inv_wn)
@@ -550,38 +545,56 @@ def _accumulate(series, ts_ns, value, window_ns, floor_w, max_w, ring_lo, ring_h
             w = t // window_ns
             lo = w * window_ns
             slot = w % n_slots
-        if w > max_w or w < floor_w:
-            early = w > max_w
+        run_lo = lo
+        run_span = span
+        if w == w_of_min or w < w_min_ok:  # one timestamp at a time: see the docstring
+            run_lo = t
+            run_span = np.uint64(0)
+        early = w > max_w
+        if not early and w > newest_w:
+            return i, _ADVANCE, w
+        if early or w < floor_w:
             while True:
                 if early:
-                    early_out[n_early] = i
-                    n_early += 1
+                    early_out[tally[3]] = i
+                    tally[3] += 1
                 else:
-                    late_out[n_late] = i
-                    n_late += 1
+                    late_out[tally[2]] = i
+                    tally[2] += 1
                 i += 1
-                if i >= n or np.uint64(ts_ns[i] - lo) > span:
+                if i >= n or np.uint64(ts_ns[i] - run_lo) > run_span:
                     break
             continue
         held = slot_window[slot]
         if held != w:
             if held != EMPTY_WINDOW:
-                return -1, 0, 0, 0
+                tally[0] = -1
+                return i, _DONE, w
             slot_window[slot] = w
         h0 = slot * capacity * N_HOT
         h1 = h0 + capacity * N_HOT
         c0 = slot * capacity * N_COLD
         c1 = c0 + capacity * N_COLD
         start = i
-        fresh = lo if w >= w_min_ok else I64_MIN + 1
-        i, new_rows, nan_run = _fold_run(
-            series, ts_ns, value, np.uint64(i), np.uint64(n), lo, span, fresh,
+        end, new_rows, nan_run, top = _fold_run(
+            series, ts_ns, value, np.uint64(i), np.uint64(n), run_lo, run_span, capacity,
+            _fresh_from(w, window_ns),
             _borrow(hf, h0, h1, np.float64), _borrow(hf, h0, h1, np.int64),
             _borrow(cf, c0, c1, np.float64), _borrow(cf, c0, c1, np.int64))
+        i = end
         slot_rows[slot] += new_rows
-        n_nan += nan_run
-        n_in += i - start
-    return n_in - n_nan, n_nan, n_late, n_early
+        tally[0] += i - start - nan_run
+        tally[1] += nan_run
+        if i > start:
+            tally[5] = max(tally[5], top)
+        if i < n and np.uint64(ts_ns[i] - run_lo) <= run_span:  # stopped at the series id
+            if series[i] < 0:
+                invalid_out[tally[4]] = i
+                tally[4] += 1
+                i += 1
+            else:
+                return i, _GROW, w
+    return n, _DONE, 0
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
@@ -604,9 +617,11 @@ def _lowest_whole_window(window_ns):
 
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
 def _fresh_from(w, window_ns):
-    """Records of window ``w`` have ``last_ts >= _fresh_from(w)``; older records less."""
+    """Records of window ``w`` have ``last_ts >= _fresh_from(w)``; older records less. Never
+    below INT64_MIN + 1: a never-used record's ``last_ts`` is INT64_MIN (no reading has that
+    timestamp), also when ``w`` starts exactly at INT64_MIN (``window_ns`` dividing 2**63)."""
     if w >= _lowest_whole_window(window_ns):
-        return w * window_ns
+        return max(w * window_ns, np.int64(I64_MIN + 1))
     return np.int64(I64_MIN + 1)
 
 
@@ -751,20 +766,6 @@ def _merge_sorted(order, series, start, count, total, m2, vmin, vmax,
 # --------------------------------------------------------------------------------------------
 
 
-def _scan(s: np.ndarray, t: np.ndarray, last_ok_ts: int) -> tuple[int, int, int, int, int,
-                                                                    int]:
-    """``_scan_batch``'s answer, from one vectorized pass over ``s`` and ``t`` (``_minmax2``:
-    ~1.7x faster than numpy's four separate reductions, ~4x faster than the scalar loop); the
-    masked pass runs only when some reading is beyond ``max_window``.
-    """
-    smin, smax, tmin, tmax = _minmax2(s, t)  # numba returns int64 as Python ints
-    if tmax <= last_ok_ts:
-        return smin, smax, tmin, tmax, tmax, s.shape[0]
-    return _scan_batch(s, t, last_ok_ts)
-
-
-
-
 def _check_readings(series: object, ts_ns: object,
                     value: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     s = _check_array("series", series, np.int64)
@@ -793,6 +794,13 @@ def _clamp(x: int) -> int:
 
 def _batch_from_tuple(t: tuple[np.ndarray, ...]) -> WindowBatch:
     return WindowBatch(*t)
+
+
+def _joined(closed: list[WindowBatch]) -> WindowBatch:
+    """The windows one ``add`` closed, in the order closed (which is window order)."""
+    if not closed:
+        return _NO_ROWS
+    return closed[0] if len(closed) == 1 else WindowBatch.concat(closed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -828,6 +836,10 @@ class WindowAggregator:
         self._newest: int | None = None  # newest window index ever opened
         self._index_buf = np.empty(0, dtype=np.int64)  # late/early scratch, see add
         self._floor: int | None = None  # lowest window index accepting readings
+        # largest valid timestamp: its window ends at or before INT64_MAX
+        self._t_max_ok = ((I64_MAX + 1) // self._window_ns) * self._window_ns - 1
+        # lowest window _fold_window takes: above the one holding INT64_MIN (and whole)
+        self._w_first_fast = max(I64_MIN // self._window_ns, self._lowest_whole) + 1
 
     # -- introspection ---------------------------------------------------------------------
     @property
@@ -902,8 +914,10 @@ class WindowAggregator:
     # -- ingest ----------------------------------------------------------------------------
     def add(self, series: np.ndarray, ts_ns: np.ndarray, value: np.ndarray,
             max_window: int | None = None) -> AddResult:
-        """Aggregate a batch of readings (equal-length 1-D contiguous arrays:
-        int64 series ids >= 0, int64 ns timestamps, float64 values).
+        """Aggregate a batch of readings (equal-length 1-D contiguous arrays: int64 series
+        ids, int64 ns timestamps, float64 values), in order, one reading at a time as far as
+        the results go (see the module docstring): a batch split anywhere gives the same
+        results as the whole.
 
         ``max_window``: readings whose window index exceeds it are *early* (returned, not
         aggregated, never advance the ring); compute it from a robust watermark, e.g.
@@ -911,72 +925,94 @@ class WindowAggregator:
         """
         s, t, v = _check_readings(series, ts_ns, value)
         n = s.shape[0]
-        if n == 0:
+        max_w = I64_MAX if max_window is None else _clamp(int(max_window))
+        closed: list[WindowBatch] = []
+        i, n_added, n_nan = self._fold_open_window(s, t, v, 0, max_w, closed) if n else (0, 0, 0)
+        if i == n:  # the usual batch: one open window (~10 us less than the loop below)
             e = np.empty(0, dtype=np.int64)
-            return AddResult(0, 0, e, e.copy(), WindowBatch.empty())
-        wn = self._window_ns
-        if max_window is None:
-            max_w = I64_MAX
-            last_ok_ts = I64_MAX
-        else:
-            max_w = _clamp(int(max_window))
-            last_ok_ts = _clamp((int(max_window) + 1) * wn - 1)
-        smin, smax, tmin, tmax, tmax_ok, n_ok = _scan(s, t, last_ok_ts)
-        _check_ranges(int(smin), int(tmin), int(tmax), wn)
-        if smax >= self._capacity:
-            self._grow(int(smax) + 1)
-        self._n_series = max(self._n_series, int(smax) + 1)
-
-        closed = _NO_ROWS
-        if n_ok > 0:
-            w_max = int(tmax_ok) // wn
-            if self._newest is None or w_max > self._newest:
-                self._newest = w_max
-                ring_floor = w_max - self._n_slots + 1
-                self._floor = ring_floor if self._floor is None else max(self._floor,
-                                                                         ring_floor)
-                closed = self._close_below(self._floor)
-        w_lo = int(tmin) // wn
-        if (self._floor is not None and self._floor <= w_lo == int(tmax) // wn
-                and w_lo <= max_w):
-            # Every reading in one open window (the hub's usual batch): none is late or
-            # early, all go to one slot, so no per-run classification (_accumulate).
-            n_added, n_nan = _fold_window(
-                s, t, v, w_lo, w_lo * wn if w_lo >= self._lowest_whole else I64_MIN + 1,
-                w_lo % self._n_slots, self._slot_window, self._slot_rows, self._capacity,
-                self._views[0], self._views[1])
-            if n_added < 0:  # pragma: no cover - internal invariant
+            return AddResult(n_added, n_nan, e, e.copy(), e.copy(), _joined(closed))
+        # added, NaN, late, early, invalid, largest id folded
+        tally = np.array([n_added, n_nan, 0, 0, 0, self._n_series - 1], dtype=np.int64)
+        late, early, invalid = self._index_buffers(n)
+        while i < n:
+            floor_w, ring_lo, ring_hi = self._ring_span()
+            i, stop, w = _accumulate(
+                s, t, v, i, self._window_ns, floor_w,
+                I64_MIN if self._newest is None else self._newest, max_w, ring_lo, ring_hi,
+                self._t_max_ok, self._slot_window, self._slot_rows, self._capacity,
+                self._views[0], self._views[1], late, early, invalid, tally)
+            if tally[0] < 0:  # pragma: no cover - internal invariant
                 raise RuntimeError("window ring invariant broken: a slot holds a stale window")
-            e = np.empty(0, dtype=np.int64)
-            return AddResult(n_added, n_nan, e, e.copy(), closed)
+            self._n_series = max(self._n_series, int(tally[5]) + 1)
+            if stop == _ADVANCE:
+                closed.append(self._advance(int(w)))
+            elif stop == _GROW:
+                self._grow(int(np.maximum.reduce(s[i:])) + 1)
+            if stop != _DONE and i < n:  # readings from i on may be one open window's
+                i, a, b = self._fold_open_window(s, t, v, i, max_w, closed)
+                tally[0] += a
+                tally[1] += b
+        return AddResult(int(tally[0]), int(tally[1]), late[:tally[2]].copy(),
+                         early[:tally[3]].copy(), invalid[:tally[4]].copy(), _joined(closed))
 
-        floor_w = I64_MAX if self._floor is None else _clamp(self._floor)
-        ring_lo, ring_hi = 1, 0  # disabled unless the ring span fits int64
-        if self._floor is not None:
-            lo_py = self._floor * wn
-            hi_py = (self._floor + self._n_slots) * wn - 1
-            if lo_py > I64_MIN and hi_py <= I64_MAX:
-                ring_lo, ring_hi = lo_py, hi_py
-        late, early = self._index_buffers(n)
-        n_added, n_nan, n_late, n_early = _accumulate(
-            s, t, v, wn, floor_w, max_w, ring_lo, ring_hi, self._slot_window,
-            self._slot_rows, self._capacity, self._views[0], self._views[1], late, early)
+    def _fold_open_window(self, s: np.ndarray, t: np.ndarray, v: np.ndarray, i: int,
+                          max_w: int, closed: list[WindowBatch]) -> tuple[int, int, int]:
+        """The usual case, without ``_accumulate``'s per-run classification: fold readings
+        from ``i`` on while they stay in reading ``i``'s window, if that window is (or, by
+        advancing the ring, becomes) open and is not early. Returns (first reading not
+        folded -- ``i`` if none was --, readings added, NaN readings). The window must be
+        whole and above the one holding INT64_MIN (whose readings ``_accumulate`` checks
+        one timestamp at a time)."""
+        ti = int(t[i])
+        wn = self._window_ns
+        w = ti // wn
+        if not (self._w_first_fast <= w <= max_w and ti <= self._t_max_ok):
+            return i, 0, 0
+        if self._newest is None or w > self._newest:
+            closed.append(self._advance(w))
+        if self._floor is None or w < self._floor:
+            return i, 0, 0  # late: _accumulate counts it
+        end, n_added, n_nan, top = _fold_window(
+            s, t, v, i, w, w * wn, wn, w % self._n_slots, self._slot_window,
+            self._slot_rows, self._capacity, self._views[0], self._views[1])
         if n_added < 0:  # pragma: no cover - internal invariant
             raise RuntimeError("window ring invariant broken: a slot holds a stale window")
-        return AddResult(n_added, n_nan, late[:n_late].copy(), early[:n_early].copy(), closed)
+        if end > i:  # emission scans ids 0 .. n_series-1 (before any window closes)
+            self._n_series = max(self._n_series, top + 1)
+        return end, n_added, n_nan
 
-    def _index_buffers(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Scratch outputs for the late and early indices of an ``n``-reading batch (at least
-        ``n`` each: any reading may be late), kept between calls up to ``_KEEP_INDEX_MAX``
-        readings: two fresh arrays per batch cost ~10 us each in mmap/munmap at hub batch
+    def _advance(self, w: int) -> WindowBatch:
+        """Make ``w`` the newest window: the floor follows (``w - n_slots + 1``) and open
+        windows below it close (returned)."""
+        self._newest = w
+        ring_floor = w - self._n_slots + 1
+        self._floor = ring_floor if self._floor is None else max(self._floor, ring_floor)
+        return self._close_below(self._floor)
+
+    def _ring_span(self) -> tuple[int, int, int]:
+        """(floor window, first and last ns of the ring's windows) for ``_accumulate``; the
+        span is disabled (first > last) unless it fits int64."""
+        if self._floor is None:
+            return I64_MAX, 1, 0
+        wn = self._window_ns
+        lo = self._floor * wn
+        hi = (self._floor + self._n_slots) * wn - 1
+        if lo > I64_MIN and hi <= I64_MAX:
+            return _clamp(self._floor), lo, hi
+        return _clamp(self._floor), 1, 0
+
+    def _index_buffers(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Scratch outputs for the late, early and invalid indices of an ``n``-reading batch
+        (``n`` each: any reading may be late), kept between calls up to ``_KEEP_INDEX_MAX``
+        readings: fresh arrays per batch cost ~10 us each in mmap/munmap at hub batch
         sizes, ~5 % of the batch's aggregation."""
         if n > _KEEP_INDEX_MAX:
-            buf = np.empty(2 * n, dtype=np.int64)
+            buf = np.empty(3 * n, dtype=np.int64)
         else:
             buf = self._index_buf
-            if buf.shape[0] < 2 * n:
-                buf = self._index_buf = np.empty(2 * n, dtype=np.int64)
-        return buf[:n], buf[n:2 * n]
+            if buf.shape[0] < 3 * n:
+                buf = self._index_buf = np.empty(3 * n, dtype=np.int64)
+        return buf[:n], buf[n:2 * n], buf[2 * n:3 * n]
 
     # -- closing ---------------------------------------------------------------------------
     def close_until(self, watermark_ns: int) -> WindowBatch:
@@ -1080,7 +1116,7 @@ def aggregate_batch(series: np.ndarray, ts_ns: np.ndarray, value: np.ndarray,
         raise ValueError(f"window_ns must be >= 1 ns, got {window_ns}")
     if s.shape[0] == 0:
         return WindowBatch.empty()
-    smin, smax, tmin, tmax, _, _ = _scan_batch(s, t, I64_MAX)
+    smin, smax, tmin, tmax = _minmax2(s, t)
     _check_ranges(int(smin), int(tmin), int(tmax), wn)
     span = int(tmax) // wn - int(tmin) // wn + 1
     if span * (int(smax) + 1) <= _DENSE_MAX_CELLS:

@@ -156,31 +156,36 @@ class NaiveRing:
 
     def add(self, series: Sequence[int], ts_ns: Sequence[int], value: Sequence[float],
             max_window: int | None = None) -> dict[str, Any]:
-        ws = [int(t) // self.window_ns for t in ts_ns]
-        ok = [i for i, w in enumerate(ws) if max_window is None or w <= max_window]
+        """One reading at a time, in order: invalid, early, ring advance, late, NaN, added."""
         closed: dict[tuple[int, int], Row] = {}
-        if ok:
-            w_max = max(ws[i] for i in ok)
-            if self.newest is None or w_max > self.newest:
-                self.newest = w_max
-                ring_floor = w_max - self.n_slots + 1
-                self.floor = ring_floor if self.floor is None else max(self.floor, ring_floor)
-                closed = self._close_below(self.floor)
-        late, early = [], []
+        late, early, invalid = [], [], []
         n_added = n_nan = 0
-        for i, w in enumerate(ws):
+        for i, t in enumerate(ts_ns):
+            t = int(t)
+            w = t // self.window_ns
+            if t == -(2**63) or (w + 1) * self.window_ns - 1 > 2**63 - 1:
+                invalid.append(i)
+                continue
             if max_window is not None and w > max_window:
                 early.append(i)
-            elif self.floor is None or w < self.floor:
+                continue
+            if self.newest is None or w > self.newest:
+                self.newest = w
+                ring_floor = w - self.n_slots + 1
+                self.floor = ring_floor if self.floor is None else max(self.floor, ring_floor)
+                closed.update(self._close_below(self.floor))
+            assert self.floor is not None
+            if w < self.floor:
                 late.append(i)
+            elif int(series[i]) < 0:
+                invalid.append(i)
             elif math.isnan(value[i]):
                 n_nan += 1
             else:
-                self.open.setdefault(w, []).append((int(series[i]), int(ts_ns[i]),
-                                                     float(value[i])))
+                self.open.setdefault(w, []).append((int(series[i]), t, float(value[i])))
                 n_added += 1
         return {"n_added": n_added, "n_nan": n_nan, "late_idx": late, "early_idx": early,
-                "closed": closed}
+                "invalid_idx": invalid, "closed": closed}
 
     def close_until(self, watermark_ns: int) -> dict[tuple[int, int], Row]:
         limit = watermark_ns // self.window_ns

@@ -167,8 +167,10 @@ def _check_add(got: hw.AddResult, want: dict, n: int) -> None:
     assert got.n_nan == want["n_nan"]
     assert got.late_idx.tolist() == want["late_idx"]
     assert got.early_idx.tolist() == want["early_idx"]
-    assert got.late_idx.dtype == np.int64 and got.early_idx.dtype == np.int64
-    assert got.n_added + got.n_nan + len(got.late_idx) + len(got.early_idx) == n
+    assert got.invalid_idx.tolist() == want["invalid_idx"]
+    assert got.late_idx.dtype == got.early_idx.dtype == got.invalid_idx.dtype == np.int64
+    assert got.n_added + got.n_nan + len(got.late_idx) + len(got.early_idx) + len(
+        got.invalid_idx) == n
     _assert_sorted(got.closed)
     assert_rows_match(batch_rows(got.closed), want["closed"])
 
@@ -221,11 +223,12 @@ def _same_batch(a: WindowBatch, b: WindowBatch) -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.data())
 def test_one_window_batches_match_the_run_path_bit_for_bit(data: st.DataObject) -> None:
-    """A batch whose readings all fall in one open window is folded by ``_fold_window``
-    instead of ``_accumulate``: same results and same state, bit for bit, and the contract
-    of the naive ring (advance, late, early, NaN) holds. The twin aggregator takes every
-    batch through ``_accumulate``; batches over several windows (straggling readings of
-    older ones) take it in both."""
+    """Readings that ``add`` folds with ``_fold_window`` (from a batch's first reading on,
+    while they stay in its window, when that window is open) give the same results and the
+    same state, bit for bit, as through ``_accumulate``, and the contract of the naive ring
+    (advance, late, early, NaN) holds. The twin aggregator folds those prefixes through
+    ``_accumulate``; the rest of a batch over several windows (straggling readings of
+    older ones) takes it in both."""
     wn = data.draw(st.sampled_from([1, 7, 10]), label="window_ns")
     n_slots = data.draw(st.integers(1, 4), label="n_slots")
     cap = data.draw(st.sampled_from([1, 4, 64]), label="capacity")
@@ -238,14 +241,20 @@ def test_one_window_batches_match_the_run_path_bit_for_bit(data: st.DataObject) 
         calls[0] += 1
         return real_one(*args)
 
-    def one_via_runs(s: np.ndarray, t: np.ndarray, v: np.ndarray, w: int, fresh: int,
-                     slot: int, sw: np.ndarray, sr: np.ndarray, capacity: int,
-                     hf: np.ndarray, cf: np.ndarray) -> tuple[int, int]:
-        late, early = np.empty(len(s), np.int64), np.empty(len(s), np.int64)
-        n_added, n_nan, n_late, n_early = hw._accumulate(
-            s, t, v, wn, w, w, 1, 0, sw, sr, capacity, hf, cf, late, early)
-        assert n_late == n_early == 0
-        return n_added, n_nan
+    def one_via_runs(s: np.ndarray, t: np.ndarray, v: np.ndarray, i0: int, w: int, lo: int,
+                     window_ns: int, slot: int, sw: np.ndarray, sr: np.ndarray, capacity: int,
+                     hf: np.ndarray, cf: np.ndarray) -> tuple[int, int, int, int]:
+        # the prefix _fold_window folds: readings of window w with ids in range
+        j = i0
+        while j < len(s) and t[j] // window_ns == w and 0 <= s[j] < capacity:
+            j += 1
+        buf = np.empty(len(s), np.int64)
+        tally = np.zeros(6, np.int64)
+        end, stop, _ = hw._accumulate(s[:j], t[:j], v[:j], i0, window_ns, w, w, w, 1, 0,
+                                      hw.I64_MAX, sw, sr, capacity, hf, cf, buf, buf, buf,
+                                      tally)
+        assert end == j and stop == hw._DONE and tally[2:5].tolist() == [0, 0, 0]
+        return end, int(tally[0]), int(tally[1]), int(tally[5])
 
     w = data.draw(st.integers(-20, 20), label="first window")
     for _ in range(data.draw(st.integers(1, 8), label="steps")):
@@ -276,7 +285,8 @@ def test_one_window_batches_match_the_run_path_bit_for_bit(data: st.DataObject) 
         w_hi = int(ts.max()) // wn if n else 0
         took = n > 0 and int(ts.min()) // wn == w_hi and ref.floor is not None and (
             ref.floor <= w_hi and (max_window is None or w_hi <= max_window))
-        assert calls[0] - before == int(took)
+        assert calls[0] - before >= int(took)  # and again after a stop (new id, new window)
+        assert n > 0 or calls[0] == before
         assert (got.n_added, got.n_nan) == (other.n_added, other.n_nan)
         for idx in (got.late_idx, got.early_idx):
             assert idx.dtype == np.int64 and idx.base is None and idx.flags.writeable
@@ -365,11 +375,19 @@ def test_ring_advance_closes_and_late_readings_are_reported() -> None:
     assert agg.add(_ids(0), _ids(30), _arr(1)).n_added == 1
 
 
-def test_first_batch_wider_than_ring_marks_oldest_late() -> None:
-    agg = WindowAggregator(10, 2)
-    res = agg.add(_ids(0, 0, 0), _ids(0, 10, 20), _arr(1, 2, 3))
-    assert res.late_idx.tolist() == [0]
-    assert agg.open_windows().tolist() == [1, 2]
+def test_a_batch_wider_than_the_ring_closes_its_oldest_window_as_it_goes() -> None:
+    """Readings are taken in order: the third one advances the ring past window 0, which
+    closes holding the first one (it arrived while window 0 was open), exactly as if the
+    readings had come one batch each."""
+    whole, split = WindowAggregator(10, 2), WindowAggregator(10, 2)
+    res = whole.add(_ids(0, 0, 0), _ids(0, 10, 20), _arr(1, 2, 3))
+    assert res.late_idx.tolist() == [] and res.n_added == 3
+    assert res.closed.window_start_ns.tolist() == [0] and res.closed.sum.tolist() == [1.0]
+    assert whole.open_windows().tolist() == [1, 2]
+    parts = [split.add(_ids(0), _ids(t), _arr(v)) for t, v in ((0, 1), (10, 2), (20, 3))]
+    assert [len(p.closed) for p in parts] == [0, 0, 1]
+    _same_batch(res.closed, parts[2].closed)
+    _same_batch(whole.close_all(), split.close_all())
 
 
 def test_early_readings_do_not_advance_the_ring() -> None:
@@ -431,12 +449,44 @@ def test_window_batch_helpers() -> None:
     ({"ts_ns": np.array([0, -(2**63), 2])}, ValueError, r"reserved"),
 ])
 def test_bad_input_says_how_to_fix(bad: dict, err: type[Exception], hint: str) -> None:
+    """Arrays of the wrong kind are refused by both; a bad *reading* is refused by the
+    one-shot ``aggregate_batch`` and returned as invalid by the streaming ``add``."""
     args = {"series": _ids(0, 1, 2), "ts_ns": _ids(0, 1, 2), "value": _arr(1, 2, 3)}
     args.update(bad)
     with pytest.raises(err, match=hint):
-        WindowAggregator(10, 2).add(args["series"], args["ts_ns"], args["value"])
-    with pytest.raises(err, match=hint):
         aggregate_batch(args["series"], args["ts_ns"], args["value"], 10)
+    agg = WindowAggregator(10, 2)
+    if "must be >= 0" in hint or "reserved" in hint:
+        res = agg.add(args["series"], args["ts_ns"], args["value"])
+        assert res.invalid_idx.tolist() == [1] and res.n_added == 2
+        return
+    with pytest.raises(err, match=hint):
+        agg.add(args["series"], args["ts_ns"], args["value"])
+
+
+def test_invalid_readings_are_returned_not_aggregated() -> None:
+    """INT64_MIN (reserved), a window that would end past INT64_MAX, a negative id: each
+    is returned in ``invalid_idx`` wherever it falls in a batch, and changes nothing."""
+    wn = 10
+    top = (2**63 // wn) * wn  # the first timestamp of a window ending past INT64_MAX
+    agg = WindowAggregator(wn, 3)
+    res = agg.add(_ids(0, 0, 1, -3, 2), np.array([-(2**63), 5, top, 7, 2**63 - 1]),
+                  _arr(1, 2, 3, 4, 5))
+    assert res.invalid_idx.tolist() == [0, 2, 3, 4] and res.n_added == 1
+    out = agg.close_all()
+    assert out.series.tolist() == [0] and out.sum.tolist() == [2.0]
+    assert agg.n_series == 1
+    # INT64_MIN inside the lowest window's run, and the last valid timestamp, are told apart
+    for low_wn in (10, 8):  # the window of INT64_MIN starts below it (10) or at it (8)
+        low = WindowAggregator(low_wn, 2)
+        res = low.add(_ids(0, 0, 0), np.array([-(2**63) + 1, -(2**63), -(2**63) + 2]),
+                      _arr(1, 2, 3))
+        assert res.invalid_idx.tolist() == [1] and res.n_added == 2
+        out = low.close_all()
+        assert out.count.tolist() == [2] and out.sum.tolist() == [4.0]
+    hi = WindowAggregator(wn, 2)
+    res = hi.add(_ids(0, 0), np.array([top - 1, top]), _arr(1, 2))
+    assert res.invalid_idx.tolist() == [1] and res.n_added == 1
 
 
 def test_constructor_and_merge_validation() -> None:
