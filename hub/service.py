@@ -161,10 +161,20 @@ class _ReadingBatch:
         self.frames += 1
 
     def take(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The batch as (series, device, ts_ns, value) arrays, in arrival order; empties it."""
+        """The batch as (series, device, ts_ns, value) arrays, in arrival order; empties it.
+
+        The arrays are always writeable. A decoded frame's columns are read-only views of
+        its payload, and numba types a read-only array apart from a writeable one: handing
+        a lone frame's columns to the kernels as they are would make every kernel that reads
+        them compile (or load from its disk cache) a second specialisation, on the first
+        one-frame batch of a run — seconds of CPU after an edit of ``hub/``, some 50 ms
+        for the nine of them even when cached — that the start-up warm-up (``hub.warmup``, whose
+        batches always join several frames) never loads. Copying costs far less (16 bytes
+        per reading, once per batch)."""
         parts, self._parts, self.n, self.frames = self._parts, [], 0, 0
         if len(parts) == 1:
-            return parts[0]
+            s, d, t, v = (a if a.flags.writeable else a.copy() for a in parts[0])
+            return s, d, t, v
         s, d, t, v = (np.concatenate(col) for col in zip(*parts, strict=True))
         return s, d, t, v
 
@@ -556,20 +566,30 @@ class Hub:
         Windows already final in InfluxDB (per the WAL checkpoint) are dropped: after a crash
         the replay sees only part of their readings and must not overwrite them."""
         emissions = [self._not_yet_stored(e) for e in emissions]
+        # One body per (resolution, final) instead of one per emission: a batch spanning
+        # many windows comes out of ``MultiResolutionWindows.add`` as an emission per ring
+        # chunk and resolution (hundreds a minute when device time runs fast), and each
+        # render and writer hand-off has a fixed cost. The lines are the same, rows in the
+        # same order within a group; groups are distinct measurements, or on-time and final
+        # rows of distinct windows (one call never emits a window both ways), so InfluxDB
+        # stores the same points. A group's final mark covers its newest window (the
+        # checkpoint keeps the highest mark) once its one body is stored.
+        groups: dict[tuple[str, bool], list[WindowBatch]] = {}
         for e in emissions:
-            b = e.rows
-            if len(b) == 0:
-                continue
+            if len(e.rows):
+                groups.setdefault((e.label, e.final), []).append(e.rows)
+        for (label, final), parts in groups.items():
+            b = WindowBatch.concat(parts)
             values = np.column_stack([b.count.astype(np.float64), b.mean, b.min, b.max, b.sum,
                                       b.first, b.last, np.sqrt(b.variance())])
-            body, lines = render_multi(self.registry.agg_prefixes[e.label], b.series,
+            body, lines = render_multi(self.registry.agg_prefixes[label], b.series,
                                        AGG_FIELDS, values, AGG_IS_INT, b.window_start_ns)
-            kind = "final" if e.final else "ontime"
-            self.counters.inc_label(f"windows_{kind}", e.label, len(b))
+            kind = "final" if final else "ontime"
+            self.counters.inc_label(f"windows_{kind}", label, len(b))
             ticket = self.writer.submit("agg", body, lines)
-            if e.final:
-                width = self.wal.window_ns[e.label]
-                self.wal.mark_final(e.label, int(b.window_start_ns.max()) + width, ticket)
+            if final:
+                width = self.wal.window_ns[label]
+                self.wal.mark_final(label, int(b.window_start_ns.max()) + width, ticket)
         if self.analytics is not None and emissions:
             self._analytics(lambda a: a.on_emissions(emissions))
 

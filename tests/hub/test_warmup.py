@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 
@@ -45,6 +46,31 @@ def test_after_the_warm_up_a_hub_loads_no_kernel(monkeypatch: pytest.MonkeyPatch
     hub.emit(hub.windows.close_all())
     assert hub.writer.stop(30) == 0
     assert sink.lines > 100_000 and hub.counters.get("analytics_errors") == 0
+    after = loaded_kernels()
+    new = {k: after[k] - before.get(k, 0) for k in after if after[k] > before.get(k, 0)}
+    assert not new, f"kernels first called after the warm-up: {new}"
+
+
+def test_one_frame_batches_load_no_kernel_after_the_warm_up(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch of one frame (a tick or a quiet WAL ends the batch after one frame) hands the
+    kernels that frame's columns: read-only views of its payload, which numba types apart
+    from the writeable arrays of the warm-up's joined batches. The batch copies them, so
+    the warm-up's kernels serve it too."""
+    monkeypatch.setattr(warmup, "_warmed", False)
+    city = City(1.0)
+    cfg = HubConfig(client_id="warm1", influx=InfluxConfig(url="http://127.0.0.1:9"))
+    warm_up(city, cfg)
+    before = loaded_kernels()
+    sink = CountingSink()
+    hub = Hub(cfg, city, sink=sink)
+    hub.writer.start()
+    for _, frame, _ in itertools.islice(city_frames(), 120):
+        hub.handle_frame(frame)  # not coalescing: aggregated at once, one frame per batch
+        hub.tick(time.monotonic())
+    hub.emit(hub.windows.close_all())
+    assert hub.writer.stop(30) == 0
+    assert sink.lines > 0 and hub.counters.get("analytics_errors") == 0
     after = loaded_kernels()
     new = {k: after[k] - before.get(k, 0) for k in after if after[k] > before.get(k, 0)}
     assert not new, f"kernels first called after the warm-up: {new}"

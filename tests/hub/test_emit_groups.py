@@ -1,0 +1,108 @@
+"""``Hub.emit``: one body per resolution and kind, the same lines as one per emission; the
+anomaly points' cached entities name the right series and reason."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from citybrain.frame import decode_frame
+from edge.batcher import FrameBuilder
+from hub import analytics as analytics_module
+from hub.aggregation import Emission
+from hub.anomaly import ScanRows
+from hub.lineproto import render_multi
+from hub.service import AGG_FIELDS, AGG_IS_INT, Hub, HubConfig
+from hub.sinks import InfluxConfig
+from hub.warmup import CountingSink
+from hub.window import WindowBatch
+from seeds.city import City
+
+STATION, SYSTEM = "500103-air-01-00000", "500103-air-01"
+
+
+def _hub() -> tuple[Hub, list[tuple[str, bytes, int]]]:
+    """A hub that stores nothing, its series registered, recording what it submits."""
+    hub = Hub(HubConfig(client_id="emit", influx=InfluxConfig(url="http://127.0.0.1:9"),
+                        write_connections=1), City(1.0), sink=CountingSink())
+    builder = FrameBuilder("500103")
+    for seq, name in enumerate(("pm2_5", "pm10", "no2")):
+        builder.add(STATION, SYSTEM, seq, 1_790_000_000.0, name, 1.0)
+    hub.registry.resolve(decode_frame(builder.seal()[0]))
+    submitted: list[tuple[str, bytes, int]] = []
+    real = hub.writer.submit
+
+    def submit(kind: str, body: bytes, lines: int) -> int:
+        submitted.append((kind, body, lines))
+        return real(kind, body, lines)
+
+    hub.writer.submit = submit  # type: ignore[method-assign]
+    hub.writer.start()
+    return hub, submitted
+
+
+def _rows(series: list[int], start_s: list[int], seed: int) -> WindowBatch:
+    rng = np.random.default_rng(seed)
+    n = len(series)
+    i = np.asarray(series, dtype=np.int64)
+    ts = np.asarray(start_s, dtype=np.int64) * 10**9
+    f = rng.random(n) * 100
+    return WindowBatch(i, ts, np.full(n, 2, dtype=np.int64), f * 2, f, rng.random(n), f - 1,
+                       f + 1, f, ts, f, ts + 1)
+
+
+def _render(hub: Hub, label: str, b: WindowBatch) -> bytes:
+    values = np.column_stack([b.count.astype(np.float64), b.mean, b.min, b.max, b.sum,
+                              b.first, b.last, np.sqrt(b.variance())])
+    return render_multi(hub.registry.agg_prefixes[label], b.series, AGG_FIELDS, values,
+                        AGG_IS_INT, b.window_start_ns)[0]
+
+
+def test_emissions_of_one_resolution_and_kind_go_as_one_body_with_the_same_lines() -> None:
+    hub, submitted = _hub()
+    a = _rows([0, 1], [1_790_000_000, 1_790_000_000], 1)
+    b = _rows([0, 2], [1_790_000_060, 1_790_000_060], 2)
+    c = _rows([1], [1_790_000_010], 3)
+    d = _rows([2], [1_790_000_020], 4)
+    hub.emit([Emission("10s", a, True), Emission("1m", b, True),
+              Emission("10s", WindowBatch.empty(), True), Emission("10s", c, True),
+              Emission("10s", d, False)])
+    assert [(k, n) for k, _, n in submitted] == [("agg", 3), ("agg", 2), ("agg", 1)]
+    assert submitted[0][1] == _render(hub, "10s", a) + _render(hub, "10s", c)
+    assert submitted[1][1] == _render(hub, "1m", b)
+    assert submitted[2][1] == _render(hub, "10s", d)
+    assert hub.counters.snapshot()["windows_final"] == {"10s": 3, "1m": 2}
+    assert hub.counters.snapshot()["windows_ontime"] == {"10s": 1}
+    assert hub.writer.stop(10) == 0
+    hub.wal.settle(hub.writer.durable_ticket, force_save=True)
+    # the newest final window of each resolution, as one mark per emission gave
+    assert hub.wal.checkpoint.final_through == {"10s": (1_790_000_010 + 10) * 10**9,
+                                                "1m": (1_790_000_060 + 60) * 10**9}
+    hub.wal.close()
+
+
+def test_anomaly_points_name_each_rows_series_and_reason(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Entities are looked up once per (series, reason) and reused: every row still gets
+    its own series' tags and its own reason."""
+    hub, _ = _hub()
+    a = hub.analytics
+    assert a is not None
+    series = np.array([0, 1, 0, 2, 0, 1], dtype=np.int64)
+    ts = np.arange(6, dtype=np.int64) * 10**9
+    value = np.arange(6, dtype=np.float64)
+    found = ScanRows(np.array([0, 1, 2, 4, 5], dtype=np.int64),
+                     np.array([True, False, False, True, False]), np.arange(5.0))
+    monkeypatch.setattr(analytics_module, "scan_stuck_and_spikes", lambda *args: found)
+    first, n1 = a._anomalies(series, ts, value)
+    again, n2 = a._anomalies(series, ts, value)  # every entity cached now
+    assert first == again and n1 == n2 == 5
+    names = [hub.registry.labels(s).name for s in (0, 1, 0, 0, 1)]
+    reasons = ["stuck", "spike", "spike", "stuck", "spike"]
+    lines = first.decode().splitlines()
+    for line, name, reason in zip(lines, names, reasons, strict=True):
+        assert line.startswith("anomaly,")
+        assert f"device={STATION}" in line and f",m={name}," in line
+        assert f",reason={reason}," in line
+    assert hub.writer.stop(10) == 0
+    hub.wal.close()
