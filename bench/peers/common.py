@@ -26,6 +26,11 @@ REPO = Path(__file__).resolve().parents[2]
 #: Bounds on one consumer: start-up (imports, connect, subscribe) and the whole run, seconds.
 READY_TIMEOUT_S = 60.0
 RUN_TIMEOUT_S = 900.0
+#: Most time a consumer waits for the load's *first* message, seconds. Its ``--idle-s``
+#: counts from the last message only: the publishers take seconds to start (spawn, imports,
+#: encoding the payloads) — over 3 s on a busy 2-core machine, where a consumer whose idle
+#: clock ran from "ready" gave up before the first message and reported nothing.
+FIRST_MESSAGE_S = 120.0
 
 
 @dataclass(frozen=True)

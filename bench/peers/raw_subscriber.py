@@ -3,7 +3,8 @@
 ``python -m bench.peers.raw_subscriber --port P --qos Q --expect N`` subscribes to every
 device data topic, prints ``{"event": "ready"}`` once subscribed, counts, and prints
 ``{"event": "done", "received", "t_first", "t_last", "cpu_s"}`` (monotonic seconds; CPU of
-this process from ready to done) when ``N`` arrived or nothing came for ``--idle-s``.
+this process from ready to done) when ``N`` arrived or nothing came for ``--idle-s`` after
+a message (the first is awaited up to ``common.FIRST_MESSAGE_S``).
 
 ``run_raw_subscriber`` runs it against one load (``bench.peers.load``).
 """
@@ -21,7 +22,13 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bench.peers.common import READY_TIMEOUT_S, RUN_TIMEOUT_S, Consumer, PeerResult
+from bench.peers.common import (
+    FIRST_MESSAGE_S,
+    READY_TIMEOUT_S,
+    RUN_TIMEOUT_S,
+    Consumer,
+    PeerResult,
+)
 from bench.peers.load import READINGS_PER_MESSAGE, publish_load
 
 DATA_FILTER = "cb/v1/dev/+/+/+/+/data"
@@ -79,8 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     while time.monotonic() - started < RUN_TIMEOUT_S:
         time.sleep(0.02)
         with lock:
-            n, t_last = state["n"], state["t_last"] or started
-        if n >= args.expect or time.monotonic() - t_last > args.idle_s:
+            n, t_last = state["n"], state["t_last"]
+        now = time.monotonic()
+        if (n >= args.expect or (n and now - t_last > args.idle_s)
+                or (not n and now - started > FIRST_MESSAGE_S)):
             break
     cpu = time.process_time() - cpu0
     client.disconnect()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import orjson
 import pytest
@@ -17,13 +18,14 @@ import pytest
 import bench.peers.nodered as nodered
 from bench.peers import FULL_MESSAGES, bench_peers, citybrain_ratios, combine
 from bench.peers.citybrain_peer import CitybrainResult
-from bench.peers.common import PeerResult
+from bench.peers.common import Consumer, PeerResult
 from bench.peers.influx_raw import build_batches, run_influx_raw
 from bench.peers.load import (
     READINGS_PER_MESSAGE,
     T0_AGO_S,
     air_stations,
     build_messages,
+    publish_load,
     start_time,
 )
 from bench.peers.naive_bridge import run_naive_bridge, to_line
@@ -211,3 +213,24 @@ def test_quick_run_measures_citybrain_beside_the_peers() -> None:
     assert figs["naive_bridge_lost_readings"] == 0
     assert "citybrain_vs_nodered" in figs
     assert (figs["citybrain_vs_nodered"] is None) == (figs["nodered_readings_per_s"] is None)
+
+
+@pytest.mark.integration
+def test_raw_subscriber_waits_past_its_idle_bound_for_the_first_message(
+        mosquitto: MosquittoServer, unique_topic_prefix: str, tmp_path: Path) -> None:
+    """The publishers may take longer than ``--idle-s`` to start: the idle bound counts
+    from the last message, not from "ready"."""
+    n = 20
+    consumer = Consumer.python(
+        "bench.peers.raw_subscriber",
+        ["--host", HOST, "--port", str(mosquitto.port), "--qos", "1",
+         "--prefix", unique_topic_prefix, "--expect", str(n), "--idle-s", "0.3"],
+        tmp_path / "raw.log")
+    try:
+        consumer.wait_event("ready", 60)
+        time.sleep(1.0)  # more than --idle-s before the first message
+        load = publish_load(HOST, mosquitto.port, n, 1, 1, unique_topic_prefix)
+        done = consumer.wait_event("done", 60)
+    finally:
+        consumer.stop()
+    assert load.messages == n and done["received"] == n
