@@ -45,6 +45,10 @@ class Emission:
     label: str  # resolution, e.g. "10s"
     rows: WindowBatch
     final: bool
+    #: bool per row of a final emission (or None: all False): the row's window was emitted
+    #: on time and no reading has changed it since, so it holds exactly what was stored then
+    #: (writing it again would rewrite the same values)
+    unchanged: np.ndarray | None = None
 
 
 @dataclass(slots=True)
@@ -77,6 +81,9 @@ class MultiResolutionWindows:
         self.fine = WindowAggregator(fine, n_slots=math.ceil(self.lateness_ns / fine) + 2)
         self.rollups = [Rollup(r) for r in res[1:]]
         self._fired_upto: int | None = None  # newest fine window emitted on time
+        #: fine windows at or below ``_fired_upto`` that readings reached after they fired
+        #: (until they close): their final rows differ from the on-time ones
+        self._changed_after_firing: set[int] = set()
 
     @property
     def fine_ns(self) -> int:
@@ -121,7 +128,12 @@ class MultiResolutionWindows:
                 skipped = (np.count_nonzero(fired[res.late_idx])
                            + np.count_nonzero(fired[res.early_idx])
                            + np.count_nonzero(fired[res.invalid_idx]))
-                out.reaggregated += n_fired - int(skipped)
+                if n_fired > skipped:
+                    out.reaggregated += n_fired - int(skipped)
+                    fired[res.late_idx] = False
+                    fired[res.early_idx] = False
+                    fired[res.invalid_idx] = False
+                    self._changed_after_firing.update(np.unique(window[fired]).tolist())
         if len(res.closed):
             out.emissions += self._finalize(res.closed)
 
@@ -163,6 +175,21 @@ class MultiResolutionWindows:
         """Shutdown: every open window, every resolution, final."""
         return self._finalize(self.fine.close_all(), final=True)
 
+    def _unchanged(self, rows: WindowBatch) -> np.ndarray | None:
+        """``Emission.unchanged`` for closed fine windows ``rows`` (and forget them)."""
+        if self._fired_upto is None:
+            return None
+        window = rows.window_start_ns // self.fine_ns
+        unchanged = window <= self._fired_upto
+        changed = self._changed_after_firing
+        if changed:
+            closed = set(np.unique(window).tolist())
+            hit = closed & changed
+            if hit:
+                unchanged &= ~np.isin(window, np.fromiter(hit, np.int64, len(hit)))
+            changed -= closed
+        return unchanged
+
     def _finalize(self, rows: WindowBatch, final: bool = False) -> list[Emission]:
         """Emit closed fine windows and every coarse window they complete.
 
@@ -170,7 +197,8 @@ class MultiResolutionWindows:
         closed for good) has passed its end — not merely the watermark, because a batch fed
         in chunks may still hold readings for it.
         """
-        emissions = [Emission(self.labels[0], rows, final=True)] if len(rows) else []
+        emissions = [Emission(self.labels[0], rows, True, self._unchanged(rows))] if len(
+            rows) else []
         floor = self.fine.floor_window
         for label, rollup in zip(self.labels[1:], self.rollups, strict=True):
             rollup.add_partials(rows)

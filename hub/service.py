@@ -179,6 +179,11 @@ class _ReadingBatch:
         return s, d, t, v
 
 
+def _take_rows(b: WindowBatch, keep: np.ndarray) -> WindowBatch:
+    """The rows of ``b`` where ``keep`` (bool per row)."""
+    return WindowBatch(*(getattr(b, f.name)[keep] for f in fields(WindowBatch)))
+
+
 class Hub:
     def __init__(self, cfg: HubConfig, city: City | None = None,
                  sink: InfluxSink | None = None) -> None:
@@ -574,22 +579,38 @@ class Hub:
         # rows of distinct windows (one call never emits a window both ways), so InfluxDB
         # stores the same points. A group's final mark covers its newest window (the
         # checkpoint keeps the highest mark) once its one body is stored.
+        # A final row whose window was stored on time and has not changed since is not
+        # written again (``Emission.unchanged``): InfluxDB holds those values already. That
+        # is most final 10 s rows (no late reading reached them): about half the aggregate
+        # lines influxd would parse. Its final mark then waits for the writer's last ticket,
+        # which the on-time body's precedes.
         groups: dict[tuple[str, bool], list[WindowBatch]] = {}
+        ends: dict[tuple[str, bool], int] = {}
         for e in emissions:
-            if len(e.rows):
-                groups.setdefault((e.label, e.final), []).append(e.rows)
+            if len(e.rows) == 0:
+                continue
+            key = (e.label, e.final)
+            ends[key] = max(ends.get(key, -(2**63)), int(e.rows.window_start_ns.max()))
+            rows = e.rows
+            if e.unchanged is not None and e.unchanged.any():
+                self.counters.inc_label("windows_final_unchanged", e.label,
+                                        int(np.count_nonzero(e.unchanged)))
+                rows = _take_rows(rows, ~e.unchanged)
+            self.counters.inc_label("windows_final" if e.final else "windows_ontime",
+                                    e.label, len(e.rows))
+            groups.setdefault(key, []).append(rows)
         for (label, final), parts in groups.items():
             b = WindowBatch.concat(parts)
-            values = np.column_stack([b.count.astype(np.float64), b.mean, b.min, b.max, b.sum,
-                                      b.first, b.last, np.sqrt(b.variance())])
-            body, lines = render_multi(self.registry.agg_prefixes[label], b.series,
-                                       AGG_FIELDS, values, AGG_IS_INT, b.window_start_ns)
-            kind = "final" if final else "ontime"
-            self.counters.inc_label(f"windows_{kind}", label, len(b))
-            ticket = self.writer.submit("agg", body, lines)
+            body, lines = b"", 0
+            if len(b):
+                values = np.column_stack([b.count.astype(np.float64), b.mean, b.min, b.max,
+                                          b.sum, b.first, b.last, np.sqrt(b.variance())])
+                body, lines = render_multi(self.registry.agg_prefixes[label], b.series,
+                                           AGG_FIELDS, values, AGG_IS_INT, b.window_start_ns)
+            ticket = self.writer.submit("agg", body, lines)  # the last ticket if no lines
             if final:
                 width = self.wal.window_ns[label]
-                self.wal.mark_final(label, int(b.window_start_ns.max()) + width, ticket)
+                self.wal.mark_final(label, ends[label, final] + width, ticket)
         if self.analytics is not None and emissions:
             self._analytics(lambda a: a.on_emissions(emissions))
 
@@ -601,8 +622,8 @@ class Hub:
         if keep.all():
             return e
         self.counters.inc_label("windows_already_stored", e.label, int((~keep).sum()))
-        rows = WindowBatch(*(getattr(e.rows, f.name)[keep] for f in fields(WindowBatch)))
-        return Emission(e.label, rows, e.final)
+        return Emission(e.label, _take_rows(e.rows, keep), e.final,
+                        None if e.unchanged is None else e.unchanged[keep])
 
     def _mark_dead(self, devices: list[str], dead: bool) -> None:
         if self.analytics is None:

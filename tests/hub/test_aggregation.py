@@ -81,6 +81,30 @@ def test_on_time_firing_then_reaggregation_then_late() -> None:
     assert int(minute.count.sum()) == 2 and float(minute.sum.sum()) == 4.0
 
 
+def test_final_rows_say_whether_they_changed_since_their_on_time_emission() -> None:
+    """A 10 s window emitted on time that no reading reached since is ``unchanged`` in its
+    final emission (its stored values are already right); one a late reading reached, or
+    one closed before the clock passed its end (never emitted on time), is not."""
+    mrw = MultiResolutionWindows((10, 60), lateness_s=30)
+    ids = np.array([0, 1], dtype=np.int64)
+    mrw.add(ids, np.array([T0 + 1 * S, T0 + 2 * S]), np.array([1.0, 2.0]), T0 + 2 * S)
+    mrw.add(ids, np.array([T0 + 11 * S, T0 + 12 * S]), np.array([1.0, 2.0]), T0 + 12 * S)
+    assert [e.final for e in mrw.advance(T0 + 21 * S)] == [False, False]  # both on time
+    out = mrw.add(ids[:1], np.array([T0 + 13 * S]), np.array([5.0]), T0 + 22 * S)
+    assert out.reaggregated == 1  # window [T0+10s, T0+20s) changed after it fired
+    em = [e for e in mrw.advance(T0 + 51 * S) if e.final and e.label == "10s"]
+    assert len(em) == 1 and em[0].unchanged is not None
+    by_window = dict(zip(em[0].rows.window_start_ns.tolist(), em[0].unchanged.tolist(),
+                         strict=True))
+    assert by_window == {T0: True, T0 + 10 * S: False}
+    # never on time: a reading 60 s ahead advances the ring past a window that has not fired
+    far = MultiResolutionWindows((10, 60), lateness_s=30)
+    far.add(ids[:1], np.array([T0 + 1 * S]), np.array([1.0]), T0 + 1 * S)
+    out = far.add(ids[:1], np.array([T0 + 61 * S]), np.array([1.0]), T0 + 61 * S)
+    closed = [e for e in out.emissions if e.label == "10s"]
+    assert len(closed) == 1 and (closed[0].unchanged is None or not closed[0].unchanged.any())
+
+
 def test_far_future_reading_is_early_and_does_not_flush() -> None:
     mrw = MultiResolutionWindows((10,), lateness_s=30, max_ahead_s=300)
     s = np.zeros(2, dtype=np.int64)

@@ -106,3 +106,24 @@ def test_anomaly_points_name_each_rows_series_and_reason(
         assert f",reason={reason}," in line
     assert hub.writer.stop(10) == 0
     hub.wal.close()
+
+
+def test_unchanged_final_rows_are_not_written_again_but_still_marked_final() -> None:
+    """Final rows flagged ``unchanged`` (stored on time, not changed since) are counted and
+    marked final in the WAL, not rendered again; the others are written as before."""
+    hub, submitted = _hub()
+    a = _rows([0, 1, 2], [0, 0, 10], seed=5)
+    unchanged = np.array([True, True, False])
+    hub.emit([Emission("10s", a, True, unchanged)])
+    agg = [(body, lines) for kind, body, lines in submitted if kind == "agg"]
+    keep = ~unchanged
+    only = WindowBatch(*(getattr(a, f)[keep] for f in a.__dataclass_fields__))
+    assert agg == [(_render(hub, "10s", only), 1)]
+    assert hub.counters.snapshot()["windows_final_unchanged"] == {"10s": 2}
+    assert hub.counters.snapshot()["windows_final"] == {"10s": 3}
+    submitted.clear()
+    hub.emit([Emission("10s", _rows([0], [20], seed=6), True, np.array([True]))])
+    assert [s for s in submitted if s[0] == "agg" and s[2]] == []  # no lines, still final
+    assert hub.writer.stop(30) == 0
+    hub.wal.settle(hub.writer.durable_ticket, force_save=True)
+    assert hub.wal.checkpoint.final_through["10s"] == 30 * 10**9
