@@ -7,10 +7,12 @@ know when a WAL record's outputs are stored and the record may be forgotten. The
 bounded in lines (``max_queued_lines``): when InfluxDB falls behind, ``submit`` blocks the
 processing thread, which stops reading the WAL, which then grows on disk (bounded) instead
 of memory growing. One writer thread concatenates chunks into batches of about
-``batch_lines`` lines or ``flush_s`` seconds, whichever comes first, and writes each batch
-until it is stored: retryable errors back off (honouring Retry-After) and try again; a
-rejected batch (HTTP 400) is counted, logged with the server's message, and kept in
-``failed_batches`` — never dropped silently.
+``batch_lines`` lines or ``flush_s`` seconds, whichever comes first -- or sooner, once
+nothing has been submitted for ``idle_flush_s`` (waiting longer would make the batch later,
+not bigger: the end of a burst is stored at once instead of up to ``flush_s`` later) -- and
+writes each batch until it is stored: retryable errors back off (honouring Retry-After) and
+try again; a rejected batch (HTTP 400) is counted, logged with the server's message, and
+kept in ``failed_batches`` — never dropped silently.
 """
 
 from __future__ import annotations
@@ -98,7 +100,8 @@ class Chunk:
 class InfluxWriter:
     def __init__(self, sink: InfluxSink, counters: Counters, *, batch_lines: int = 10_000,
                  flush_s: float = 0.5, max_queued_lines: int = 500_000,
-                 on_durable: Callable[[int, bool], None] | None = None) -> None:
+                 on_durable: Callable[[int, bool], None] | None = None,
+                 idle_flush_s: float = 0.1) -> None:
         """``on_durable(ticket, stored)`` is called on the writer thread each time
         ``durable_ticket`` advances: ``stored`` False if InfluxDB rejected the batch (its
         lines are counted and kept in ``failed_batches``)."""
@@ -107,6 +110,7 @@ class InfluxWriter:
         self.counters = counters
         self.batch_lines = batch_lines
         self.flush_s = flush_s
+        self.idle_flush_s = idle_flush_s
         self.max_queued_lines = max(max_queued_lines, batch_lines)
         self._queue: queue.Queue[Chunk] = queue.Queue()
         self._room = threading.Condition()
@@ -167,22 +171,25 @@ class InfluxWriter:
 
     def _run(self) -> None:
         pending: list[Chunk] = []
-        opened = time.monotonic()
+        opened = last = time.monotonic()
         while True:
             try:
-                chunk = self._queue.get(timeout=0.05)
+                chunk = self._queue.get(timeout=min(0.05, self.idle_flush_s))
+                last = time.monotonic()
                 if not pending:
-                    opened = time.monotonic()
+                    opened = last
                 pending.append(chunk)
                 lines = sum(c.lines for c in pending)
-                if lines < self.batch_lines and time.monotonic() - opened < self.flush_s:
+                if lines < self.batch_lines and last - opened < self.flush_s:
                     continue
             except queue.Empty:
                 if not pending:
                     if self._stop.is_set():
                         return
                     continue
-                if time.monotonic() - opened < self.flush_s and not self._stop.is_set():
+                now = time.monotonic()
+                if (now - opened < self.flush_s and now - last < self.idle_flush_s
+                        and not self._stop.is_set()):
                     continue
             self._write(pending)
             self._release(sum(c.lines for c in pending))

@@ -86,3 +86,28 @@ def test_every_connection_stores_everything(influxd: InfluxV1Server, unique_db: 
     out = influxd.query("SELECT count(v) FROM /^m_/", unique_db)
     counts = {s["name"]: s["values"][0][1] for s in out["results"][0]["series"]}
     assert counts == {"m_agg": 14 * 250, "m_raw": 26 * 250}
+
+
+def test_a_batch_is_written_once_submissions_stop_not_after_flush_s() -> None:
+    """With ``flush_s`` an hour and ``batch_lines`` far away, a lone chunk is still written
+    as soon as nothing more is submitted for ``idle_flush_s``; while chunks keep coming they
+    are joined into one batch."""
+    from hub.warmup import CountingSink
+    from hub.writer import InfluxWriter
+    bodies: list[bytes] = []
+
+    class Recording(CountingSink):
+        def write(self, body: bytes) -> None:
+            bodies.append(body)
+            super().write(body)
+
+    sink = Recording()
+    w = InfluxWriter(sink, Counters(), batch_lines=1_000, flush_s=3600.0, idle_flush_s=1.0)
+    w.start()
+    w.submit("raw", b"r x=1 1\n", 1)
+    wait_for(lambda: sink.lines == 1, 20, lambda: bodies)
+    for i in range(5):  # back to back: one batch
+        w.submit("raw", f"r x={i} {i + 2}\n".encode(), 1)
+    wait_for(lambda: sink.lines == 6, 20, lambda: bodies)
+    assert len(bodies) == 2
+    assert w.stop(5) == 0
