@@ -29,6 +29,12 @@ def loaded_kernels() -> dict[str, int]:
     return out
 
 
+def assert_no_kernel_loaded_since(before: dict[str, int]) -> None:
+    after = loaded_kernels()
+    new = {k: after[k] - before.get(k, 0) for k in after if after[k] > before.get(k, 0)}
+    assert not new, f"kernels first called after the warm-up: {new}"
+
+
 def test_after_the_warm_up_a_hub_loads_no_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(warmup, "_warmed", False)
     city = City(1.0)
@@ -46,9 +52,7 @@ def test_after_the_warm_up_a_hub_loads_no_kernel(monkeypatch: pytest.MonkeyPatch
     hub.emit(hub.windows.close_all())
     assert hub.writer.stop(30) == 0
     assert sink.lines > 100_000 and hub.counters.get("analytics_errors") == 0
-    after = loaded_kernels()
-    new = {k: after[k] - before.get(k, 0) for k in after if after[k] > before.get(k, 0)}
-    assert not new, f"kernels first called after the warm-up: {new}"
+    assert_no_kernel_loaded_since(before)
 
 
 def test_one_frame_batches_load_no_kernel_after_the_warm_up(
@@ -71,6 +75,4 @@ def test_one_frame_batches_load_no_kernel_after_the_warm_up(
     hub.emit(hub.windows.close_all())
     assert hub.writer.stop(30) == 0
     assert sink.lines > 0 and hub.counters.get("analytics_errors") == 0
-    after = loaded_kernels()
-    new = {k: after[k] - before.get(k, 0) for k in after if after[k] > before.get(k, 0)}
-    assert not new, f"kernels first called after the warm-up: {new}"
+    assert_no_kernel_loaded_since(before)
