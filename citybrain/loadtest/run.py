@@ -18,7 +18,9 @@ What is measured:
 * **loss and duplication**, judged by InfluxDB: per device, the readings the generator
   published (its per-device sequence numbers) against the count stored in the hub's hourly
   aggregates (``sum(count)`` of ``agg_1h`` grouped by device), plus the hub's own account
-  (late, early, invalid readings, duplicate frames);
+  (late, early, invalid readings, duplicate frames) and what the hubs still held when they
+  stopped (``hub_unprocessed_wal_records``, ``hub_unwritten_lines_at_exit``: kept in their
+  WAL for the next run, so not a loss, though not stored in this one);
 * **cost**: hub CPU time per reading (all hub processes) and peak RSS.
 
 Outputs: ``report.json`` (with the machine's description) and ``report.png`` (rate and
@@ -410,6 +412,10 @@ def _report(cfg: LoadtestConfig, load: LoadConfig, result: LoadResult, sampler: 
         "edge_duplicates": duplicates, "duplicate_frames": int(final.get("frames_duplicate", 0)),
         "raw_sampled_out": int(final.get("raw_sampled_out", 0)),
         "per_device": per_device, "drained": drained,
+        # What the hubs still held when they stopped (kept in their WAL for the next run,
+        # not stored in this one): a non-zero "lost" next to these is not a loss
+        "hub_unwritten_lines_at_exit": int(final.get("unwritten_lines_at_exit", 0)),
+        "hub_unprocessed_wal_records": int(final.get("unprocessed_wal_records", 0)),
         "latency": {stage: percentiles(stage_histogram(hist, stage)) for stage in STAGES}
         if hist else None,
         "hub_peak_rss_bytes": max((r for _, _, r in sampler.samples), default=0),

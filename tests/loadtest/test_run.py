@@ -25,6 +25,7 @@ def test_frames_through_one_hub_lose_nothing(tmp_path: Path) -> None:
                  "--devices", "3000", "--out", str(out)])
     report = orjson.loads((out / "report.json").read_bytes())
     assert code == 0 and report["lost"] == 0 and report["drained"]
+    assert report["hub_unwritten_lines_at_exit"] == report["hub_unprocessed_wal_records"] == 0
     assert report["published_readings"] > 50_000
     assert report["stored_in_aggregates"] == report["published_readings"]
     assert report["stored_raw"] == report["published_readings"]
