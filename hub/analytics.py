@@ -532,10 +532,10 @@ class CityAnalytics:
         kinds = self.s_kind[rows.series]
         air = kinds == KIND_CODE["air"]
         if air.any():
-            out.extend(self._aqi(_take(rows, air), final))
+            out.extend(self._aqi(rows.take(air), final))
         water = kinds == KIND_CODE["water"]
         if water.any() and final:
-            out.add(self._water(_take(rows, water)))
+            out.add(self._water(rows.take(water)))
         return out
 
     def _station_matrix(self, rows: WindowBatch, names: tuple[str, ...]
@@ -555,7 +555,7 @@ class CityAnalytics:
     def _aqi(self, rows: WindowBatch, final: bool) -> AnalyticsOut:
         out = AnalyticsOut()
         for start in np.unique(rows.window_start_ns):
-            hour = _take(rows, rows.window_start_ns == start)
+            hour = rows.take(rows.window_start_ns == start)
             stations, conc = self._station_matrix(hour, POLLUTANTS)
             end = int(start) + HOUR_NS
             res = self.aqi_station.update_hour(end, stations, conc)
@@ -644,7 +644,7 @@ class CityAnalytics:
         bodies: list[bytes] = []
         total = 0
         for start in np.unique(rows.window_start_ns):
-            hour = _take(rows, rows.window_start_ns == start)
+            hour = rows.take(rows.window_start_ns == start)
             params = ("ph", "do", "codmn", "nh3n", "tp")
             stations, m = self._station_matrix(hour, params)
             wc = classify_water(*(np.ascontiguousarray(m[:, j]) for j in range(5)))
@@ -691,7 +691,7 @@ class CityAnalytics:
         if len(hour_partial):
             air = self.s_kind[hour_partial.series] == KIND_CODE["air"]
             if air.any():
-                out.extend(self._aqi(_take(hour_partial, air), final=False))
+                out.extend(self._aqi(hour_partial.take(air), final=False))
         return out
 
     def _percentile_points(self, minute: int, sketch: LogHistogram, groups: np.ndarray
@@ -825,8 +825,6 @@ def _zone(z: Any) -> int:
         return -1
 
 
-def _take(b: WindowBatch, mask: np.ndarray) -> WindowBatch:
-    return WindowBatch(*(getattr(b, f)[mask] for f in b.__dataclass_fields__))
 
 
 def _aqi_values(res: Any, final: bool) -> np.ndarray:

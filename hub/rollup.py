@@ -47,8 +47,8 @@ class Rollup:
         done = p.window_start_ns + self.window_ns <= watermark_ns
         if not done.any():
             return WindowBatch.empty()
-        self._pending = _take(p, ~done)
-        return _take(p, done)
+        self._pending = p.take(~done)
+        return p.take(done)
 
     def pending(self) -> WindowBatch:
         """The open coarse windows' partial state so far (a snapshot; nothing is closed)."""
@@ -59,8 +59,6 @@ class Rollup:
         return p
 
 
-def _take(b: WindowBatch, mask: np.ndarray) -> WindowBatch:
-    return WindowBatch(*(getattr(b, name)[mask] for name in b.__dataclass_fields__))
 
 
 def snapshot_window(agg: WindowAggregator, window: int) -> WindowBatch:

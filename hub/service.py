@@ -29,7 +29,7 @@ import logging
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -177,11 +177,6 @@ class _ReadingBatch:
             return s, d, t, v
         s, d, t, v = (np.concatenate(col) for col in zip(*parts, strict=True))
         return s, d, t, v
-
-
-def _take_rows(b: WindowBatch, keep: np.ndarray) -> WindowBatch:
-    """The rows of ``b`` where ``keep`` (bool per row)."""
-    return WindowBatch(*(getattr(b, f.name)[keep] for f in fields(WindowBatch)))
 
 
 class Hub:
@@ -595,7 +590,7 @@ class Hub:
             if e.unchanged is not None and e.unchanged.any():
                 self.counters.inc_label("windows_final_unchanged", e.label,
                                         int(np.count_nonzero(e.unchanged)))
-                rows = _take_rows(rows, ~e.unchanged)
+                rows = rows.take(~e.unchanged)
             self.counters.inc_label("windows_final" if e.final else "windows_ontime",
                                     e.label, len(e.rows))
             groups.setdefault(key, []).append(rows)
@@ -622,7 +617,7 @@ class Hub:
         if keep.all():
             return e
         self.counters.inc_label("windows_already_stored", e.label, int((~keep).sum()))
-        return Emission(e.label, _take_rows(e.rows, keep), e.final,
+        return Emission(e.label, e.rows.take(keep), e.final,
                         None if e.unchanged is None else e.unchanged[keep])
 
     def _mark_dead(self, devices: list[str], dead: bool) -> None:

@@ -171,6 +171,10 @@ class WindowBatch:
         return WindowBatch(*(np.concatenate([getattr(b, name) for b in batches])
                              for name in _BATCH_FIELDS))
 
+    def take(self, rows: np.ndarray) -> WindowBatch:
+        """The rows ``rows`` selects (a bool mask or indices), in that order."""
+        return WindowBatch(*(getattr(self, name)[rows] for name in _BATCH_FIELDS))
+
     def variance(self, ddof: int = 1) -> np.ndarray:
         """``m2 / (count - ddof)``; NaN where ``count <= ddof``."""
         denom = (self.count - ddof).astype(np.float64)

@@ -224,11 +224,11 @@ def test_raw_subscriber_waits_past_its_idle_bound_for_the_first_message(
     consumer = Consumer.python(
         "bench.peers.raw_subscriber",
         ["--host", HOST, "--port", str(mosquitto.port), "--qos", "1",
-         "--prefix", unique_topic_prefix, "--expect", str(n), "--idle-s", "0.3"],
+         "--prefix", unique_topic_prefix, "--expect", str(n), "--idle-s", "0.1"],
         tmp_path / "raw.log")
     try:
         consumer.wait_event("ready", 60)
-        time.sleep(1.0)  # more than --idle-s before the first message
+        time.sleep(0.4)  # more than --idle-s before the first message
         load = publish_load(HOST, mosquitto.port, n, 1, 1, unique_topic_prefix)
         done = consumer.wait_event("done", 60)
     finally:
