@@ -395,16 +395,16 @@ def _spike_kernel(series, value, f, b, u, rw, w, nrw, last_mask, min_periods, kc
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
 def _scan_kernel(series, ts_ns, value, slot, anchor, run_count, run_start, min_count,
                  min_ns, tolerance, f, b, u, rw, w, nrw, last_mask, min_periods, kc, abs_floor,
-                 stuck_open, o_row, o_stuck, o_run_ns, o_spike, mark):
+                 stuck_open, o_row, o_stuck, o_run_ns, o_spike):
     """``_stuck_kernel`` and ``_spike_kernel`` over the readings whose series has a state
     ``slot`` (``slot[series] >= 0``; the detectors' and ``stuck_open``'s row), in one pass,
     keeping only what ``scan_stuck_and_spikes`` reports: the rows newly stuck (stuck, and
-    ``stuck_open`` was False before the batch) or spiking, with their stuck run length (ns)
-    and spike score. Then ``stuck_open`` is updated as the numpy assignments
-    ``open[s[flag]] = True; open[s[~flag & (run_count == 1)]] = False`` would, ``s`` the
-    slots (``mark``: int8 scratch per reading). Returns the number of rows, or ``-1 - i``
-    if reading ``i``'s slot is past ``stuck_open`` (no state there), before changing
-    anything.
+    ``stuck_open`` False just before this reading) or spiking, with their stuck run length
+    (ns) and spike score. ``stuck_open`` is advanced reading by reading (True once stuck,
+    False when a value breaks the run), so a series that becomes stuck within a batch is
+    reported once, as it would be in one-reading batches. Returns the number of rows, or
+    ``-1 - i`` if reading ``i``'s slot is past ``stuck_open`` (no state there), before
+    changing anything.
 
     The two detectors' per-reading steps are copied here, not called: a helper taking the
     state arrays costs reference-count updates per reading, ~40 % more time per reading
@@ -429,13 +429,14 @@ def _scan_kernel(series, ts_ns, value, slot, anchor, run_count, run_start, min_c
         if slot[series[i]] >= n_slots:
             return -1 - i
     for i in range(value.shape[0]):
-        mark[i] = 0
         s = slot[series[i]]
         if s < 0:
             continue
         v = value[i]
-        # -- stuck (as _stuck_kernel): NaN neither extends nor breaks a run
+        # -- stuck (as _stuck_kernel): NaN neither extends nor breaks a run, nor touches
+        # the episode
         stuck = False
+        newly = False
         run_ns = 0
         if v == v:
             t = ts_ns[i]
@@ -450,10 +451,12 @@ def _scan_kernel(series, ts_ns, value, slot, anchor, run_count, run_start, min_c
             run_count[s] = c
             run_ns = t - run_start[s]
             stuck = c >= min_count and run_ns >= min_ns
+            # the episode, per reading (results independent of batch boundaries)
             if stuck:
-                mark[i] = 1
+                newly = not stuck_open[s]
+                stuck_open[s] = True
             elif c == 1:
-                mark[i] = 2
+                stuck_open[s] = False
         # -- spike (as _spike_kernel): non-finite values are not scored nor kept
         spike = False
         score = np.nan
@@ -519,19 +522,12 @@ def _scan_kernel(series, ts_ns, value, slot, anchor, run_count, run_start, min_c
                     b[cb] = c + 1
             p += 1
             b[cb + 1] = 0 if p == w else p
-        newly = stuck and not stuck_open[s]
         if newly or spike:
             o_row[k] = i
             o_stuck[k] = newly
             o_run_ns[k] = run_ns
             o_spike[k] = score
             k += 1
-    for i in range(value.shape[0]):
-        if mark[i] == 1:
-            stuck_open[slot[series[i]]] = True
-    for i in range(value.shape[0]):
-        if mark[i] == 2:
-            stuck_open[slot[series[i]]] = False
     return k
 
 
@@ -815,14 +811,21 @@ def scan_stuck_and_spikes(stuck: StuckDetector, spikes: SpikeDetector, series: n
     Exactly equivalent to (with ``sel = slot[series] >= 0``, ``s = slot[series[sel]]``)::
 
         st = stuck.update(s, ts_ns[sel], value[sel]); sp = spikes.update(s, value[sel])
-        newly = st.flag & ~stuck_open[s]
-        stuck_open[s[st.flag]] = True
-        stuck_open[s[~st.flag & (st.run_count == 1)]] = False
+        newly = np.zeros(len(s), dtype=bool)
+        for j, x in enumerate(s.tolist()):  # the episode, reading by reading
+            if st.flag[j]:
+                newly[j] = not stuck_open[x]
+                stuck_open[x] = True
+            elif st.run_count[j] == 1:  # a value broke the run (NaN: run_count 0, no change)
+                stuck_open[x] = False
         rows = np.flatnonzero(newly | sp.flag)  # reported: newly stuck first, else spike
 
     with ``row`` mapped back to the batch and ``score = where(newly, st.score,
     sp.score)[rows]``, but without building the per-reading results (detector state grows
-    to the length of ``stuck_open``, whichever slots the batch has)."""
+    to the length of ``stuck_open``, whichever slots the batch has). Every step is per
+    reading, so the results do not depend on batch boundaries: the same readings scanned
+    in one batch or split into several (state carried over) report the same readings,
+    scores and final ``stuck_open`` -- the hub groups frames into batches as they come."""
     s = _check_1d("series", series, np.int64)
     t = _check_1d("ts_ns", ts_ns, np.int64)
     v = _check_1d("value", value, np.float64)
@@ -845,8 +848,7 @@ def scan_stuck_and_spikes(stuck: StuckDetector, spikes: SpikeDetector, series: n
         k = int(_scan_kernel(
             s, t, v, sl, stuck._anchor, stuck._run_count, stuck._run_start, stuck.min_count,
             min_ns, stuck.tolerance, *spikes._kernel_args(), spikes.min_periods,
-            spikes.k * MAD_SCALE, spikes.abs_floor, op, row, is_stuck, run_ns, spike_score,
-            np.empty(n, dtype=np.int8)))
+            spikes.k * MAD_SCALE, spikes.abs_floor, op, row, is_stuck, run_ns, spike_score))
     if k < 0:
         i = -1 - k
         raise ValueError(f"series {int(s[i])} (reading {i}) has slot {int(sl[s[i]])}, past "

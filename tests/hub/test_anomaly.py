@@ -176,7 +176,8 @@ def test_scan_equals_both_detectors(data: st.DataObject, min_count: int, min_s: 
 
     def by_numpy(k: int, s: np.ndarray, t: np.ndarray, v: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """What CityAnalytics did before the scan, on pair ``k``: (rows, newly, score)."""
+        """The scan's documented equivalent on pair ``k``: both detectors' updates, then
+        the episodes reading by reading; (rows, newly, score)."""
         stuck, spikes = pairs[k]
         sel = scored[s]
         rs, rt, rv = s[sel], t[sel], v[sel]
@@ -184,9 +185,13 @@ def test_scan_equals_both_detectors(data: st.DataObject, min_count: int, min_s: 
             rs = slot[rs]
         st_ = stuck.update(rs, rt, rv)
         sp = spikes.update(rs, rv)
-        newly = st_.flag & ~opened[k][rs]
-        opened[k][rs[st_.flag]] = True
-        opened[k][rs[~st_.flag & (st_.run_count == 1)]] = False
+        newly = np.zeros(len(rs), dtype=bool)
+        for j, x in enumerate(rs.tolist()):
+            if st_.flag[j]:
+                newly[j] = not opened[k][x]
+                opened[k][x] = True
+            elif st_.run_count[j] == 1:  # a value broke the run; NaN (count 0) changes nothing
+                opened[k][x] = False
         rows = np.flatnonzero(newly | sp.flag)
         return (np.flatnonzero(sel)[rows], newly[rows],
                 np.where(newly[rows], st_.score[rows], sp.score[rows]))
@@ -223,6 +228,74 @@ def test_scan_equals_both_detectors(data: st.DataObject, min_count: int, min_s: 
         ys = np.zeros(n_series, y.dtype)
         ys[:min(len(y), n_series)] = y[:n_series]
         np.testing.assert_array_equal(xs[scored_ids], ys[slot[scored_ids]])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data(), st.integers(1, 4), st.sampled_from([0.0, 2.0]), st.sampled_from([0.0, 0.5]),
+       st.sampled_from([1, 3, 5]))
+def test_scan_does_not_depend_on_batch_boundaries(data: st.DataObject, min_count: int,
+                                                  min_s: float, tol: float,
+                                                  window: int) -> None:
+    """The same readings scanned whole and split at random points into several batches
+    (detectors and ``stuck_open`` carried over) report the same readings, flags and scores
+    and end with the same ``stuck_open``: the hub coalesces frames into batches of any
+    size."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    n_series = data.draw(st.integers(1, 5), label="series")
+    n = data.draw(st.integers(0, 120), label="n")
+    series = rng.integers(0, n_series, n).astype(np.int64)
+    ts = np.cumsum(rng.integers(0, 3 * NS, n)).astype(np.int64)
+    value = rng.choice([0.0, 1.0, 1.0, 1.0, 1.4, 7.0], n)  # many repeats: stuck runs
+    value[rng.random(n) < 0.1] = np.nan
+    slot = np.arange(n_series, dtype=np.int64)
+    if n_series > 1:
+        slot[0] = -1  # an unscored series
+
+    def detectors() -> tuple[StuckDetector, SpikeDetector, np.ndarray]:
+        return (StuckDetector(1, min_count=min_count, min_duration_s=min_s, tolerance=tol),
+                SpikeDetector(1, window=window, k=3.0, min_periods=1),
+                np.zeros(n_series, dtype=bool))
+
+    stuck, spikes, opened = detectors()
+    whole = scan_stuck_and_spikes(stuck, spikes, series, ts, value, slot, opened)
+    cuts = sorted(data.draw(st.lists(st.integers(0, n), max_size=6), label="cuts"))
+    stuck, spikes, opened_b = detectors()
+    rows, flags, scores = [], [], []
+    for a, b in zip([0, *cuts], [*cuts, n], strict=True):
+        got = scan_stuck_and_spikes(stuck, spikes, series[a:b], ts[a:b], value[a:b], slot,
+                                    opened_b)
+        rows.append(got.row + a)
+        flags.append(got.stuck)
+        scores.append(got.score)
+    np.testing.assert_array_equal(np.concatenate(rows), whole.row)
+    np.testing.assert_array_equal(np.concatenate(flags), whole.stuck)
+    np.testing.assert_array_equal(np.concatenate(scores), whole.score)  # NaN == NaN
+    np.testing.assert_array_equal(opened_b, opened)
+
+
+def test_scan_reports_a_stuck_episode_once() -> None:
+    """A series stuck within one batch is reported at the reading that makes it stuck,
+    not at every stuck reading; once more after a value breaks the run and it sticks
+    again; a NaN neither breaks the run nor reopens the episode."""
+    stuck = StuckDetector(1, min_count=3, min_duration_s=0.0)
+    spikes = SpikeDetector(1, window=5, k=6.0, abs_floor=100.0)  # no spikes
+    v = np.array([5.0, 5.0, 5.0, 5.0, np.nan, 5.0, 6.0, 6.0, 6.0, 6.0, 5.0])
+    n = v.shape[0]
+    zeros = np.zeros(n, np.int64)
+    opened = np.zeros(1, bool)
+    got = scan_stuck_and_spikes(stuck, spikes, zeros, np.arange(n, dtype=np.int64) * NS, v,
+                                np.zeros(1, np.int64), opened)
+    assert got.row.tolist() == [2, 8] and got.stuck.all()
+    assert got.score.tolist() == [2.0, 2.0]  # seconds since the run's first reading
+    assert not opened[0]  # the last reading broke the run
+    # the same readings one at a time: the same report
+    stuck = StuckDetector(1, min_count=3, min_duration_s=0.0)
+    spikes = SpikeDetector(1, window=5, k=6.0, abs_floor=100.0)
+    opened = np.zeros(1, bool)
+    one = [i for i in range(n)
+           if len(scan_stuck_and_spikes(stuck, spikes, zeros[:1], np.array([i * NS]),
+                                        v[i:i + 1], np.zeros(1, np.int64), opened))]
+    assert one == [2, 8] and not opened[0]
 
 
 def _scan_vs_update(window: int, mp: int, k: float, floor: float, series: np.ndarray,
