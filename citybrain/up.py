@@ -105,6 +105,7 @@ class Child:
         cmd = [sys.executable, "-m", "citybrain.cli", *argv, "--stats-file", str(self.stats_path)]
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True, preexec_fn=_die_with_parent)
+        self._terminated = False
         self.log_path = log_path
 
     def stats(self) -> dict[str, Any]:
@@ -123,9 +124,15 @@ class Child:
         """The same tier again, same arguments and environment (after a crash or a stop)."""
         return Child(self.name, self.argv, self.var, self.env)
 
-    def terminate_and_wait(self, timeout_s: float) -> int:
-        if self.alive():
+    def terminate(self) -> None:
+        """SIGTERM, once: a second SIGTERM reaching a process that is already exiting (the
+        interpreter restores the default handler as it finalizes) kills it, exit -15."""
+        if self.alive() and not self._terminated:
+            self._terminated = True
             self.proc.send_signal(signal.SIGTERM)
+
+    def terminate_and_wait(self, timeout_s: float) -> int:
+        self.terminate()
         try:
             return self.proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
@@ -478,8 +485,7 @@ class CityRun:
         self._wait_hub_quiet(t)
         # All at once: a cluster hub that sees another leave would adopt its partitions.
         for h in self.hubs:
-            if h.alive():
-                h.proc.send_signal(signal.SIGTERM)
+            h.terminate()
         for h in self.hubs:
             h.terminate_and_wait(t)
         hub = self.hub_stats()

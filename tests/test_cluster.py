@@ -8,7 +8,6 @@ Bounded: every wait has a deadline and fails the test with what it was waiting f
 from __future__ import annotations
 
 import os
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -109,8 +108,7 @@ def rows(influx: InfluxV1Server, db: str, measurement: str) -> set[tuple[Any, ..
 
 def stop_all(children: list[Child]) -> None:
     for c in children:
-        if c.alive():
-            c.proc.send_signal(signal.SIGTERM)
+        c.terminate()  # all at once, and once: a second SIGTERM can kill an exiting hub
     for c in children:
         assert c.terminate_and_wait(90) == 0, f"{c.name} failed; see {c.log_path}"
 
