@@ -119,6 +119,8 @@ class InfluxWriter:
         self.durable_ticket = 0
         self._stop = threading.Event()
         self._deadline = float("inf")
+        self._give_up = threading.Lock()  # stop() and a writer giving up count lines once
+        self._abandoned = False  # stop() gave up on the thread and counted what it held
         self._thread = threading.Thread(target=self._run, name="influx-writer", daemon=True)
         self.failed_batches: list[tuple[str, bytes]] = []
         self.unwritten_lines = 0
@@ -167,6 +169,13 @@ class InfluxWriter:
                 self._release(chunk.lines)
             except queue.Empty:
                 break
+        with self._give_up:
+            if self._thread.is_alive():
+                # still writing at its deadline: what it holds was taken off the queue but
+                # not acknowledged, so it is not known to be stored (InfluxDB may still
+                # apply a request it received): counted unwritten too, once; the WAL keeps it
+                self._abandoned = True
+                self.unwritten_lines += self._queued_lines
         return self.unwritten_lines
 
     def _run(self) -> None:
@@ -228,7 +237,9 @@ class InfluxWriter:
                     self.failed_batches.append((str(exc), body))
                     return False
                 if time.monotonic() > self._deadline:
-                    self.unwritten_lines += sum(by_kind.values())
+                    with self._give_up:
+                        if not self._abandoned:  # else stop() counted it already
+                            self.unwritten_lines += sum(by_kind.values())
                     log.error("gave up writing %d lines at shutdown: %s",
                               sum(by_kind.values()), exc)
                     return None

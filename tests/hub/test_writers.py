@@ -111,3 +111,18 @@ def test_a_batch_is_written_once_submissions_stop_not_after_flush_s() -> None:
     wait_for(lambda: sink.lines == 6, 20, lambda: bodies)
     assert len(bodies) == 2
     assert w.stop(5) == 0
+
+
+def test_a_write_still_in_flight_at_the_stop_deadline_is_counted_unwritten() -> None:
+    """A batch the writer thread has taken but InfluxDB has not acknowledged when ``stop``
+    gives up is not known to be stored: it counts as unwritten (the WAL keeps it), along
+    with what was still queued."""
+    from hub.writer import InfluxWriter
+    sink = GatedSink()  # never opened: the first write hangs
+    w = InfluxWriter(sink, Counters(), batch_lines=1, flush_s=0.01, idle_flush_s=0.01)
+    w.start()
+    w.submit("raw", b"r x=1 1\nr x=2 2\n", 2)
+    wait_for(lambda: w.depth == 0, 5)  # taken by the writer thread, now held at the gate
+    w.submit("raw", b"r x=3 3\n", 1)
+    assert w.stop(0.1) == 3
+    sink.gate.set()  # let the thread finish (it is a daemon; this keeps the test tidy)
