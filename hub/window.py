@@ -406,13 +406,17 @@ def _fold_run(series, ts_ns, value, i0, n, lo, span, capacity, fresh, hot, hi, c
             return np.int64(i), new_rows, nan_run, np.int64(top)
         v = value[i]
         i += np.uint64(1)
-        top = max(top, r)
         if v != v:
             nan_run += 1
+            top = max(top, r)
             continue
         k = r * _NH
         last_ts = hi[k + _TS]
         if last_ts < fresh:
+            # the largest id is tracked here, off the common path: an id not folded into
+            # this window before (in this call or an earlier one, which already reported
+            # it) always opens its record
+            top = max(top, r)
             new_rows += 1
             hi[k] = 1
             hi[k + _TS] = t
