@@ -67,6 +67,10 @@ class CitybrainResult(PeerResult):
     stop_cpu_us_per_reading: float | None = None
     rejected_readings: int = 0
     analytics: bool = True
+    #: readings the hub folded into its windows, and those behind its allowed lateness
+    #: (stored raw, not aggregated): on a live load every reading is aggregated
+    aggregated_readings: int = 0
+    late_readings: int = 0
 
     def as_figures(self, key: str) -> dict[str, float | None]:
         out = super().as_figures(key)
@@ -75,6 +79,8 @@ class CitybrainResult(PeerResult):
         out[f"{key}_stop_cpu_us_per_reading"] = self.stop_cpu_us_per_reading
         out[f"{key}_rejected_readings"] = float(self.rejected_readings)
         out[f"{key}_analytics"] = 1.0 if self.analytics else 0.0
+        out[f"{key}_aggregated_readings"] = float(self.aggregated_readings)
+        out[f"{key}_late_readings"] = float(self.late_readings)
         return out
 
 
@@ -234,4 +240,6 @@ def run_citybrain(host: str, port: int, influx: InfluxV1Server, db: str, n: int,
         publish_msgs_per_s=load.msgs_per_s, cpu_us_per_reading=per_reading(hub_cpu + edge_cpu),
         hub_cpu_us_per_reading=per_reading(hub_cpu), edge_cpu_us_per_reading=per_reading(edge_cpu),
         stop_cpu_us_per_reading=per_reading(max(0.0, stop_cpu)), rejected_readings=rejected,
-        analytics=analytics)
+        analytics=analytics, aggregated_readings=int(final["hub"].get("aggregated_readings", 0)),
+        late_readings=int(final["hub"].get("late_readings", 0))
+        + int(final["hub"].get("early_readings", 0)))

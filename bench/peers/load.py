@@ -6,12 +6,13 @@ QoS 1 on 2 cores, ``../shared/reference/peers.md``), so the load is spread over
 air stations of ``seeds.city.City(1.0)`` and publishes, on each station's real topic
 (``cb/v1/dev/{district}/environment/{system}/{device}/data``), citybrain's JSON data
 message (``citybrain.payload.encode_data``) with three readings (pm2_5, pm10, no2) and a
-per-device sequence number. Device time advances 60 s per message (an air station's
-interval), from a start time ``start_time()`` chosen once per load, so every (device, time)
-is distinct and no point overwrites another. The start is relative to now (the last message
-of every station is at least ``T0_AGO_S`` before the load starts) because citybrain's edge rejects
-device times more than 30 days behind its clock (``ts_past``) or 300 s ahead (``ts_future``);
-the other peers do not look at the time.
+per-device sequence number. Device time advances ``STEP_S`` per message of a station, from
+a start time ``start_time()`` chosen once per load, so every (device, time) is distinct and
+no point overwrites another, and the stations' clocks run about at the pace the load is
+published, as a live city's do (see ``STEP_S``). The last message of every station is
+``LEAD_S`` before the load is built: citybrain's edge rejects device times more than 30 days
+behind its clock (``ts_past``) or 300 s ahead (``ts_future``); the other peers do not look
+at the time.
 
 Payloads are encoded before the start signal, so the rate measured is the MQTT client's and
 the broker's. QoS 1 publishes are capped at ``QOS1_WINDOW`` unacknowledged messages per
@@ -37,14 +38,23 @@ from citybrain.payload import encode_data, record
 from citybrain.topics import DeviceTopic
 from seeds.city import City
 
-#: Device time between two messages of one station, seconds.
+#: Device time between two messages of one station in the load, seconds. The load's 232
+#: stations stand for a city's many: each sends far more often than a real station (every
+#: 60 s), and its clock advances at about the pace the load is published (147 messages per
+#: station in a full load: 7.4 s of device time), as the clocks of a live city do, so an
+#: event-time pipeline sees live traffic. Until 2026-11-22 the step was 60 s, a replay of
+#: ~30 device-minutes per wall second: two publishers a message apart were a minute apart in
+#: device time, so 92-95 % of readings reached citybrain's hub behind its 30 s allowed
+#: lateness and were stored raw but never aggregated (bench/README.md).
+STEP_S = 0.05
+#: How long before the load is built the last message's device time is, seconds: in the
+#: past (never ahead of the edge's clock), a few seconds from live.
+LEAD_S = 2.0
+#: Spacing of ``influx_raw``'s pre-built points (one point per air station and minute).
 INTERVAL_S = 60.0
 #: A fixed first device time (UTC seconds, 2025-11-21T08:00:00Z) for writers whose points
 #: never pass an edge's time checks (``influx_raw``); the load itself uses ``start_time()``.
 T0 = 1_763_712_000.0
-#: How long before the load starts its last device time is, seconds (a day: in the past,
-#: far from the edge's ``max_future_s``, far inside its ``max_past_s`` of 30 days).
-T0_AGO_S = 86_400.0
 #: The three readings of each message, name and unit from ``seeds/catalogue.csv``.
 READINGS = (("pm2_5", "ug/m3", 35.0), ("pm10", "ug/m3", 60.0), ("no2", "ug/m3", 40.0))
 READINGS_PER_MESSAGE = len(READINGS)
@@ -71,18 +81,18 @@ def air_stations(prefix: str = "") -> list[Station]:
 
 
 def start_time(n: int, stations: int, now: float | None = None) -> float:
-    """First device time (UTC seconds, a whole minute) of a load of ``n`` messages
-    round-robin over ``stations`` stations: its last message is at least ``T0_AGO_S`` (at
-    most two minutes more) before ``now`` (default: ``time.time()``)."""
+    """First device time (UTC seconds, a whole second) of a load of ``n`` messages
+    round-robin over ``stations`` stations: its last message is ``LEAD_S`` (at most a second
+    more) before ``now`` (default: ``time.time()``)."""
     per_station = -(-n // max(1, stations))
     now = time.time() if now is None else now
-    return float(int(now - T0_AGO_S - per_station * INTERVAL_S) // 60 * 60)
+    return float(int(now - LEAD_S - (per_station - 1) * STEP_S))
 
 
 def build_messages(stations: list[Station], n: int,
                    t0: float | None = None) -> list[tuple[str, bytes]]:
     """``n`` (topic, payload) pairs, round-robin over ``stations``, seq +1 per device;
-    device time ``t0 + seq × INTERVAL_S`` (``t0`` default: ``start_time(n, len(stations))``).
+    device time ``t0 + seq × STEP_S`` (``t0`` default: ``start_time(n, len(stations))``).
     """
     if t0 is None:
         t0 = start_time(n, len(stations))
@@ -93,7 +103,7 @@ def build_messages(stations: list[Station], n: int,
         s, q = stations[k], seq[k]
         seq[k] += 1
         v = 1.0 + (q % 97) * 0.5  # varied values, deterministic
-        payload = encode_data(s.device, q, t0 + q * INTERVAL_S,
+        payload = encode_data(s.device, q, t0 + q * STEP_S,
                               [record(name, unit, round(base + v, 1))
                                for name, unit, base in READINGS])
         out.append((s.topic, payload))
