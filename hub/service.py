@@ -222,6 +222,8 @@ class Hub:
         self.online_links: dict[str, set[str]] = {}
         self.frame_dedup = Deduplicator(FRAME_DEDUP_WINDOW)
         self._stopping = threading.Event()
+        # stop() gave up waiting for the processing thread: it takes no more WAL records
+        self._gave_up = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hub-worker", daemon=True)
         self._stats = StatsWriter(cfg.stats_path, self.snapshot)
         self.client = make_client(cfg.client_id, cfg.broker, clean_session=False,
@@ -274,15 +276,32 @@ class Hub:
         acknowledge what was taken, process the whole WAL, store everything; with
         ``close_windows_at_exit`` also emit open windows as final. Returns the final counters,
         with what remained: ``unprocessed_wal_records`` (kept on disk for the next run) and
-        ``unwritten_lines_at_exit`` (their WAL records are kept too)."""
+        ``unwritten_lines_at_exit`` (their WAL records are kept too).
+
+        A processing thread still busy after its ``timeout_s`` (a long WAL backlog, a slow
+        window close) is not waited for again: it is told to give up -- it takes no more
+        WAL records and does not close the open windows (the WAL keeps their readings, as
+        with ``close_windows_at_exit`` off) -- and the stopped writer refuses whatever it
+        submits from then on: never written, counted in ``unwritten_lines_at_exit``, its
+        WAL records kept (the checkpoint is not saved while the thread runs, and a refused
+        ticket never becomes durable). The snapshot counts what it submitted up to the
+        moment it is taken; ``processing_unfinished_at_exit`` (1) says the thread was still
+        running then. It is a daemon thread: until it finishes the step in hand or the
+        process exits, it can still aggregate and analyse readings and submit their lines
+        (refused; counted in ``writer.unwritten_lines`` and later ``snapshot()``s, not in
+        the one returned) and publish alarms on the disconnected MQTT client (not sent)."""
         self.wal.close_intake(timeout_s)
         self.client.disconnect()
         self.client.loop_stop()
         self._stopping.set()
         if self._thread.ident is not None:  # started (a failed start stops it too)
             self._thread.join(timeout=timeout_s)
-        unwritten = self.writer.stop(timeout_s)
-        self.counters.inc("unwritten_lines_at_exit", unwritten)
+        if self._thread.is_alive():
+            self._gave_up.set()
+            log.warning("processing still busy after %.0f s: stopping without it; what it "
+                        "submits from now on is counted unwritten, its WAL records are kept",
+                        timeout_s)
+        self.writer.stop(timeout_s)  # its unwritten lines: read live by snapshot()
         if not self._thread.is_alive():
             self.wal.settle(self.writer.durable_ticket, force_save=True)
         self.counters.inc("unprocessed_wal_records",
@@ -290,6 +309,8 @@ class Hub:
         self.wal.close()
         for each in self.sinks:
             each.close()
+        if self._thread.is_alive():  # the snapshots below cannot hold what it does next
+            self.counters.inc("processing_unfinished_at_exit")
         self._stats.stop()
         if self.http is not None:
             self.http.stop()
@@ -300,6 +321,10 @@ class Hub:
 
     def snapshot(self) -> dict[str, Any]:
         snap = self.counters.snapshot()
+        if self._stopping.is_set():
+            # read live, not counted once in stop(): lines a processing thread still running
+            # submits after the writer stopped (refused) are in every later snapshot
+            snap["unwritten_lines_at_exit"] = self.writer.unwritten_lines
         snap["cpu_s"] = time.process_time()
         wal = self.wal.stats(self._offset)
         snap["frame_queue_depth"] = wal.pop("ingress_depth")
@@ -328,7 +353,7 @@ class Hub:
         linger = self.cfg.coalesce_linger_s
         held_since: float | None = None  # when the batch in hand took its first readings
         unmarked = False  # records processed since the last mark_processed
-        while True:
+        while not self._gave_up.is_set():  # stop() no longer waits: its writer refuses lines
             wait = 0.1 if held_since is None else max(
                 0.0, held_since + linger - time.monotonic())
             records = reader.read(64, timeout_s=wait)
@@ -359,7 +384,9 @@ class Hub:
         self._flush_batch()
         reader.close()
         self._replaying = self._skip_raw = False
-        if self.cfg.close_windows_at_exit:
+        # Given up on: every line of a window close would be refused; the WAL keeps the
+        # readings and the next run completes the windows.
+        if self.cfg.close_windows_at_exit and not self._gave_up.is_set():
             self.emit(self.windows.close_all())
             if self.analytics is not None and self.event_clock_ns is not None:
                 self._analytics(lambda a: a.on_minute(self.event_clock_ns or 0,

@@ -12,7 +12,10 @@ nothing has been submitted for ``idle_flush_s`` (waiting longer would make the b
 not bigger: the end of a burst is stored at once instead of up to ``flush_s`` later) -- and
 writes each batch until it is stored: retryable errors back off (honouring Retry-After) and
 try again; a rejected batch (HTTP 400) is counted, logged with the server's message, and
-kept in ``failed_batches`` — never dropped silently.
+kept in ``failed_batches`` — never dropped silently. Once ``stop`` has begun nothing more is
+queued: a late ``submit`` (a processing thread ``stop`` gave up waiting for) is refused --
+its lines counted in ``unwritten_lines`` (and ``write_refused_lines``), logged once -- and
+gets a ticket that never becomes durable, so the WAL keeps the record it came from.
 """
 
 from __future__ import annotations
@@ -121,6 +124,10 @@ class InfluxWriter:
         self._deadline = float("inf")
         self._give_up = threading.Lock()  # stop() and a writer giving up count lines once
         self._abandoned = False  # stop() gave up on the thread and counted what it held
+        # stop() began: submit refuses (counts) instead of queueing, so nothing reaches the
+        # queue after stop drained it -- a chunk there would be neither written nor counted
+        self._closed = False
+        self._refusal_logged = False
         self._thread = threading.Thread(target=self._run, name="influx-writer", daemon=True)
         self.failed_batches: list[tuple[str, bytes]] = []
         self.unwritten_lines = 0
@@ -130,18 +137,37 @@ class InfluxWriter:
 
     def submit(self, kind: str, body: bytes, lines: int) -> int:
         """Queue rendered lines; blocks while ``max_queued_lines`` are waiting. Returns the
-        chunk's ticket (or the last one, if there was nothing to write)."""
+        chunk's ticket (or the last one, if there was nothing to write).
+
+        After ``stop`` has begun (a submit blocked for room is woken by it) the lines are
+        refused: never written, counted in ``unwritten_lines``; the ticket returned is a new
+        one that never becomes durable."""
         if not lines:
             return self.last_ticket
         with self._room:
-            while self._queued_lines and self._queued_lines + lines > self.max_queued_lines:
+            while (not self._closed and self._queued_lines
+                   and self._queued_lines + lines > self.max_queued_lines):
                 self.counters.inc("write_queue_full_waits")
                 self._room.wait(1.0)
-            self._queued_lines += lines
             self.last_ticket += 1
             ticket = self.last_ticket
-        self._queue.put(Chunk(kind, body, lines, ticket))
+            if not self._closed:
+                self._queued_lines += lines
+                # under the lock: a chunk is queued before stop() closes, or not at all
+                self._queue.put(Chunk(kind, body, lines, ticket))
+                return ticket
+        self._refuse(lines)
         return ticket
+
+    def _refuse(self, lines: int) -> None:
+        """Count lines submitted after ``stop`` began as unwritten; warn the first time."""
+        with self._give_up:
+            self.unwritten_lines += lines
+            first, self._refusal_logged = not self._refusal_logged, True
+        self.counters.inc("write_refused_lines", lines)
+        if first:
+            log.warning("writer stopped: %d lines submitted after stop are not written (counted "
+                        "unwritten with any submitted later; the WAL keeps their records)", lines)
 
     def _release(self, lines: int) -> None:
         with self._room:
@@ -157,7 +183,11 @@ class InfluxWriter:
         return self._queued_lines
 
     def stop(self, timeout_s: float) -> int:
-        """Write everything queued, giving up after ``timeout_s``; returns lines not stored."""
+        """Write everything queued, giving up after ``timeout_s``; returns lines not stored
+        so far (``unwritten_lines`` goes on counting lines submitted later: refused)."""
+        with self._room:  # from here on submit refuses; wake any submit waiting for room
+            self._closed = True
+            self._room.notify_all()
         self._deadline = time.monotonic() + timeout_s
         self._stop.set()
         if self._thread.ident is not None:  # started (a failed start stops it too)

@@ -63,7 +63,8 @@ class SplitWriter:
         """Queue rendered lines on their connection; returns the global ticket (or the last
         one if there was nothing to write). Blocks while that connection's queue is full.
         One submitting thread (the hub's processing thread): local and global tickets are
-        then assigned in the same order."""
+        then assigned in the same order. After ``stop`` began the lines are refused and
+        counted (``InfluxWriter.submit``): their ticket never becomes durable."""
         if not lines:
             return self.last_ticket
         name = "other"
@@ -119,7 +120,8 @@ class SplitWriter:
         return sum(w.unwritten_lines for w in self.writers.values())
 
     def stop(self, timeout_s: float) -> int:
-        """Stop all (in parallel: each has ``timeout_s``); returns lines not stored."""
+        """Stop all (in parallel: each has ``timeout_s``); returns lines not stored so far
+        (``unwritten_lines`` goes on counting lines submitted later: refused)."""
         threads = [threading.Thread(target=w.stop, args=(timeout_s,), daemon=True)
                    for w in self.writers.values()]
         for t in threads:

@@ -454,7 +454,9 @@ def accounting_warnings(drained: bool, exits: list[int] | None, final: dict[str,
         out.append(f"hub exit codes {exits}: a hub killed or failed did not store its final "
                    "windows nor write its final counters")
     for key, what in (("unprocessed_wal_records", "WAL records unprocessed"),
-                      ("unwritten_lines_at_exit", "lines unwritten")):
+                      ("unwritten_lines_at_exit", "lines unwritten"),
+                      # its later lines are refused and kept in the WAL, not in the counts
+                      ("processing_unfinished_at_exit", "processing threads still running")):
         if exits is not None and int(final.get(key) or 0):
             out.append(f"the hubs exited with {int(final[key]):,} {what}")
     if not settled:

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 
@@ -352,3 +353,74 @@ def test_torn_wal_tail_is_cut_and_counted_and_the_hub_carries_on(
     total = len(frames) * PER_FRAME
     assert influx_count(influxd.url, unique_db) == total
     assert b["hub_received"] == (kept + 3) * PER_FRAME
+
+
+# -- e. a processing thread still busy when stop() stops waiting for it -----------------------
+@pytest.mark.integration
+@pytest.mark.parametrize("release", ["before_the_snapshot", "after_stop_returns"])
+def test_what_a_processing_thread_busy_past_stop_submits_is_counted_not_lost(
+        fresh_mosquitto: MosquittoServer, influxd: InfluxV1Server, unique_db: str,
+        tmp_path: Path, hubs: list[Hub], monkeypatch: pytest.MonkeyPatch,
+        release: str) -> None:
+    """The processing thread is held (a stand-in for a long backlog or a slow window close)
+    past ``stop``'s wait for it, so the writer stops first. What the thread submits then is
+    never written and never vanishes: it is counted in ``unwritten_lines_at_exit`` -- in
+    the snapshot ``stop`` returns if the thread got to it by then, else in later snapshots,
+    ``processing_unfinished_at_exit`` saying so -- and the WAL keeps every record."""
+    wal_dir = tmp_path / "wal"
+    h = make_hub(fresh_mosquitto, influxd, unique_db, f"hub-{uuid.uuid4().hex[:8]}", wal_dir,
+                 hubs)
+    entered, gate = threading.Event(), threading.Event()
+    store_raw, submit, close_wal = h._store_raw, h.writer.submit, h.wal.close
+    late: list[int] = []  # lines submitted once the writer had stopped
+
+    def held_store_raw(series: np.ndarray, ts: np.ndarray, value: np.ndarray) -> None:
+        entered.set()  # the first batch's raw lines wait for the gate
+        gate.wait(30)
+        store_raw(series, ts, value)
+
+    def recording_submit(kind: str, body: bytes, lines: int) -> int:
+        if gate.is_set():
+            late.append(lines)
+        return submit(kind, body, lines)
+
+    def closing_wal() -> None:  # stop() is past the writer, before its snapshot
+        gate.set()
+        h._thread.join(20)
+        close_wal()
+
+    monkeypatch.setattr(h, "_store_raw", held_store_raw)
+    monkeypatch.setattr(h.writer, "submit", recording_submit)
+    if release == "before_the_snapshot":
+        monkeypatch.setattr(h.wal, "close", closing_wal)
+    frames = frame_series(11, 10, hour_start(2), 5.0)
+    h.start()
+    pub = Publisher(BrokerConfig(fresh_mosquitto.host, fresh_mosquitto.port))
+    try:
+        pub.send(frames)
+        wait_for(lambda: entered.is_set() and h.counters.get("wal_records") == len(frames),
+                 what=h.snapshot)
+        snap = h.stop(timeout_s=0.5)
+        if release == "after_stop_returns":
+            assert snap["processing_unfinished_at_exit"] == 1
+            assert snap["unwritten_lines_at_exit"] == 0 and not late
+            gate.set()
+            wait_for(lambda: not h._thread.is_alive(), 20)
+            snap = h.snapshot()
+        else:
+            assert "processing_unfinished_at_exit" not in snap
+    finally:
+        gate.set()
+        pub.close()
+
+    assert not h._thread.is_alive() and sum(late) > 0
+    assert snap["unwritten_lines_at_exit"] == snap["write_refused_lines"] == sum(late)
+    assert influx_count(influxd.url, unique_db) == 0  # none of it was written
+    assert agg_count_sum(influxd, unique_db, "10s") == 0
+    # Every frame is accounted for: taken (and counted) or left unprocessed in the WAL ...
+    assert snap["frames_in"] + snap["unprocessed_wal_records"] == len(frames)
+    assert snap["hub_received"] == snap["frames_in"] * PER_FRAME
+    # ... which keeps every record for the next run.
+    assert [r[0] for r in wal_records(wal_dir)] == list(range(len(frames)))
+    ck = wal_dir / CHECKPOINT
+    assert not ck.exists() or orjson.loads(ck.read_bytes())["durable_offset"] == 0

@@ -3,12 +3,16 @@ runs ahead of a connection that has not stored its part, and everything lands.""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+
+import pytest
 
 from citybrain.localstack import InfluxV1Server
 from citybrain.stats import Counters
 from hub.sinks import InfluxConfig, make_sink
+from hub.writer import InfluxWriter
 from hub.writers import SplitWriter
 from tests.waiting import wait_for
 
@@ -126,3 +130,65 @@ def test_a_write_still_in_flight_at_the_stop_deadline_is_counted_unwritten() -> 
     w.submit("raw", b"r x=3 3\n", 1)
     assert w.stop(0.1) == 3
     sink.gate.set()  # let the thread finish (it is a daemon; this keeps the test tidy)
+
+
+def refusal_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "citybrain.writer" and r.levelno == logging.WARNING
+            and "after stop" in r.getMessage()]
+
+
+def test_lines_submitted_after_stop_are_counted_unwritten_not_lost(
+        influxd: InfluxV1Server, unique_db: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A submit after ``stop`` (a processing thread the hub gave up waiting for) used to
+    sit in the queue of a writer whose thread had exited: never written, never counted.
+    Now it is refused: counted unwritten, warned about once, and its ticket never becomes
+    durable (so the WAL keeps the record it came from)."""
+    sink = make_sink(InfluxConfig(url=influxd.url, database=unique_db))
+    sink.ensure_target()
+    counters = Counters()
+    w = InfluxWriter(sink, counters, batch_lines=100, flush_s=0.05, idle_flush_s=0.01)
+    w.start()
+    stored = w.submit("raw", b"m,s=1 v=1 1\n", 1)
+    assert w.stop(10) == 0 and w.durable_ticket == stored
+    with caplog.at_level(logging.WARNING, logger="citybrain.writer"):
+        late = [w.submit("raw", b"m,s=2 v=%d %d\n" % (i, i + 2), 1) for i in range(3)]
+    assert late == [stored + 1, stored + 2, stored + 3]  # new tickets ...
+    assert w.durable_ticket == stored  # ... that never become durable
+    assert w.unwritten_lines == counters.get("write_refused_lines") == 3
+    assert w.depth == w.queued_lines == 0  # nothing left behind in the queue
+    assert len(refusal_warnings(caplog)) == 1
+    out = influxd.query('SELECT count(v) FROM "m"', unique_db)
+    assert out["results"][0]["series"][0]["values"][0][1] == 1
+    sink.close()
+
+
+def test_submits_after_stop_are_refused_while_the_writer_thread_still_runs(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """With a write still in flight when ``stop`` gives up, the writer thread lives on:
+    it used to take and write what was submitted after ``stop`` (and a submit waiting
+    for room waited until then). Now ``stop`` wakes the waiting submit and both are
+    refused and counted; the thread only finishes the write it holds."""
+    sink = GatedSink()  # closed during stop: the first write hangs
+    counters = Counters()
+    w = InfluxWriter(sink, counters, batch_lines=1, flush_s=0.01, idle_flush_s=0.01,
+                     max_queued_lines=1)
+    w.start()
+    w.submit("raw", b"r x=1 1\n", 1)
+    wait_for(lambda: w.depth == 0, 5)  # taken by the writer thread, now held at the gate
+    waiting: list[int] = []
+    submitter = threading.Thread(target=lambda: waiting.append(
+        w.submit("raw", b"r x=2 2\n", 1)), daemon=True)
+    submitter.start()
+    wait_for(lambda: counters.get("write_queue_full_waits") > 0, 5)  # no room: it waits
+    with caplog.at_level(logging.WARNING, logger="citybrain.writer"):
+        assert w.stop(0.1) >= 1  # the line in flight (and the woken submit, if counted yet)
+        submitter.join(5)
+        assert not submitter.is_alive()
+        late = w.submit("raw", b"r x=3 3\n", 1)
+    assert w.unwritten_lines == 3 and counters.get("write_refused_lines") == 2
+    assert len(refusal_warnings(caplog)) == 1
+    sink.gate.set()  # the held write completes (InfluxDB may yet apply it: counted anyway)
+    wait_for(lambda: not w._thread.is_alive(), 15)
+    assert sink.bodies == [b"r x=1 1\n"]  # nothing submitted after stop was written
+    assert w.durable_ticket == 1 and sorted([*waiting, late]) == [2, 3]

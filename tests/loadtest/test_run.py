@@ -127,6 +127,9 @@ def test_the_report_says_when_the_accounting_is_incomplete() -> None:
     warned = accounting_warnings(False, [0, -9], clean | {"unwritten_lines_at_exit": 12,
                                                           "write_queued_lines": 3}, False)
     assert len(warned) == 4 and any("-9" in w for w in warned)
+    # a hub that stopped while its processing thread still ran (``Hub.stop``)
+    assert accounting_warnings(True, [0], clean | {"processing_unfinished_at_exit": 1},
+                               True) == ["the hubs exited with 1 processing threads still running"]
     # the hubs get their own stop budget before being killed
     assert hub_stop_budget_s(60.0) > 3 * 60 and hub_stop_budget_s(60.0, 6) > 6 * 3 * 60
 
