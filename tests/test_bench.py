@@ -18,6 +18,7 @@ PROMISED = [
     "stuck_detector_readings_per_s", "lineproto_lines_per_s", "frame_decode_readings_per_s",
     "city_readings_per_s", "e2e_readings_per_s", "hub_cpu_us_per_reading",
     "half_load_p99_aggregated_s", "hub_raw_store_points_per_s", "influx_raw_hub_lines_per_s",
+    "influx_raw_hub_lines_burst_per_s",
     "hub_scaling_1_to_2", "citybrain_peer_readings_per_s",
     # peers, side by side (bench/peers): Node-RED only where Node.js and npm are present
     "raw_subscriber_msgs_per_s", "naive_bridge_readings_per_s",

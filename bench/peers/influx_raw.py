@@ -57,9 +57,11 @@ class RawWriteResult:
         return self.landed_readings / self.seconds if self.seconds > 0 else 0.0
 
 
-def write_batches(influx: InfluxV1Server, db: str, batches: list[bytes],
-                  connections: int) -> tuple[float, int]:
-    """POST every batch over ``connections`` kept-alive connections; (seconds, errors)."""
+def write_batches(influx: InfluxV1Server, db: str, batches: list[bytes], connections: int,
+                  done: list[tuple[float, int]] | None = None) -> tuple[float, int]:
+    """POST every batch over ``connections`` kept-alive connections; (seconds, errors).
+    ``done``, if given, receives ``(seconds since the start, lines)`` per acknowledged
+    batch."""
     path = "/write?" + urllib.parse.urlencode({"db": db, "precision": "ns"})
     todo = list(reversed(batches))
     lock = threading.Lock()
@@ -85,6 +87,8 @@ def write_batches(influx: InfluxV1Server, db: str, batches: list[bytes],
                 if not ok:
                     with lock:
                         errors[0] += 1
+                elif done is not None:
+                    done.append((time.perf_counter() - t0, len(body.splitlines())))
         finally:
             conn.close()
 
