@@ -192,6 +192,7 @@ def cmd_hub(args: argparse.Namespace) -> int:
                     wal_dir=args.wal_dir or Path("var/wal") / args.client_id,
                     wal_max_bytes=int(args.wal_max_mb * 1024**2),
                     write_queue_lines=args.write_queue_lines,
+                    write_connections=args.write_connections,
                     close_windows_at_exit=args.close_windows_at_exit,
                     stats_path=args.stats_file)
     if args.partitions > 0:
@@ -386,6 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     env_option(p, "--wal-max-mb", default=2048.0, type=float,
                help="WAL size limit, MiB; when full the hub stops acknowledging frames and "
                     "the broker holds them")
+    env_option(p, "--write-connections", default=3, type=int,
+               help="InfluxDB connections: one for aggregates and analytics (kept in order), "
+                    "the others for raw readings (in parallel); 1: everything on one")
     env_option(p, "--write-queue-lines", default=500_000, type=int,
                help="lines rendered and waiting for InfluxDB before processing pauses (the "
                     "WAL holds the rest on disk)")
