@@ -289,7 +289,8 @@ class Hub:
         running then. It is a daemon thread: until it finishes the step in hand or the
         process exits, it can still aggregate and analyse readings and submit their lines
         (refused; counted in ``writer.unwritten_lines`` and later ``snapshot()``s, not in
-        the one returned) and publish alarms on the disconnected MQTT client (not sent)."""
+        the one returned) and publish alarms on the disconnected MQTT client (not sent:
+        counted in ``alarms_queued_offline``)."""
         self.wal.close_intake(timeout_s)
         self.client.disconnect()
         self.client.loop_stop()
@@ -584,8 +585,23 @@ class Hub:
         for body, lines in out.bodies:
             self.writer.submit("analytics", body, lines)
         for topic, payload in out.alarms:
-            self.client.publish(topic, payload, qos=1)
+            self._publish_alarm(topic, payload)
+
+    def _publish_alarm(self, topic: str, payload: bytes) -> None:
+        """Publish one alarm (QoS 1) and count what became of it. The alarm is stored in
+        InfluxDB either way (``analytics`` lines); this counts the MQTT notification:
+        ``alarms_published`` (handed to the connection), ``alarms_queued_offline`` (the
+        broker is away: paho keeps the message and sends it once reconnected -- not if the
+        hub stops first) or ``alarms_not_published`` (refused, e.g. paho's queue is full;
+        logged)."""
+        rc = self.client.publish(topic, payload, qos=1).rc
+        if rc == mqtt.MQTT_ERR_SUCCESS:
             self.counters.inc("alarms_published")
+        elif rc == mqtt.MQTT_ERR_NO_CONN:
+            self.counters.inc("alarms_queued_offline")
+        else:
+            self.counters.inc("alarms_not_published")
+            log.warning("alarm on %s not published: %s", topic, mqtt.error_string(rc))
 
     def emit(self, emissions: list[Emission]) -> None:
         """Render windows as ``agg_{label}`` points and hand them to the writer.

@@ -6,12 +6,16 @@ from __future__ import annotations
 import time
 import uuid
 
+import orjson
 import pytest
 
-from citybrain.localstack import InfluxV1Server
+from citybrain import topics
+from citybrain.localstack import InfluxV1Server, MosquittoServer
+from citybrain.mqtt import BrokerConfig, Subscription, connect_and_wait, make_client
 from edge.batcher import FrameBuilder
 from hub.service import Hub, HubConfig
 from hub.sinks import InfluxConfig, ensure_target_with_retry
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -66,6 +70,50 @@ def test_aqi_hourly_daily_and_kitchen_alarms(influxd: InfluxV1Server, unique_db:
     # raised at 50 %LEL, cleared at 0.5; the restaurant named by its device id (the station
     # registered first: restaurants are numbered among kitchens, not by device)
     assert sorted(r[1] for r in alarms) == [0.5, 50.0]
-    assert hub.counters.get("alarms_published") == 2
+    # this hub never connects to a broker: paho keeps both alarms (QoS 1) for a connection
+    # that never comes, and the hub says so instead of counting them published
+    assert hub.counters.get("alarms_queued_offline") == 2
+    assert hub.counters.get("alarms_published") == 0
     count = values(influxd, unique_db, 'SELECT sum("count") FROM agg_1h')
     assert count[0][1] == 26 * 6 * 7
+
+
+def test_kitchen_alarms_reach_the_alarm_topic(mosquitto: MosquittoServer,
+                                              influxd: InfluxV1Server, unique_db: str) -> None:
+    """A hub connected to its broker publishes each alarm transition on the district's
+    alarm topic, and counts it published only then."""
+    broker = BrokerConfig(mosquitto.host, mosquitto.port)
+    got: list[dict] = []
+    rx = make_client(f"rx-{uuid.uuid4().hex[:8]}", broker)
+    sub = Subscription([(topics.alarms_topic("500103"), 1)])
+    rx.on_connect, rx.on_subscribe = sub.on_connect, sub.on_subscribe
+    rx.on_message = lambda c, u, msg: got.append(orjson.loads(msg.payload))
+    connect_and_wait(rx, broker)
+    sub.wait()
+    hub = Hub(HubConfig(client_id=f"hub-{uuid.uuid4().hex[:8]}", broker=broker,
+                        influx=InfluxConfig(url=influxd.url, database=unique_db)))
+    ensure_target_with_retry(hub.sink)
+    hub.writer.start()
+    # the hub's MQTT side only: frames are handed to it directly, as in the test above
+    connect_and_wait(hub.client, broker)
+    try:
+        t0 = int(time.time()) - 3600
+        builder = FrameBuilder("500103", max_readings=1_000)
+        for seq in range(6):  # every 10 minutes: a leak at the second reading, then normal
+            builder.add(KITCHEN, "500103-kitchen-01", seq, t0 + seq * 600, "gas",
+                        50.0 if seq == 1 else 0.5)
+            frame, _, _ = builder.seal()
+            hub.handle_frame(frame)
+            hub.tick(time.monotonic())
+        hub.emit(hub.windows.close_all())
+        wait_for(lambda: len(got) == 2, timeout=10, what=lambda: got)
+    finally:
+        hub.client.disconnect()
+        hub.client.loop_stop()
+        rx.disconnect()
+        rx.loop_stop()
+    assert hub.writer.stop(30) == 0
+    assert [(a["alarm"], a["state"]) for a in got] == [("gas_leak", "raised"),
+                                                       ("gas_leak", "cleared")]
+    assert hub.counters.get("alarms_published") == 2
+    assert hub.counters.get("alarms_queued_offline") == 0
