@@ -37,8 +37,11 @@ def doubled_capacity(capacity: int, needed: int) -> int:
 
 
 def grown(a: np.ndarray, n: int, fill: float | int | bool) -> np.ndarray:
-    """``a`` with its first axis extended to ``n`` rows of ``fill`` (a copy)."""
-    out = np.full((n, *a.shape[1:]), fill, dtype=a.dtype)
+    """``a`` with its first axis extended to ``n`` rows of ``fill`` (a copy). With ``fill``
+    0 the new rows are the allocator's zeroed pages, not written: rows never used then stay
+    out of RAM (capacity doubles; a hub of a million devices grows to millions of rows)."""
+    shape = (n, *a.shape[1:])
+    out = np.zeros(shape, dtype=a.dtype) if fill == 0 else np.full(shape, fill, dtype=a.dtype)
     out[: a.shape[0]] = a
     return out
 

@@ -183,7 +183,10 @@ def test_ring_matches_naive_model(data: st.DataObject) -> None:
     cap = data.draw(st.sampled_from([1, 4, 64]), label="capacity")
     agg = WindowAggregator(wn, n_slots, capacity=cap)
     ref = NaiveRing(wn, n_slots)
-    clock = data.draw(st.integers(-30, 30)) * wn
+    # around 0 (never-used records get the INT64_MIN sentinel) or far after it, as with
+    # real clocks (never-used records stay zero: WindowAggregator._zero_ok)
+    epoch = data.draw(st.sampled_from([0, 10**6]), label="epoch")
+    clock = (epoch + data.draw(st.integers(-30, 30))) * wn
     for _ in range(data.draw(st.integers(1, 7), label="steps")):
         action = data.draw(st.sampled_from(["add", "add", "add", "close_until"]))
         if action == "add":
@@ -410,6 +413,32 @@ def test_capacity_grows_by_doubling_and_keeps_state() -> None:
     assert out.series.tolist() == [0, 1, 9]
     assert out.count.tolist() == [2, 1, 1]
     assert out.sum.tolist() == [5.0, 2.0, 3.0]
+
+
+def test_never_used_records_are_empty_in_windows_starting_at_or_before_zero() -> None:
+    # a window starting at 0: never-used records (last_ts 0 while every window started
+    # after 0) must not read as live ones once such a window takes readings
+    for first in (0, -5):  # windows starting at 0 and at -10
+        agg = WindowAggregator(10, 3, capacity=8)
+        agg.add(_ids(5, 2), _ids(first, first + 1), _arr(1, 2))
+        assert agg._sentinels
+        agg.add(_ids(7), _ids(first + 3), _arr(3))
+        rows = agg.close_all()
+        assert rows.series.tolist() == [2, 5, 7] and rows.count.tolist() == [1, 1, 1]
+
+
+def test_state_grows_from_zeroed_pages_with_real_clocks() -> None:
+    t0 = 1_763_712_000_000_000_000
+    agg = WindowAggregator(10_000_000_000, 5, capacity=4)
+    agg.add(_ids(0, 3), _ids(t0, t0 + 1), _arr(1, 2))
+    assert not agg._sentinels  # ids never used keep zeroed (untouched) pages
+    agg.add(_ids(3, 40, 0), _ids(t0 + 2, t0 + 3, t0 + 4), _arr(3, 4, 5))  # grows past 4
+    assert agg.capacity == 64 and not agg._sentinels
+    out = agg.close_all()
+    assert out.series.tolist() == [0, 3, 40]
+    assert out.count.tolist() == [2, 2, 1]
+    assert out.sum.tolist() == [6.0, 5.0, 4.0]
+    assert out.first.tolist() == [1.0, 2.0, 4.0] and out.last.tolist() == [5.0, 3.0, 4.0]
 
 
 def test_close_until_before_any_reading_makes_old_windows_late() -> None:
