@@ -16,6 +16,7 @@ from citybrain.loadtest.run import (
     LoadtestConfig,
     accounting_warnings,
     hub_stop_budget_s,
+    influx_settings,
     run_loadtest,
     stored_total,
     wait_settled,
@@ -151,3 +152,16 @@ def test_waiting_for_the_count_with_a_live_writer(influxd: InfluxV1Server,
                                   timeout_s=60, settle_s=30, poll_s=0.02)
     wait_for(done.is_set, 30, lambda: "the writer to finish")
     assert (total, settled) == (200, True)
+
+
+def test_a_large_load_gets_an_influxd_that_takes_more_than_100k_devices(tmp_path: Path) -> None:
+    # influxd's defaults refuse a tag's 100,001st value (a partial write, dropped=1)
+    assert influx_settings(1_000)["data"].get("index-version") is None
+    with InfluxV1Server(tmp_path / "influxd", settings=influx_settings(1_000_000)) as influx:
+        assert 'index-version = "tsi1"' in influx.config_path.read_text()
+        influx.create_database("big")
+        for lo, hi in ((0, 100_000), (100_000, 100_050)):  # defaults: HTTP 400 for the 2nd
+            influx.write("big", "\n".join(f"raw_bay,device=d{i} occupied=1i {i + 1}"
+                                          for i in range(lo, hi)), precision="ns")
+        res = influx.query('SELECT count("occupied") FROM raw_bay', db="big")
+        assert res["results"][0]["series"][0]["values"][0][1] == 100_050
