@@ -24,7 +24,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +32,8 @@ from urllib.parse import urlsplit
 from urllib.request import urlopen
 
 import pytest
+
+from tests.waiting import wait_for
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, ConsoleMessage, Page, Request
@@ -90,19 +91,18 @@ def dashboard_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
          "--var-dir", str(var), "--http-port", str(port)], cwd=ROOT,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
+
+    def stored_readings() -> bool:
+        assert proc.poll() is None, f"citybrain up exited; see {var}/log"
+        try:
+            with urlopen(base + "/api/state", timeout=2) as r:
+                return bool(json.loads(r.read())["pipeline"].get("stored_raw", 0) > 0)
+        except (URLError, OSError, ValueError, KeyError):
+            return False
+
     try:
-        deadline = time.monotonic() + 120
-        while True:  # wait until the hub has stored readings: the city is moving
-            assert proc.poll() is None, f"citybrain up exited; see {var}/log"
-            if time.monotonic() > deadline:
-                pytest.fail(f"no readings after 120 s; see {var}/log")
-            try:
-                with urlopen(base + "/api/state", timeout=2) as r:
-                    if json.loads(r.read())["pipeline"].get("stored_raw", 0) > 0:
-                        break
-            except (URLError, OSError, ValueError, KeyError):
-                pass
-            time.sleep(0.5)
+        # wait until the hub has stored readings: the city is moving
+        wait_for(stored_readings, 120, lambda: f"no readings; see {var}/log")
         yield base
     finally:
         proc.send_signal(signal.SIGINT)  # the city drains and stops cleanly

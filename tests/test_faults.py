@@ -22,12 +22,20 @@ import pytest
 
 from citybrain.localstack import free_port, missing_binaries
 from citybrain.up import CityRun, UpConfig
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(bool({"mosquitto", "influxd"} & set(missing_binaries())),
                                 reason="needs mosquitto and influxd (make setup)")
 
 RUN_S = 45.0
 SPEED = 30.0
+# "Mid-stream": at SPEED 30 the city sends ~6,000 readings/s (~80 frames/s) once the tiers are
+# up (~3 s after start); 50,000 readings is ~10 s into the 45 s run, far from either end.
+MID_STREAM_READINGS = 50_000
+# An outage the hub has really had to absorb: the writer's queue fills within ~8 s of
+# InfluxDB going down, then every frame waits in the WAL; 400 records (~30,000 readings) is
+# ~5 s of traffic held only there.
+WAL_BACKLOG_RECORDS = 400
 
 
 class Watch:
@@ -88,11 +96,8 @@ def city(tmp_path: Path) -> Iterator[CityRun]:
 
 def finish(city: CityRun) -> dict[str, Any]:
     """Let the sim end on its own, drain every tier, and return the accounting report."""
-    deadline = time.monotonic() + RUN_S + 90
-    while city.sim.alive():
-        if time.monotonic() > deadline:
-            pytest.fail("the simulator did not finish its run")
-        time.sleep(0.5)
+    wait_for(lambda: not city.sim.alive(), RUN_S + 90,
+             lambda: "the simulator did not finish its run")
     report = city.drain_and_stop()
     assert report["published"] > 50_000, "too little traffic to prove anything"
     assert report["lost"] == 0, {k: report[k] for k in (
@@ -126,6 +131,17 @@ def assert_aggregates_not_doubled(city: CityRun, report: dict[str, Any]) -> None
                                                       "frames_", "aggregated", "replayed"))})
 
 
+def stat(child_stats: dict[str, Any], key: str) -> int:
+    return int(child_stats.get(key) or 0)
+
+
+def wait_mid_stream(city: CityRun, stats: Callable[[], dict[str, Any]], key: str) -> None:
+    """Until ``stats()[key]`` has counted ``MID_STREAM_READINGS`` while the sim still runs."""
+    wait_for(lambda: stat(stats(), key) >= MID_STREAM_READINGS or not city.sim.alive(), 90,
+             lambda: f"{key} to reach {MID_STREAM_READINGS}: {stats().get(key)}")
+    assert city.sim.alive(), f"the sim ended before {key} reached {MID_STREAM_READINGS}"
+
+
 def sleep_until(t0: float, at_s: float) -> None:
     time.sleep(max(0.0, t0 + at_s - time.monotonic()))
 
@@ -141,20 +157,32 @@ def test_broker_restarted_three_times(city: CityRun) -> None:
     assert_aggregates_not_doubled(city, report)
 
 
-def test_influxdb_down_for_30_s(city: CityRun) -> None:
+def test_influxdb_down_until_the_wal_holds_a_backlog(city: CityRun) -> None:
     influx = city.services[-1]
     watch = Watch(lambda: city.hub.stats(), ("wal_backlog_records", "wal_size_bytes",
                                              "stored_raw", "hub_received"))
-    time.sleep(6.0)
+    # traffic is flowing and being stored
+    wait_for(lambda: watch.max["stored_raw"] > 0, 60,
+             lambda: f"the hub to store readings: {city.hub.stats()}")
     influx.stop()
-    time.sleep(30.0)
+    down = time.monotonic()
+    backlog0 = stat(city.hub.stats(), "wal_backlog_records")
+
+    def felt_and_backlogged() -> bool:
+        hub = city.hub.stats()
+        return (sum(hub.get("write_errors", {}).values()) > 0
+                and stat(hub, "wal_backlog_records") >= backlog0 + WAL_BACKLOG_RECORDS)
+
+    wait_for(felt_and_backlogged, 60, lambda: "write errors and a WAL backlog of "
+             f"{WAL_BACKLOG_RECORDS} records: " + str({k: v for k, v in city.hub.stats().items()
+                                                       if k.startswith(("write_", "wal_"))}))
     influx.start()
     back = time.monotonic()
     report = finish(city)
     seen = watch.stop()
     live = report["published"] / RUN_S
     drain = watch.best_rate("stored_raw", back)
-    print(f"InfluxDB down 30 s: WAL peak {seen['wal_backlog_records']} records "
+    print(f"InfluxDB down {back - down:.1f} s: WAL peak {seen['wal_backlog_records']} records "
           f"({seen['wal_size_bytes'] / 2**20:.1f} MiB); live {live:.0f} readings/s, drained "
           f"at up to {drain:.0f} raw points/s ({drain / live:.1f}x live)")
     hub = report["hub"]
@@ -165,7 +193,7 @@ def test_influxdb_down_for_30_s(city: CityRun) -> None:
 
 
 def test_hub_killed_mid_stream(city: CityRun) -> None:
-    time.sleep(15.0)
+    wait_mid_stream(city, lambda: city.hub.stats(), "hub_received")
     city.restart(city.hub, kill=True, down_s=3.0)
     report = finish(city)
     hub = report["hub"]
@@ -175,7 +203,7 @@ def test_hub_killed_mid_stream(city: CityRun) -> None:
 
 
 def test_edge_killed_mid_stream(city: CityRun) -> None:
-    time.sleep(15.0)
+    wait_mid_stream(city, lambda: city.edges[0].stats(), "readings_in")
     before = city.edges[0].stats()
     city.restart(city.edges[0], kill=True, down_s=3.0)
     report = finish(city)

@@ -9,11 +9,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from citybrain.localstack import InfluxV1Server, MosquittoServer
 from citybrain.up import influx_count
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).parents[1]
@@ -72,7 +74,14 @@ def test_ctrl_c_stops_everything_cleanly(tmp_path: Path) -> None:
             if time.monotonic() > deadline:
                 pytest.fail("the city did not start within 120 s")
             time.sleep(0.2)
-        time.sleep(5)
+
+        def stored_raw() -> int:  # the hub's run stats file, rewritten each second
+            assert proc.poll() is None, out_of(proc)
+            return int(_read_stats(var / "run" / "hub.json").get("stored_raw") or 0)
+
+        # the city is moving: readings reached InfluxDB through every tier
+        wait_for(lambda: stored_raw() > 0, 120,
+                 lambda: f"the hub to store readings ({var / 'run' / 'hub.json'})")
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=240)
     finally:
@@ -87,6 +96,15 @@ def out_of(proc: subprocess.Popen[str]) -> str:
     """What a finished child printed (for assertion messages)."""
     out, _ = proc.communicate(timeout=10)
     return out[-3000:]
+
+
+def _read_stats(path: Path) -> dict[str, Any]:
+    """A tier's stats file (written atomically); empty until it exists."""
+    try:
+        doc = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def _processes_mentioning(text: str) -> list[str]:
