@@ -111,6 +111,11 @@ class HubWal:
         self._blocks: deque[list[int]] = deque()  # [first offset, max reading ns]
         self._dirty = False
         self._last_save = 0.0
+        # close() and settle() exclude each other: after close() returns, this process never
+        # writes the checkpoint or trims the log again (a processing thread the hub's stop
+        # gave up on may still call settle, while another node already owns the directory)
+        self._settle_lock = threading.Lock()
+        self._closed = False
 
     # -- network thread ---------------------------------------------------------------------
     def offer(self, mid: int, qos: int, topic: str, payload: bytes) -> None:
@@ -129,7 +134,10 @@ class HubWal:
             self._thread.join(timeout_s)
 
     def close(self) -> None:
-        self.log.close()
+        """Close the log; from then on ``settle`` does nothing (see ``__init__``)."""
+        with self._settle_lock:
+            self._closed = True
+            self.log.close()
 
     @property
     def logging_done(self) -> bool:
@@ -203,7 +211,13 @@ class HubWal:
         self._marks.append((ticket, label, end_ns))
 
     def settle(self, durable_ticket: int, force_save: bool = False) -> None:
-        """Apply what the writer has stored; persist the checkpoint (≤ 1/s); trim the log."""
+        """Apply what the writer has stored; persist the checkpoint (≤ 1/s); trim the log.
+        Nothing once ``close`` has begun."""
+        with self._settle_lock:
+            if not self._closed:
+                self._settle(durable_ticket, force_save)
+
+    def _settle(self, durable_ticket: int, force_save: bool) -> None:
         ck = self.checkpoint
         while self._marks and self._marks[0][0] <= durable_ticket:
             _, label, value = self._marks.popleft()

@@ -302,7 +302,13 @@ def test_settle_trims_only_what_is_stored_and_final(tmp_path: Path,
     # The blocks of the two final windows are forgotten, the third window's is kept.
     assert 0 < wal.log.first_offset <= 8
     assert [r.offset for r in wal.reader()][-4:] == [8, 9, 10, 11]
+    wal.mark_final("10s", 3 * w, ticket=3)
     wal.close()
+    # closed: a late settle (a processing thread stop gave up on) neither saves nor trims
+    first = wal.log.first_offset
+    wal.settle(durable_ticket=3, force_save=True)
+    assert orjson.loads((tmp_path / CHECKPOINT).read_bytes()) == ck
+    assert wal.log.first_offset == first
 
 
 # -- d. a torn tail -----------------------------------------------------------------------
