@@ -221,7 +221,7 @@ class Slots:
     nominal: np.ndarray   # float64
     lo: np.ndarray        # float64: catalogue min
     hi: np.ndarray        # float64: catalogue max
-    is_int: np.ndarray    # bool
+    scale: np.ndarray     # float64: 10**decimals the firmware reports (1: integers)
     per_device: np.ndarray  # int64[n_devices]: measurements m of each device
 
     @classmethod
@@ -235,13 +235,14 @@ class Slots:
         # Per (kind, position) tables, then one gather per column.
         width = max(len(c) for c in per_kind)
         tab = np.zeros((5, len(KINDS), width))
+        tab[4] = 1.0  # scale of the padding (never gathered)
         for ki, (kname, chans) in enumerate(zip(KINDS, per_kind, strict=True)):
             for j, c in enumerate(chans):
                 tab[:, ki, j] = (codes[c.name], NOMINAL.get((kname, c.name), (c.lo + c.hi) / 2),
-                                 c.lo, c.hi, float(c.is_int))
+                                 c.lo, c.hi, reported_scale(c))
         k = kind[device]
         return cls(device, position, tab[0, k, position].astype(np.uint16), tab[1, k, position],
-                   tab[2, k, position], tab[3, k, position], tab[4, k, position] > 0, m)
+                   tab[2, k, position], tab[3, k, position], tab[4, k, position], m)
 
     def __len__(self) -> int:
         return int(self.device.shape[0])
@@ -258,12 +259,19 @@ class Slots:
         return self.published_per_device(k0 + n) - self.published_per_device(k0)
 
 
-def jittered(nominal: np.ndarray, lo: np.ndarray, hi: np.ndarray, is_int: np.ndarray,
+def reported_scale(c: Channel) -> float:
+    """``10**decimals`` of what the firmware reports for ``c`` (``Channel.clean``: 1 for
+    integers): a load reading is rounded as a device's is, e.g. PM2.5 to 0.1 µg/m³."""
+    return 1.0 if c.is_int else 10.0 ** c.decimals
+
+
+def jittered(nominal: np.ndarray, lo: np.ndarray, hi: np.ndarray, scale: np.ndarray,
              u: np.ndarray) -> np.ndarray:
-    """``nominal * (1 ± JITTER)`` by uniforms ``u`` in [0, 1), clamped to ``[lo, hi]``;
-    integers rounded. Always inside the catalogue range (the edge and hub accept it)."""
+    """``nominal * (1 ± JITTER)`` by uniforms ``u`` in [0, 1), rounded to the reported
+    precision (``reported_scale``) and clamped to ``[lo, hi]``. Always inside the catalogue
+    range (the edge and hub accept it)."""
     v = nominal * (1.0 + JITTER * (2.0 * u - 1.0))
-    v = np.where(is_int, np.rint(v), v)
+    v = np.rint(v * scale) / scale
     return np.clip(v, lo, hi)
 
 
@@ -361,7 +369,7 @@ class FrameBuilder:
         self.nominal = np.ascontiguousarray(sl.nominal, dtype=np.float64)
         self.lo = np.ascontiguousarray(sl.lo, dtype=np.float64)
         self.hi = np.ascontiguousarray(sl.hi, dtype=np.float64)
-        self.is_int = np.ascontiguousarray(sl.is_int, dtype=np.bool_)
+        self.scale = np.ascontiguousarray(sl.scale, dtype=np.float64)
         self.strings = DeviceStrings(district.code, [district.ids[i] for i in ranked],
                                      [district.systems[i] for i in ranked],
                                      list(measurement_names()))
@@ -386,7 +394,7 @@ class FrameBuilder:
         u = self._u[:n]
         rng.random(out=u)
         top = kernels.fill_frame(k0, self.rank, self.position, self.per_slot, self.name,
-                                 self.nominal, self.lo, self.hi, self.is_int, JITTER,
+                                 self.nominal, self.lo, self.hi, self.scale, JITTER,
                                  span.split, span.lo_shift, span.hi_shift, u, ts, body.ts_ns,
                                  body.value, body.seq, body.device, body.name)
         if top >= 1 << 32:
@@ -426,21 +434,22 @@ class MessageTable:
     nominal: np.ndarray   # float64[n_kinds, width]
     lo: np.ndarray
     hi: np.ndarray
-    int_mask: np.ndarray  # bool[n_kinds, width]
+    scale: np.ndarray     # float64[n_kinds, width]: ``reported_scale``
 
     @classmethod
     def of(cls, kind: np.ndarray, readings_per_message: int) -> MessageTable:
         chans = [kind_channels(k)[:readings_per_message] for k in KINDS]
         width = max(len(c) for c in chans)
         tab = np.zeros((4, len(KINDS), width))
+        tab[3] = 1.0  # scale of the padding: computed for whole rows, never sent
         for ki, (kn, cs) in enumerate(zip(KINDS, chans, strict=True)):
             for j, c in enumerate(cs):
                 tab[:, ki, j] = (NOMINAL.get((kn, c.name), (c.lo + c.hi) / 2), c.lo, c.hi,
-                                 float(c.is_int))
+                                 reported_scale(c))
         r = np.array([len(c) for c in chans], dtype=np.int64)[kind]
         return cls(r, kind, [[(c.name, c.unit) for c in cs] for cs in chans],
                    [[c.is_int for c in cs] for cs in chans], tab[0], tab[1], tab[2],
-                   tab[3] > 0)
+                   tab[3])
 
     @property
     def width(self) -> int:
@@ -450,8 +459,8 @@ class MessageTable:
         """Values of one message per ``dev[i]`` from uniforms ``u`` (float64[n, width]):
         rows padded to ``width`` (only the first ``readings[dev[i]]`` are sent)."""
         k = self.kind[dev]
-        v = jittered(self.nominal[k], self.lo[k], self.hi[k], self.int_mask[k], u)
-        out: list[list[float]] = np.round(v, 3).tolist()
+        v = jittered(self.nominal[k], self.lo[k], self.hi[k], self.scale[k], u)
+        out: list[list[float]] = v.tolist()
         return out
 
 

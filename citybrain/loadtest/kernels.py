@@ -105,14 +105,14 @@ def item_times(j0: int, ends: np.ndarray, share: float, t0: np.ndarray, t1: np.n
 @njit(cache=True, nogil=True, error_model="numpy")
 def fill_frame(k0: int, rank: np.ndarray, position: np.ndarray, per_slot: np.ndarray,
                name: np.ndarray, nominal: np.ndarray, lo: np.ndarray, hi: np.ndarray,
-               is_int: np.ndarray, jitter: float, split: int, lo_shift: int, hi_shift: int,
+               scale: np.ndarray, jitter: float, split: int, lo_shift: int, hi_shift: int,
                u: np.ndarray, ts_in: np.ndarray, ts_out: np.ndarray, value_out: np.ndarray,
                seq_out: np.ndarray, device_out: np.ndarray, name_out: np.ndarray) -> int:
     """Columns of a district's readings ``k0 .. k0 + len(u) - 1`` (``devices`` module doc).
 
     Per slot (length ``S``): ``rank`` of its device, measurement ``position``, ``per_slot``
     measurements of its device, ``name`` code and the value model (``nominal``, ``lo``,
-    ``hi``, ``is_int``; ``jitter`` relative, as ``devices.jittered``). A reading's device
+    ``hi``, ``scale``; ``jitter`` relative, as ``devices.jittered``). A reading's device
     column is ``rank - (lo_shift if rank < split else hi_shift)`` (its index in the frame's
     device table). ``u``: uniforms in [0, 1), one per reading; ``ts_in``: timestamps,
     copied. Returns the largest seq (int64) so the caller can refuse one past the u32
@@ -128,8 +128,7 @@ def fill_frame(k0: int, rank: np.ndarray, position: np.ndarray, per_slot: np.nda
         seq_out[i] = q
         # devices.jittered, operation for operation.
         v = nominal[slot] * (1.0 + jitter * (2.0 * u[i] - 1.0))
-        rounded = np.rint(v)  # both computed: a select, not a mispredicted branch
-        v = rounded if is_int[slot] else v
+        v = np.rint(v * scale[slot]) / scale[slot]  # the precision the firmware reports
         value_out[i] = _clip(v, lo[slot], hi[slot])
         r = rank[slot]
         device_out[i] = r - (lo_shift if r < split else hi_shift)

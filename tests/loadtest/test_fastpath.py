@@ -40,7 +40,7 @@ def reference_frame(district: DistrictDevices, k0: int, n: int, frame_seq: int,
     cycle, slot = np.divmod(k, len(sl))
     dev = sl.device[slot]
     seq = cycle * sl.per_device[dev] + sl.position[slot]
-    value = jittered(sl.nominal[slot], sl.lo[slot], sl.hi[slot], sl.is_int[slot],
+    value = jittered(sl.nominal[slot], sl.lo[slot], sl.hi[slot], sl.scale[slot],
                      rng.random(n))
     uniq, inv = np.unique(dev, return_inverse=True)
     ul = uniq.tolist()
