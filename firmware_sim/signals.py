@@ -25,7 +25,7 @@ from functools import cache
 
 import numpy as np
 
-from seeds.city import catalogue_by_kind
+from seeds.city import catalogue_by_kind, load_catalogue
 
 LOCAL_UTC_OFFSET_S = 8 * 3600  # Chongqing: China Standard Time, UTC+8
 DAY_S = 86_400.0
@@ -34,20 +34,12 @@ SUMMER_PEAK_DAY = 200.0
 TAU = 2.0 * math.pi
 _SEASON_PHASE = TAU * SUMMER_PEAK_DAY / 365.2425
 
-#: Reported precision (decimal places) per (kind, measurement). Integers have 0 and are ints.
+#: Reported precision (decimal places) per (kind, measurement), from the catalogue's
+#: ``resolution`` (the hub scores spikes against the same steps). Integers have 0 and are
+#: ints. Water: mg/L to 2 places, but NH3-N and TP to 3 (their class I limits are 0.15 and
+#: 0.02 mg/L).
 DECIMALS: dict[tuple[str, str], int] = {
-    ("air", "pm2_5"): 1, ("air", "pm10"): 1, ("air", "so2"): 1, ("air", "no2"): 1,
-    ("air", "co"): 3, ("air", "o3"): 1, ("air", "temp"): 1, ("air", "humidity"): 1,
-    # mg/L to 2 places, but NH3-N and TP to 3: their class I limits are 0.15 and 0.02 mg/L.
-    ("water", "ph"): 2, ("water", "do"): 2, ("water", "codmn"): 2, ("water", "nh3n"): 3,
-    ("water", "tp"): 3, ("water", "turbidity"): 1, ("water", "water_temp"): 1,
-    ("noise", "laeq"): 1, ("noise", "lmax"): 1,
-    ("bay", "battery"): 2,
-    ("lot", "entries"): 0, ("lot", "exits"): 0, ("lot", "free"): 0,
-    ("kitchen", "cold_temp"): 1, ("kitchen", "prep_temp"): 1, ("kitchen", "humidity"): 1,
-    ("kitchen", "gas"): 1, ("kitchen", "co"): 1, ("kitchen", "fume"): 2,
-    ("kitchen", "uv_minutes"): 1,
-}
+    (m.kind, m.name): max(0, round(-math.log10(m.resolution))) for m in load_catalogue()}
 
 #: The numeric measurements each kind's periodic message carries, in message order.
 CHANNELS: dict[str, tuple[str, ...]] = {

@@ -52,7 +52,7 @@ from hub.series import (
 from hub.sketch import LogHistogram
 from hub.water import classify_water
 from hub.window import WindowBatch
-from seeds.city import City
+from seeds.city import City, load_catalogue
 
 log = logging.getLogger("citybrain.analytics")
 
@@ -194,6 +194,9 @@ class AnalyticsConfig:
     stuck_min_duration_s: float = 3600.0
     spike_window: int = 31
     spike_k: float = 6.0
+    #: resolution steps of its sensor a reading must move to be a spike when its history's
+    #: MAD is 0 (quantised values: a mostly constant history; see ``SpikeDetector``)
+    spike_floor_steps: float = 3.0
     drift_k: float = 4.0
     drift_hours: int = 3
 
@@ -294,6 +297,9 @@ class CityAnalytics:
             slot[scored] = len(self._stuck_open) + np.arange(len(scored))
             self.s_slot = cols["s_slot"].extend(slot)
             self._stuck_open = cols["_stuck_open"].extend(np.zeros(len(scored), bool))
+            k_new, n_new = self.s_kind[k0:n][scored], self.s_name[k0:n][scored]
+            self.spikes.set_floor(slot[scored], self.cfg.spike_floor_steps
+                                  * RESOLUTION_OF[k_new, n_new])
             self.s_role = cols["s_role"].extend(
                 ROLE_OF[self.s_kind[k0:n], self.s_name[k0:n]])
             self.s_kitchen_code = cols["s_kitchen_code"].extend(
@@ -816,6 +822,18 @@ def _role_of() -> np.ndarray:
 
 
 ROLE_OF = _role_of()
+
+
+def _resolution_of() -> np.ndarray:
+    """``RESOLUTION_OF[kind code, global name code]``: the smallest step the sensor reports
+    (catalogue ``resolution``, in the measurement's unit; 1 where the kind has none)."""
+    out = np.ones((len(KIND_CODE), len(GLOBAL_NAMES)), dtype=np.float64)
+    for m in load_catalogue():
+        out[KIND_CODE[m.kind], GLOBAL_CODE[m.name]] = m.resolution
+    return out
+
+
+RESOLUTION_OF = _resolution_of()
 
 
 def _zone(z: Any) -> int:

@@ -41,8 +41,10 @@ mean of the two middle values for an even count), ``dev = |x - median|``:
 * ``mad > 0``: ``score = dev / (1.4826 * mad)``; flagged when ``dev > (k * 1.4826) * mad``
   (the same test as ``score > k`` without a division).
 * ``mad == 0`` (at least half the history identical): ``score = inf`` if ``dev > 0`` else
-  ``0``; flagged when ``dev > abs_floor``. ``abs_floor`` is in the series' unit: set it to a
-  few resolution steps of the sensor (default 0: any change after a constant history).
+  ``0``; flagged when ``dev > floor``, the series' own floor (``SpikeDetector.set_floor``;
+  ``abs_floor`` until set), in its unit: a few resolution steps of the sensor (0: any
+  change after a constant history). Real sensors report quantised values, so a history
+  that is mostly one value is common; the hub sets 3 steps (``AnalyticsConfig``).
 
 Then the reading joins the history (flagged or not), so a genuine level shift stops being
 flagged after about ``window / 2`` readings. Unscored readings have ``score``, ``median``,
@@ -298,7 +300,7 @@ def _median_mad_sorted(a, off, c):
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
-def _spike_kernel(series, value, f, b, u, rw, w, nrw, last_mask, min_periods, kc, abs_floor,
+def _spike_kernel(series, value, f, b, u, rw, w, nrw, last_mask, min_periods, kc, floor,
                   o_flag, o_score, o_med, o_mad):
     """Per reading: score against the history, then add the reading to it.
 
@@ -342,7 +344,7 @@ def _spike_kernel(series, value, f, b, u, rw, w, nrw, last_mask, min_periods, kc
                 o_flag[i] = dev > kc * mad
             else:
                 o_score[i] = np.inf if dev > 0.0 else 0.0
-                o_flag[i] = dev > abs_floor
+                o_flag[i] = dev > floor[s]
             o_med[i] = med
             o_mad[i] = mad
         else:
@@ -394,7 +396,7 @@ def _spike_kernel(series, value, f, b, u, rw, w, nrw, last_mask, min_periods, kc
 
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
 def _scan_kernel(series, ts_ns, value, slot, anchor, run_count, run_start, min_count,
-                 min_ns, tolerance, f, b, u, rw, w, nrw, last_mask, min_periods, kc, abs_floor,
+                 min_ns, tolerance, f, b, u, rw, w, nrw, last_mask, min_periods, kc, floor,
                  stuck_open, o_row, o_stuck, o_run_ns, o_spike):
     """``_stuck_kernel`` and ``_spike_kernel`` over the readings whose series has a state
     ``slot`` (``slot[series] >= 0``; the detectors' and ``stuck_open``'s row), in one pass,
@@ -419,7 +421,7 @@ def _scan_kernel(series, ts_ns, value, slot, anchor, run_count, run_start, min_c
     med) <= mad``, each term the very subtraction the search makes (exact in floating
     point). If ``dev <= kc * lb`` (rounding is monotone: ``kc * lb <= kc * mad``) the reading
     is no spike: ``lb > 0`` means ``mad > 0`` and ``dev <= kc * mad``, ``lb == 0`` means
-    ``dev == 0 <= abs_floor``. The probe ``i = h // 2`` (about the quartiles) makes ``lb``
+    ``dev == 0 <= floor[s]``. The probe ``i = h // 2`` (about the quartiles) makes ``lb``
     close to the MAD for a roughly symmetric history, so in practice only readings beyond
     about ``k`` robust units take the search (and every reading of an even count)."""
     ow = 8 * w
@@ -481,7 +483,7 @@ def _scan_kernel(series, ts_ns, value, slot, anchor, run_count, run_start, min_c
                         spike = dev > kc * mad
                     else:
                         score = np.inf if dev > 0.0 else 0.0
-                        spike = dev > abs_floor
+                        spike = dev > floor[s]
             # -- history update (the same in _spike_kernel and _scan_kernel: keep them in step)
             if c == w:  # full: evict the oldest value, the one ring slot p ranks
                 jo = np.int64(b[rb + p])
@@ -675,7 +677,7 @@ class SpikeDetector:
 
     Settings: ``window`` (history length W, 1..127), ``k`` (robust units), ``min_periods``
     (history needed to score, default W), ``abs_floor`` (deviation that counts when the MAD
-    is 0).
+    is 0, for every series whose own floor is not set with ``set_floor``).
 
     State: one record per series id, ``8 * (W + ceil(W / 8) + 1)`` bytes (288 for W = 31),
     so a reading touches one contiguous block: the history sorted ascending (W float64,
@@ -710,6 +712,8 @@ class SpikeDetector:
         in_last = w - 8 * (self._rank_words - 1)  # ranks in the last word: 1..8
         self._last_mask = np.uint64(int(_SWAR_HI) & ((1 << 8 * in_last) - 1))
         self._rec = np.zeros((int(n_series), 8 * self._rec_words), dtype=np.uint8)
+        #: per series id: the deviation that counts when the MAD is 0 (``set_floor``)
+        self._floor = np.full(int(n_series), self.abs_floor)
 
     @property
     def capacity(self) -> int:
@@ -722,7 +726,29 @@ class SpikeDetector:
 
     def _ensure(self, needed: int) -> None:
         if needed > self.capacity:
-            self._rec = _grown(self._rec, _new_capacity(self.capacity, needed), 0)
+            cap = _new_capacity(self.capacity, needed)
+            self._rec = _grown(self._rec, cap, 0)
+            self._floor = _grown(self._floor, cap, self.abs_floor)
+
+    def set_floor(self, series: np.ndarray, floor: np.ndarray | float) -> None:
+        """The deviation that counts as a spike when the MAD is 0, per series id (int64
+        ids; ``floor`` in each series' unit, ``>= 0``, one per id or one for all). Set it to
+        a few resolution steps of the sensor: a quantised reading whose history is mostly
+        one value has MAD 0, and a floor of 0 flags every one-step change. Ids not set keep
+        ``abs_floor``."""
+        s = _check_1d("series", series, np.int64)
+        fl = np.broadcast_to(np.asarray(floor, dtype=np.float64), s.shape)
+        if not (fl >= 0.0).all():
+            raise ValueError("floor must be >= 0 (not NaN)")
+        self._ensure(_check_ids("series", s))
+        self._floor[s] = fl
+
+    @property
+    def floor(self) -> np.ndarray:
+        """Per series id, the deviation that counts when the MAD is 0 (read-only view)."""
+        v = self._floor.view()
+        v.flags.writeable = False
+        return v
 
     def _kernel_args(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int, int,
                                     np.uint64]:
@@ -749,7 +775,7 @@ class SpikeDetector:
         mad = np.empty(n, dtype=np.float64)
         if n:
             _spike_kernel(s, v, *self._kernel_args(), self.min_periods, self.k * MAD_SCALE,
-                          self.abs_floor, flag, score, med, mad)
+                          self._floor, flag, score, med, mad)
         return SpikeResult(flag, _reason(flag, REASON_SPIKE), score, med, mad)
 
     def history(self, series: int) -> np.ndarray:
@@ -848,7 +874,7 @@ def scan_stuck_and_spikes(stuck: StuckDetector, spikes: SpikeDetector, series: n
         k = int(_scan_kernel(
             s, t, v, sl, stuck._anchor, stuck._run_count, stuck._run_start, stuck.min_count,
             min_ns, stuck.tolerance, *spikes._kernel_args(), spikes.min_periods,
-            spikes.k * MAD_SCALE, spikes.abs_floor, op, row, is_stuck, run_ns, spike_score))
+            spikes.k * MAD_SCALE, spikes._floor, op, row, is_stuck, run_ns, spike_score))
     if k < 0:
         i = -1 - k
         raise ValueError(f"series {int(s[i])} (reading {i}) has slot {int(sl[s[i]])}, past "

@@ -48,6 +48,7 @@ class Measurement:
     min: float
     max: float
     dtype: str  # float | int | bool | enum
+    resolution: float  # the smallest step the instrument reports, in ``unit`` (1: counts)
     hj212: str
     label_zh: str
     label_en: str
@@ -113,7 +114,8 @@ def load_catalogue() -> tuple[Measurement, ...]:
     with (SEEDS_DIR / "catalogue.csv").open(encoding="utf-8") as fh:
         return tuple(
             Measurement(r["kind"], r["name"], r["unit"], float(r["min"]), float(r["max"]),
-                        r["dtype"], r["hj212"], r["label_zh"], r["label_en"])
+                        r["dtype"], float(r["resolution"]), r["hj212"], r["label_zh"],
+                        r["label_en"])
             for r in csv.DictReader(fh))
 
 

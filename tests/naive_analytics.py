@@ -113,6 +113,7 @@ class NaiveSpike:
     min_periods: int
     abs_floor: float = 0.0
     hist: dict[int, deque[float]] = field(default_factory=dict)
+    floors: dict[int, float] = field(default_factory=dict)  # per series: set_floor
 
     def update(self, series: Sequence[int], value: Sequence[float]
                ) -> list[tuple[bool, float, float, float]]:
@@ -130,7 +131,8 @@ class NaiveSpike:
                 if mad > 0:
                     out.append((dev > kc * mad, dev / (1.4826 * mad), med, mad))
                 else:
-                    out.append((dev > self.abs_floor, math.inf if dev > 0 else 0.0, med, mad))
+                    floor = self.floors.get(s, self.abs_floor)
+                    out.append((dev > floor, math.inf if dev > 0 else 0.0, med, mad))
             else:
                 out.append((False, math.nan, math.nan, math.nan))
             h.append(v)

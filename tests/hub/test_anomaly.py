@@ -136,6 +136,10 @@ def test_spike_matches_reference(data: st.DataObject, window: int, k: float,
     mp = data.draw(st.integers(1, window), label="min_periods")
     det = SpikeDetector(2, window=window, k=k, min_periods=mp, abs_floor=floor)
     ref = NaiveSpike(window, k, mp, floor)
+    own = data.draw(st.sampled_from([None, 0.0, 0.25, 1.0]), label="series 1's own floor")
+    if own is not None:
+        det.set_floor(np.array([1]), own)
+        ref.floors[1] = own
     for _ in range(data.draw(st.integers(1, 4), label="batches")):
         s, _, v = data.draw(batch(max_n=120))
         got = det.update(s, v)
@@ -173,6 +177,10 @@ def test_scan_equals_both_detectors(data: st.DataObject, min_count: int, min_s: 
              for _ in range(2)]
     # pair 0 (the detectors' own updates) by series id, pair 1 (the scan) by slot
     opened = [np.zeros(n_series, dtype=bool), np.zeros(len(scored_ids), dtype=bool)]
+    own = np.array(data.draw(st.lists(st.sampled_from([0.0, 0.2, 1.0]), min_size=n_series,
+                                      max_size=n_series), label="own floors"))
+    pairs[0][1].set_floor(scored_ids, own[scored_ids])
+    pairs[1][1].set_floor(slot[scored_ids], own[scored_ids])
 
     def by_numpy(k: int, s: np.ndarray, t: np.ndarray, v: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -500,3 +508,19 @@ def test_empty_batches_and_validation() -> None:
         SpikeDetector().update(np.zeros(2, np.int64), np.ones(1))
     with pytest.raises(ValueError, match="min_periods"):
         SpikeDetector(window=5, min_periods=6)
+
+
+def test_a_series_floor_keeps_one_quantisation_step_from_being_a_spike() -> None:
+    """A quantised sensor (0.1 steps) whose history is mostly one value has MAD 0: with
+    the default floor 0 every one-step change is a spike; with its own floor of 3 steps
+    only a larger jump is."""
+    det = SpikeDetector(2, window=9, k=6.0)
+    det.set_floor(np.array([1]), 0.3)
+    assert det.floor.tolist() == [0.0, 0.3]
+    history = [0.5] * 6 + [0.6, 0.5, 0.4]  # MAD 0: six of nine identical
+    for sid in (0, 1):
+        det.update(np.full(9, sid), np.array(history))
+    got = det.update(np.array([0, 1, 0, 1]), np.array([0.6, 0.6, 0.9, 0.9]))
+    assert got.flag.tolist() == [True, False, True, True]
+    with pytest.raises(ValueError, match="floor"):
+        det.set_floor(np.array([0]), -1.0)

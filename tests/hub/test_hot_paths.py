@@ -22,7 +22,7 @@ from hub.service import Hub, HubConfig, _frame_clock
 from hub.sinks import InfluxConfig
 from hub.sketch import LogHistogram
 from hub.warmup import CountingSink
-from seeds.city import City, catalogue_by_kind
+from seeds.city import KINDS, City, catalogue_by_kind
 
 S = 1_000_000_000
 T0 = 1_763_712_000 * S  # a minute boundary
@@ -195,3 +195,20 @@ def test_percentiles_of_a_batch_spread_over_hours() -> None:
         h = LogHistogram(0.02, an._pct_groups, 1e-3, 1e6)
         h.add(group[sel], value[sel])
         np.testing.assert_array_equal(an._pct[m].counts, h.counts)
+
+
+def test_scored_series_get_a_spike_floor_of_three_sensor_steps() -> None:
+    """The spike floor of each scored series is ``spike_floor_steps`` resolution steps of
+    its sensor (catalogue ``resolution``): a kitchen's gas reading (0.1 %LEL steps) needs
+    more than 0.3 %LEL to spike after a mostly constant history."""
+    registry, batches = _city_batches(5, 2)
+    an = CityAnalytics(registry.city, registry)
+    for series, device, ts, value in batches:
+        an.on_readings(series, device, ts, value, int(ts.max()))
+    res = {(m.kind, m.name): m.resolution for ms in catalogue_by_kind().values()
+           for m in ms.values()}
+    scored = np.flatnonzero(an.s_scored)
+    assert len(scored)
+    for sid in scored.tolist():
+        kind, name = KINDS[int(an.s_kind[sid])], GLOBAL_NAMES[int(an.s_name[sid])]
+        assert an.spikes.floor[an.s_slot[sid]] == pytest.approx(3 * res[(kind, name)])
