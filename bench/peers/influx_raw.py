@@ -57,13 +57,20 @@ class RawWriteResult:
         return self.landed_readings / self.seconds if self.seconds > 0 else 0.0
 
 
+def _line_count(body: bytes) -> int:
+    """Lines in a body of line protocol (a trailing newline ends the last, no more)."""
+    return body.count(b"\n") + (0 if body.endswith(b"\n") or not body else 1)
+
+
 def write_batches(influx: InfluxV1Server, db: str, batches: list[bytes], connections: int,
                   done: list[tuple[float, int]] | None = None) -> tuple[float, int]:
     """POST every batch over ``connections`` kept-alive connections; (seconds, errors).
     ``done``, if given, receives ``(seconds since the start, lines)`` per acknowledged
     batch."""
     path = "/write?" + urllib.parse.urlencode({"db": db, "precision": "ns"})
-    todo = list(reversed(batches))
+    # lines per batch counted before the clock starts: the client threads only send bytes
+    todo = [(body, _line_count(body) if done is not None else 0)
+            for body in reversed(batches)]
     lock = threading.Lock()
     errors = [0]
 
@@ -74,7 +81,7 @@ def write_batches(influx: InfluxV1Server, db: str, batches: list[bytes], connect
                 with lock:
                     if not todo:
                         return
-                    body = todo.pop()
+                    body, lines = todo.pop()
                 try:
                     conn.request("POST", path, body=body)
                     resp = conn.getresponse()
@@ -88,7 +95,7 @@ def write_batches(influx: InfluxV1Server, db: str, batches: list[bytes], connect
                     with lock:
                         errors[0] += 1
                 elif done is not None:
-                    done.append((time.perf_counter() - t0, len(body.splitlines())))
+                    done.append((time.perf_counter() - t0, lines))
         finally:
             conn.close()
 
