@@ -121,7 +121,6 @@ def test_a_write_still_in_flight_at_the_stop_deadline_is_counted_unwritten() -> 
     """A batch the writer thread has taken but InfluxDB has not acknowledged when ``stop``
     gives up is not known to be stored: it counts as unwritten (the WAL keeps it), along
     with what was still queued."""
-    from hub.writer import InfluxWriter
     sink = GatedSink()  # never opened: the first write hangs
     w = InfluxWriter(sink, Counters(), batch_lines=1, flush_s=0.01, idle_flush_s=0.01)
     w.start()
