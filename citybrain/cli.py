@@ -21,14 +21,38 @@ from typing import Any
 from citybrain.mqtt import BrokerConfig
 
 ENV_PREFIX = "CITYBRAIN_"
+#: ``citybrain loadtest`` without --rate/--duration (or rate=/duration= in --profile); a soak
+#: lasts ``DEFAULT_SOAK_DURATION_S``
+LOADTEST_RATE = 50_000.0
+LOADTEST_DURATION_S = 30.0
+
+
+class _RepeatReplacingEnv(argparse.Action):
+    """``action="append"`` whose default (the environment's list) the command line replaces
+    rather than extends: ``--flag A --flag B`` gives ``[A, B]`` whatever the environment
+    says, as for every other option (command line over environment over default)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        given: set[str] = getattr(namespace, "_given_on_command_line", set())
+        items = list(getattr(namespace, self.dest)) if self.dest in given else []
+        items.append(values)
+        setattr(namespace, self.dest, items)
+        namespace._given_on_command_line = given | {self.dest}
 
 
 def env_option(p: argparse.ArgumentParser, flag: str, *, default: Any = None,
                type: Callable[[str], Any] = str, help: str = "", **kw: Any) -> None:
-    """Add ``--flag`` whose default comes from ``CITYBRAIN_FLAG`` when that is set."""
+    """Add ``--flag`` whose default comes from ``CITYBRAIN_FLAG`` when that is set. A
+    repeatable option (``action="append"``) reads the variable as a comma-separated list."""
     env = ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
     raw = os.environ.get(env)
-    value = type(raw) if raw not in (None, "") else default
+    if kw.get("action") == "append":
+        kw["action"] = _RepeatReplacingEnv
+        value = [type(x.strip()) for x in (raw or "").split(",") if x.strip()] or default
+        env = f"{env}, comma-separated"
+    else:
+        value = type(raw) if raw not in (None, "") else default
     shown = "" if default is None else f" (default: {default})"
     p.add_argument(flag, default=value, type=type, help=f"{help}{shown} [env: {env}]", **kw)
 
@@ -47,11 +71,17 @@ def _districts(value: str) -> set[str] | None:
     return {v.strip() for v in value.split(",") if v.strip()}
 
 
-def add_common(p: argparse.ArgumentParser) -> None:
+def add_common(p: argparse.ArgumentParser, *, stats_file: bool = True,
+               scale: bool = True) -> None:
+    """``--log-level``, and ``--stats-file``/``--scale`` where the subcommand uses them (an
+    option offered and then ignored would mislead)."""
     env_option(p, "--log-level", default="INFO", help="logging level")
-    env_option(p, "--stats-file", type=Path, help="write counters as JSON here every second")
-    env_option(p, "--scale", default=1.0, type=float,
-               help="device multiplier: 1 ≈ 3.7k devices, 270 ≈ 1M")
+    if stats_file:
+        env_option(p, "--stats-file", type=Path,
+                   help="write counters as JSON here every second")
+    if scale:
+        env_option(p, "--scale", default=1.0, type=float,
+                   help="device multiplier: 1 ≈ 3.7k devices, 270 ≈ 1M")
 
 
 def add_mqtt(p: argparse.ArgumentParser) -> None:
@@ -266,7 +296,8 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
     from citybrain.loadtest.generator import LoadConfig
     from citybrain.loadtest.profiles import parse_profile
     from citybrain.loadtest.run import LoadtestConfig, run_loadtest
-    profile = parse_profile(args.profile, rate=args.rate, duration_s=args.duration)
+    profile = parse_profile(args.profile, rate=args.rate, duration_s=args.duration,
+                            default_rate=LOADTEST_RATE, default_duration_s=LOADTEST_DURATION_S)
     load = LoadConfig(mode=args.mode, profile=profile, devices=args.devices,
                       processes=args.processes, connections=args.connections, qos=args.qos,
                       frame_readings=args.frame_readings,
@@ -301,6 +332,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from citybrain.loadtest.profiles import DEFAULT_SOAK_DURATION_S
     parser = argparse.ArgumentParser(
         prog="citybrain",
         description="Edge-IoT telemetry pipeline for a simulated Chongqing city operations "
@@ -418,14 +450,20 @@ def build_parser() -> argparse.ArgumentParser:
                     "default it starts its own Mosquitto, influxd, hub(s) and edges; with "
                     "--hub-url it loads an existing deployment. Writes OUT/report.json and "
                     "OUT/report.png; exits 1 if any reading was lost.")
-    add_common(p)
+    add_common(p, stats_file=False, scale=False)  # --devices sizes the load
     add_mqtt(p)
-    add_influx(p)
+    # Only InfluxDB 1.x: loss is judged with the v1 /query API, and local hubs write v1.
+    env_option(p, "--influx-url", default="http://127.0.0.1:8086",
+               help="with --hub-url: the deployment's InfluxDB 1.x")
+    env_option(p, "--influx-db", default="citybrain", help="with --hub-url: its database")
     env_option(p, "--profile", default="constant",
                help="constant | step[:steps=N] | ramp[:start=R] | soak | "
                     "burst[:period=S,burst=S,base=F]")
-    env_option(p, "--rate", default=50_000.0, type=float, help="readings/s (peak)")
-    env_option(p, "--duration", default=30.0, type=float, help="seconds of load")
+    env_option(p, "--rate", type=float,
+               help=f"readings/s (peak) (default: {LOADTEST_RATE:,.0f}; or rate= in --profile)")
+    env_option(p, "--duration", type=float,
+               help=f"seconds of load (default: {LOADTEST_DURATION_S:g}, soak "
+                    f"{DEFAULT_SOAK_DURATION_S:g}; or duration= in --profile)")
     env_option(p, "--mode", default="frames", choices=["frames", "messages"],
                help="edge-batched frames straight to the hub, or per-device JSON messages "
                     "through edges")
@@ -453,7 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_loadtest)
 
     p = sub.add_parser("up", help="run the whole simulated city locally and account for it")
-    add_common(p)
+    add_common(p, stats_file=False)
     env_option(p, "--duration", type=float, help="run this many seconds, then stop and report "
                "(default: until Ctrl-C)")
     env_option(p, "--seed", default=1, type=int, help="random seed")
@@ -495,7 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_top_parser(sub)
 
     p = sub.add_parser("bench", help="measure kernels and the end-to-end path; write JSON")
-    add_common(p)
+    add_common(p, stats_file=False, scale=False)
     env_option(p, "--out", default=Path("bench/results/latest.json"), type=Path,
                help="where to write the results")
     env_flag(p, "--quick", "smaller sizes (for tests)")

@@ -254,14 +254,16 @@ _COMMON: dict[str, tuple[str, type]] = {"rate": ("rate", float),
 
 
 def parse_profile(spec: str, *, rate: float | None = None,
-                  duration_s: float | None = None) -> RateProfile:
+                  duration_s: float | None = None, default_rate: float = DEFAULT_RATE,
+                  default_duration_s: float = DEFAULT_DURATION_S) -> RateProfile:
     """Parse ``KIND[:key=value,...]``, e.g. ``constant``, ``step:steps=5``,
     ``ramp:start=100``, ``burst:period=10,burst=2,base=0.2``.
 
     ``rate`` (readings/s) and ``duration_s`` may come from the spec (``rate=``,
     ``duration=``) or from the keyword arguments (command-line options), not both.
-    Missing ones take ``DEFAULT_RATE`` and ``DEFAULT_DURATION_S`` (a soak: an hour).
-    Raises ValueError naming the bad part and what is accepted.
+    Missing ones take ``default_rate`` and ``default_duration_s``; a soak's duration
+    ``DEFAULT_SOAK_DURATION_S`` (an hour). Raises ValueError naming the bad part and what is
+    accepted.
     """
     kind, _, rest = spec.strip().partition(":")
     kind = kind.strip().lower()
@@ -292,8 +294,9 @@ def parse_profile(spec: str, *, rate: float | None = None,
         if name in fields:
             raise ValueError(f"profile {spec!r}: {name} given both in the spec and as an option")
         fields[name] = value
+    fields.setdefault("rate", default_rate)
     fields.setdefault("duration_s",
-                      DEFAULT_SOAK_DURATION_S if kind == "soak" else DEFAULT_DURATION_S)
+                      DEFAULT_SOAK_DURATION_S if kind == "soak" else default_duration_s)
     try:
         return RateProfile(kind=kind, **fields)  # type: ignore[arg-type]
     except ValueError as exc:
