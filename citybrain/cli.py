@@ -295,7 +295,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_loadtest(args: argparse.Namespace) -> int:
     from citybrain.loadtest.generator import LoadConfig
     from citybrain.loadtest.profiles import parse_profile
-    from citybrain.loadtest.run import LoadtestConfig, run_loadtest
+    from citybrain.loadtest.run import LoadtestConfig, influx_authorization, run_loadtest
+    from hub.sinks import load_secret
     profile = parse_profile(args.profile, rate=args.rate, duration_s=args.duration,
                             default_rate=LOADTEST_RATE, default_duration_s=LOADTEST_DURATION_S)
     load = LoadConfig(mode=args.mode, profile=profile, devices=args.devices,
@@ -309,7 +310,10 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
                          mqtt_host=args.mqtt_host if args.hub_url else None,
                          mqtt_port=args.mqtt_port, hub_urls=args.hub_url or [],
                          influx_url=args.influx_url if args.hub_url else None,
-                         influx_db=args.influx_db, progress=sys.stderr.isatty())
+                         influx_db=args.influx_db, progress=sys.stderr.isatty(),
+                         influx_auth=influx_authorization(
+                             args.influx_username, args.influx_password,
+                             load_secret(args.influx_token, args.influx_token_file)))
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # unwinds through run_loadtest: its servers are stopped
 
@@ -452,10 +456,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "OUT/report.png; exits 1 if any reading was lost.")
     add_common(p, stats_file=False, scale=False)  # --devices sizes the load
     add_mqtt(p)
-    # Only InfluxDB 1.x: loss is judged with the v1 /query API, and local hubs write v1.
+    # Loss is judged with InfluxDB's v1 /query API (1.x, or 2.x's v1 compatibility API).
     env_option(p, "--influx-url", default="http://127.0.0.1:8086",
                help="with --hub-url: the deployment's InfluxDB 1.x")
     env_option(p, "--influx-db", default="citybrain", help="with --hub-url: its database")
+    env_option(p, "--influx-username", default="", help="with --hub-url: InfluxDB 1.x user "
+               "allowed to read the database (HTTP Basic)")
+    env_option(p, "--influx-password", default="", help="that user's password")
+    env_option(p, "--influx-token", default="", help="with --hub-url: an InfluxDB 2.x token "
+               "allowed to read the bucket, for its v1 query API (prefer --influx-token-file)")
+    env_option(p, "--influx-token-file", type=Path, help="read that token from this file")
     env_option(p, "--profile", default="constant",
                help="constant | step[:steps=N] | ramp[:start=R] | soak | "
                     "burst[:period=S,burst=S,base=F]")

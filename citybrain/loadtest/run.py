@@ -33,6 +33,7 @@ latency over time) under ``--out``; a live progress bar on a terminal.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 import os
@@ -44,8 +45,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.error import HTTPError
 from urllib.parse import urlencode
-from urllib.request import urlopen
+from urllib.request import Request, urlopen
 
 import orjson
 
@@ -93,6 +95,8 @@ class LoadtestConfig:
     hub_urls: list[str] = field(default_factory=list)
     influx_url: str | None = None
     influx_db: str = "citybrain"
+    #: ``Authorization`` header of the count queries (``influx_authorization``); None: none
+    influx_auth: str | None = field(default=None, repr=False)
     #: bound of each wait for the system to settle: the drain after the load, each stage of
     #: a hub's own graceful stop (given to the hubs as ``--stop-timeout-s``), InfluxDB's
     #: count of the aggregates settling
@@ -298,10 +302,34 @@ class Sampler:
         self._thread.join(5)
 
 
-def influx_query(url: str, db: str, q: str) -> list[dict[str, Any]]:
+def influx_authorization(username: str = "", password: str = "", token: str = ""
+                         ) -> str | None:
+    """The ``Authorization`` header for InfluxDB's v1 ``/query``: ``Token`` for InfluxDB
+    2.x's v1 compatibility API (the compose stack), HTTP Basic for 1.x with
+    ``auth-enabled`` (as the hub's v1 writes); None without credentials."""
+    if token:
+        return f"Token {token}"
+    if username:
+        return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+    return None
+
+
+def influx_query(url: str, db: str, q: str, auth: str | None = None
+                 ) -> list[dict[str, Any]]:
+    """Run InfluxQL ``q`` on database ``db`` (v1 ``/query``); the result's series."""
     params = urlencode({"db": db, "q": q})
-    with urlopen(f"{url}/query?{params}", timeout=300) as r:
-        body = orjson.loads(r.read())
+    req = Request(f"{url}/query?{params}", headers={"Authorization": auth} if auth else {})
+    try:
+        with urlopen(req, timeout=300) as r:
+            body = orjson.loads(r.read())
+    except HTTPError as exc:
+        if exc.code in (401, 403):
+            raise RuntimeError(
+                f"InfluxDB at {url} refused the count query (HTTP {exc.code}): give the "
+                "load test credentials allowed to read database "
+                f"{db!r}: --influx-username/--influx-password (1.x) or --influx-token "
+                "(2.x)") from None
+        raise
     result = body["results"][0]
     if "error" in result:
         raise RuntimeError(f"InfluxDB: {result['error']} ({q})")
@@ -309,16 +337,18 @@ def influx_query(url: str, db: str, q: str) -> list[dict[str, Any]]:
     return series
 
 
-def stored_per_device(url: str, db: str) -> dict[str, int]:
+def stored_per_device(url: str, db: str, auth: str | None = None) -> dict[str, int]:
     """Readings counted in the hub's stored hourly aggregates, per device."""
     out: dict[str, int] = {}
-    for s in influx_query(url, db, 'SELECT sum("count") FROM "agg_1h" GROUP BY "device"'):
+    for s in influx_query(url, db, 'SELECT sum("count") FROM "agg_1h" GROUP BY "device"',
+                          auth):
         out[s["tags"]["device"]] = int(s["values"][0][1] or 0)
     return out
 
 
-def stored_total(url: str, db: str, q: str) -> int:
-    series = influx_query(url, db, q)
+def stored_total(url: str, db: str, q: str, auth: str | None = None) -> int:
+    """The sum of every value of ``q``'s first row per series (a count or a sum)."""
+    series = influx_query(url, db, q, auth)
     return int(sum(v or 0 for s in series for v in s["values"][0][1:]))
 
 
@@ -485,7 +515,7 @@ def accounting_warnings(drained: bool, exits: list[int] | None, final: dict[str,
 def _report(cfg: LoadtestConfig, load: LoadConfig, result: LoadResult, sampler: Sampler,
             final: dict[str, Any], edges: list[dict[str, Any]], influx_url: str, end_ns: int,
             drained: bool, exits: list[int] | None = None) -> dict[str, Any]:
-    db = cfg.influx_db
+    db, auth = cfg.influx_db, cfg.influx_auth
     hub_late = sum(int(final.get(k, 0)) for k in ("late_readings", "early_readings"))
     invalid = sum(int(v) for v in (final.get("readings_invalid") or {}).values())
     rejected = sum(int(v) for e in edges for v in (e.get("rejected") or {}).values())
@@ -493,13 +523,13 @@ def _report(cfg: LoadtestConfig, load: LoadConfig, result: LoadResult, sampler: 
     # What the aggregates hold when nothing is lost; the count is read until it gets there
     # or stops changing (writes a hub sent before it exited may still be landing).
     aggregated, settled = wait_settled(
-        lambda: stored_total(influx_url, db, 'SELECT sum("count") FROM "agg_1h"'),
+        lambda: stored_total(influx_url, db, 'SELECT sum("count") FROM "agg_1h"', auth),
         result.readings - (hub_late + invalid + rejected + duplicates), cfg.drain_timeout_s)
-    raw = stored_total(influx_url, db, "SELECT count(*) FROM /^raw_/")
+    raw = stored_total(influx_url, db, "SELECT count(*) FROM /^raw_/", auth)
     per_device = None
     if result.plan.devices <= PER_DEVICE_LIMIT:
-        per_device = loss_and_duplication(result.device_counts(),
-                                          stored_per_device(influx_url, db)).as_dict()
+        stored = stored_per_device(influx_url, db, auth)
+        per_device = loss_and_duplication(result.device_counts(), stored).as_dict()
     lost = result.readings - (aggregated + hub_late + invalid + rejected + duplicates)
     warnings = accounting_warnings(drained, exits, final, settled)
     if lost > 0 and warnings:

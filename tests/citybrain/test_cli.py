@@ -56,11 +56,13 @@ def test_loadtest_profile_defaults_and_spec(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_no_subcommand_offers_an_option_it_ignores() -> None:
-    # loadtest: the scale follows --devices; loss is counted through InfluxDB's v1 API
+    # loadtest: the scale follows --devices; loss is counted through InfluxDB's v1 /query
+    # (credentials for it, but no v2 write settings)
     loadtest = _options("loadtest")
-    assert {"--influx-url", "--influx-db", "--hub-url", "--devices"} <= loadtest
-    assert not {"--scale", "--stats-file", "--influx-api", "--influx-token",
-                "--influx-bucket", "--influx-org", "--influx-rp"} & loadtest
+    assert {"--influx-url", "--influx-db", "--influx-username", "--influx-password",
+            "--influx-token", "--influx-token-file", "--hub-url", "--devices"} <= loadtest
+    assert not {"--scale", "--stats-file", "--influx-api", "--influx-bucket", "--influx-org",
+                "--influx-rp"} & loadtest
     assert "--stats-file" not in _options("up") and "--scale" in _options("up")
     assert not {"--scale", "--stats-file"} & _options("bench")
     for service in ("sim", "edge", "hub"):

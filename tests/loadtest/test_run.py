@@ -16,8 +16,10 @@ from citybrain.loadtest.run import (
     LoadtestConfig,
     accounting_warnings,
     hub_stop_budget_s,
+    influx_authorization,
     influx_settings,
     run_loadtest,
+    stored_per_device,
     stored_total,
     wait_settled,
 )
@@ -165,3 +167,38 @@ def test_a_large_load_gets_an_influxd_that_takes_more_than_100k_devices(tmp_path
                                           for i in range(lo, hi)), precision="ns")
         res = influx.query('SELECT count("occupied") FROM raw_bay', db="big")
         assert res["results"][0]["series"][0]["values"][0][1] == 100_050
+
+
+def test_counts_read_an_influxdb_that_wants_credentials(tmp_path: Path) -> None:
+    """A deployment's InfluxDB 1.x with ``auth-enabled``: the hub's sink writes with its user
+    (HTTP Basic) and the load test's count queries read with theirs; without credentials
+    the query fails with an error that says which options to give."""
+    from urllib.parse import urlencode
+    from urllib.request import urlopen
+
+    from hub.sinks import InfluxConfig, InfluxV1Sink
+    server = InfluxV1Server(tmp_path / "influxd", settings={"http": {"auth-enabled": True}})
+    with server as influx:
+        # the first user may be created without credentials, and must be an admin
+        q = urlencode({"q": "CREATE USER ops WITH PASSWORD 'pw' WITH ALL PRIVILEGES"})
+        with urlopen(f"{influx.url}/query", data=q.encode(), timeout=10):
+            pass
+        sink = InfluxV1Sink(InfluxConfig(url=influx.url, database="city", username="ops",
+                                         password="pw"))
+        sink.ensure_target()
+        sink.write(b'agg_1h,device=d1 count=7i 1700000000000000000\n'
+                   b'agg_1h,device=d2 count=5i 1700000000000000000\n')
+        auth = influx_authorization("ops", "pw")
+        wait_for(lambda: stored_total(influx.url, "city", AGG_SUM, auth) == 12)
+        assert stored_per_device(influx.url, "city", auth) == {"d1": 7, "d2": 5}
+        with pytest.raises(RuntimeError, match="--influx-username"):
+            stored_total(influx.url, "city", AGG_SUM)
+        with pytest.raises(RuntimeError, match="HTTP 401"):
+            stored_total(influx.url, "city", AGG_SUM, influx_authorization("ops", "wrong"))
+
+
+def test_influx_authorization_headers() -> None:
+    assert influx_authorization() is None
+    assert influx_authorization(token="t0k") == "Token t0k"  # 2.x: wins over a user
+    assert influx_authorization("ops", "pw", "t0k") == "Token t0k"
+    assert influx_authorization("ops", "pw") == "Basic b3BzOnB3"  # base64("ops:pw")
