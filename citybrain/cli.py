@@ -326,6 +326,10 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
           f"{report.get('aggregated_readings_per_s', 0):,.0f} readings/s at "
           f"{report.get('hub_cpu_us_per_reading', 0):.2f} µs CPU each; device time -> "
           f"aggregated p50 {agg.get('p50')} s, p99 {agg.get('p99')} s")
+    pace = report.get("hubs_waited_for_influxdb") or {}
+    if (pace.get("share") or 0) >= 0.05:
+        print(f"the hubs waited {pace['waited_s']:,.1f} s for InfluxDB to take their lines "
+              f"({pace['share']:.0%} of the load's duration per hub): InfluxDB set the pace")
     print(f"report: {args.out / 'report.json'}  plot: {args.out / 'report.png'}")
     return 0 if report["lost"] == 0 else 1
 

@@ -145,10 +145,15 @@ class InfluxWriter:
         if not lines:
             return self.last_ticket
         with self._room:
+            waited_from = None
             while (not self._closed and self._queued_lines
                    and self._queued_lines + lines > self.max_queued_lines):
                 self.counters.inc("write_queue_full_waits")
+                waited_from = waited_from or time.monotonic()
                 self._room.wait(1.0)
+            if waited_from is not None:  # processing paused until InfluxDB took lines
+                self.counters.inc("write_queue_full_us",
+                                  int((time.monotonic() - waited_from) * 1e6))
             self.last_ticket += 1
             ticket = self.last_ticket
             if not self._closed:

@@ -512,6 +512,21 @@ def accounting_warnings(drained: bool, exits: list[int] | None, final: dict[str,
     return out
 
 
+def influxdb_pace(first: dict[str, Any], final: dict[str, Any], hubs: int,
+                  load_s: float) -> dict[str, Any]:
+    """How long the hubs' processing waited for InfluxDB during the run (counters of
+    ``first`` to ``final``, summed over the hubs): their write queue was full, so they took
+    no frames until InfluxDB acknowledged lines. ``share`` is that wait per hub over the
+    load's duration: near 1, InfluxDB, not the hub, set the pace of the run."""
+    waited_s = (int(final.get("write_queue_full_us") or 0)
+                - int(first.get("write_queue_full_us") or 0)) / 1e6
+    errors = {k: int(v) - int((first.get("write_errors") or {}).get(k, 0))
+              for k, v in (final.get("write_errors") or {}).items()}
+    return {"waited_s": round(waited_s, 3),
+            "share": round(waited_s / (max(hubs, 1) * load_s), 3) if load_s > 0 else None,
+            "write_errors": {k: v for k, v in errors.items() if v}}
+
+
 def _report(cfg: LoadtestConfig, load: LoadConfig, result: LoadResult, sampler: Sampler,
             final: dict[str, Any], edges: list[dict[str, Any]], influx_url: str, end_ns: int,
             drained: bool, exits: list[int] | None = None) -> dict[str, Any]:
@@ -556,6 +571,9 @@ def _report(cfg: LoadtestConfig, load: LoadConfig, result: LoadResult, sampler: 
         "edge_duplicates": duplicates, "duplicate_frames": int(final.get("frames_duplicate", 0)),
         "raw_sampled_out": int(final.get("raw_sampled_out", 0)),
         "per_device": per_device, "drained": drained,
+        "hubs_waited_for_influxdb": influxdb_pace(
+            sampler.samples[0][1] if sampler.samples else {}, final,
+            len(cfg.hub_urls) or cfg.hubs, load.profile.duration_s),
         # What the hubs still held when they stopped (kept in their WAL for the next run,
         # not stored in this one): a non-zero "lost" next to these is not a loss
         "hub_unwritten_lines_at_exit": int(final.get("unwritten_lines_at_exit", 0)),

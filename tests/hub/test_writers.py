@@ -191,3 +191,25 @@ def test_submits_after_stop_are_refused_while_the_writer_thread_still_runs(
     wait_for(lambda: not w._thread.is_alive(), 15)
     assert sink.bodies == [b"r x=1 1\n"]  # nothing submitted after stop was written
     assert w.durable_ticket == 1 and sorted([*waiting, late]) == [2, 3]
+
+
+def test_time_waiting_for_room_is_counted() -> None:
+    """A submit that finds the queue full waits until InfluxDB took lines; the wait is
+    counted in ``write_queue_full_us`` (the load test reports it: who set the pace)."""
+    sink = GatedSink()
+    counters = Counters()
+    w = InfluxWriter(sink, counters, batch_lines=1, flush_s=0.01, idle_flush_s=0.01,
+                     max_queued_lines=2)  # lines count until InfluxDB acknowledges them
+    w.start()
+    w.submit("raw", b"r x=1 1\n", 1)
+    wait_for(lambda: w.depth == 0, 5)  # held at the gate
+    w.submit("raw", b"r x=2 2\n", 1)  # queued: the queue is now full
+    submitter = threading.Thread(target=lambda: w.submit("raw", b"r x=3 3\n", 1), daemon=True)
+    submitter.start()
+    wait_for(lambda: counters.get("write_queue_full_waits") > 0, 5)
+    assert counters.get("write_queue_full_us") == 0  # counted when the wait ends
+    sink.gate.set()
+    submitter.join(10)
+    assert not submitter.is_alive() and counters.get("write_queue_full_us") > 0
+    w.stop(10)
+    assert sink.bodies == [b"r x=1 1\n", b"r x=2 2\n", b"r x=3 3\n"]

@@ -18,6 +18,7 @@ from citybrain.loadtest.run import (
     hub_stop_budget_s,
     influx_authorization,
     influx_settings,
+    influxdb_pace,
     run_loadtest,
     stored_per_device,
     stored_total,
@@ -49,6 +50,8 @@ def test_frames_through_one_hub_lose_nothing(tmp_path: Path) -> None:
         assert lat["count"] == report["published_readings"]
         assert 0 < lat["p50"] <= lat["p99"] <= lat["p99_9"] <= lat["max"]
     assert report["hub_cpu_us_per_reading"] > 0 and report["hub_peak_rss_bytes"] > 0
+    pace = report["hubs_waited_for_influxdb"]
+    assert pace["waited_s"] >= 0 and pace["share"] >= 0 and pace["write_errors"] == {}
     assert report["machine"]["cpus"] >= 1 and report["timeline"]
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -202,3 +205,13 @@ def test_influx_authorization_headers() -> None:
     assert influx_authorization(token="t0k") == "Token t0k"  # 2.x: wins over a user
     assert influx_authorization("ops", "pw", "t0k") == "Token t0k"
     assert influx_authorization("ops", "pw") == "Basic b3BzOnB3"  # base64("ops:pw")
+
+
+def test_influxdb_pace_is_the_hubs_wait_over_the_run() -> None:
+    first = {"write_queue_full_us": 1_000_000, "write_errors": {"503": 2}}
+    final = {"write_queue_full_us": 31_000_000, "write_errors": {"503": 5, "connection": 1}}
+    pace = influxdb_pace(first, final, hubs=2, load_s=20.0)
+    assert pace == {"waited_s": 30.0, "share": 0.75,
+                    "write_errors": {"503": 3, "connection": 1}}
+    assert influxdb_pace({}, {}, hubs=1, load_s=10.0) == {"waited_s": 0.0, "share": 0.0,
+                                                          "write_errors": {}}
