@@ -67,6 +67,10 @@ AQI_FIELDS = ["aqi", "category", "primary_mask", "final", "iaqi_pm2_5", "iaqi_pm
 AQI_INT = ["aqi", "category", "primary_mask", "final"]
 # Readings that are events or counters, not levels: no stuck/spike scoring for them.
 NOT_SCORED = {"occupied", "ai_event", "entries", "exits", "uv_minutes"}
+# Levels that legitimately hold one value for hours, so a flat line is no sign of a stuck
+# sensor: spikes are scored, stuck runs are not reported. A bay battery drains ~1 mV a day
+# in 10 mV steps (one value for days); a lot's free spaces sit at 0 while it is full.
+NOT_STUCK = {"battery", "free"}
 PCT_Q = np.array([0.5, 0.95, 0.99])
 
 #: A batch spanning more event-time minutes than this is split with ``np.unique`` (the
@@ -353,12 +357,16 @@ class CityAnalytics:
 
     # -- readings --------------------------------------------------------------------------
     def on_readings(self, series: np.ndarray, device: np.ndarray, ts_ns: np.ndarray,
-                    value: np.ndarray, recv_ns: int) -> AnalyticsOut:
+                    value: np.ndarray, recv_ns: int,
+                    ahead_limit_ns: int | None = None) -> AnalyticsOut:
+        """Analyse a batch of accepted readings (received at ``recv_ns``, wall ns).
+        ``ahead_limit_ns``: the latest device time that may open a new completeness hour
+        (``DataQuality.observe``): the event clock plus the allowed clock lead."""
         out = AnalyticsOut()
         if len(series) == 0:
             return out
         self._sync()
-        for rows in self.quality.observe(device, ts_ns, recv_ns):
+        for rows in self.quality.observe(device, ts_ns, recv_ns, ahead_limit_ns):
             out.add(self._completeness_points(rows))
         n = len(series)
         start = np.zeros(N_ROLES + 1, dtype=np.int64)
@@ -434,21 +442,27 @@ class CityAnalytics:
                    ) -> tuple[bytes, int]:
         """Stuck and spike scoring of the readings of level measurements (``NOT_SCORED``
         excluded): a point for each reading that starts a stuck episode (the transition
-        into a stuck run, not every reading of it) or is a spike."""
+        into a stuck run, not every reading of it; not for ``NOT_STUCK``) or is a spike."""
         found = scan_stuck_and_spikes(self.stuck, self.spikes, series, ts_ns, value,
                                       self.s_slot, self._stuck_open)
         if len(found) == 0:
             return b"", 0
-        rows = found.row
+        rows, stuck, score = found.row, found.stuck, found.score
+        quiet = stuck & np.isin(self.s_name[series[rows]], NOT_STUCK_CODES)
+        if quiet.any():
+            rows, stuck, score = rows[~quiet], stuck[~quiet], score[~quiet]
+            if len(rows) == 0:
+                return b"", 0
         p = self._points["anomaly"]
         known = self._anomaly_entities
         ents = []
-        for s, stuck in zip(series[rows].tolist(), found.stuck.tolist(), strict=True):
-            e = known.get((s, stuck))
+        for s, is_stuck in zip(series[rows].tolist(), stuck.tolist(), strict=True):
+            e = known.get((s, is_stuck))
             if e is None:
-                e = known[s, stuck] = self._series_entity(p, s, "stuck" if stuck else "spike")
+                e = known[s, is_stuck] = self._series_entity(p, s,
+                                                             "stuck" if is_stuck else "spike")
             ents.append(e)
-        return p.render(ents, np.column_stack([found.score, value[rows]]), ts_ns[rows])
+        return p.render(ents, np.column_stack([score, value[rows]]), ts_ns[rows])
 
     def _series_entity(self, p: EntityPoints, series: int, reason: str) -> int:
         s = self.registry.labels(series)
@@ -809,6 +823,7 @@ for _i, _n in enumerate(GLOBAL_NAMES):
     if _n in kt.MEASUREMENTS:
         KITCHEN_CODE[_i] = kt.measurement_code(_n)
 NOT_SCORED_CODES = np.array([GLOBAL_CODE[n] for n in NOT_SCORED], dtype=np.int64)
+NOT_STUCK_CODES = np.array([GLOBAL_CODE[n] for n in NOT_STUCK], dtype=np.int64)
 
 
 def _role_of() -> np.ndarray:

@@ -8,12 +8,14 @@ module measures it and its companions, from arrays, with no Python work per read
   ``3600 / interval_s`` slots an hour (at most 64; one bit each in a per-device ``uint64``).
   Counting slots rather than readings keeps event-driven devices (parking bays report on
   every arrival) from exceeding 100 %. Expected devices come from the city model.
-* **timeliness** (per minute of hub time) — latency from device time to hub receipt, p50,
-  p95, p99 per system, from ``hub.sketch.LogHistogram`` (1 % relative error).
-* **validity** (per minute) — rejected ÷ (accepted + rejected) readings, from the edges'
+* **timeliness** (per snapshot, taken as each event minute begins) — latency from device
+  time to hub receipt, p50, p95, p99 per system, from ``hub.sketch.LogHistogram`` (1 %
+  relative error).
+* **validity** (per snapshot) — rejected ÷ (accepted + rejected) readings, from the edges'
   dead letters.
-* **online** (per minute) — devices whose latest reading is within three reporting intervals
-  of the event clock, and devices whose link died (MQTT Will) without a new birth.
+* **online** (per snapshot) — devices whose latest reading is within three reporting
+  intervals of the event clock, and devices whose link died (MQTT Will) without a new
+  birth.
 """
 
 from __future__ import annotations
@@ -195,16 +197,26 @@ class DataQuality:
             self.dead_devices.difference_update(gids)
 
     # -- readings --------------------------------------------------------------------------
-    def observe(self, device: np.ndarray, ts_ns: np.ndarray, recv_ns: int) -> list[
-            CompletenessRows]:
+    def observe(self, device: np.ndarray, ts_ns: np.ndarray, recv_ns: int,
+                ahead_limit_ns: int | None = None) -> list[CompletenessRows]:
         """Account accepted readings (dense device gids ≥ 0, device time in ns).
+
+        ``ahead_limit_ns``: the latest device time that may open an hour (the hub passes its
+        event clock plus the allowed clock lead). A reading beyond it counts for latency and
+        ``received`` but marks no slot: a device whose clock runs an hour or more ahead
+        would otherwise open a future hour and push the current one out of the ring before
+        its other readings arrived (one such device took a whole district's completeness to
+        a few per cent).
 
         Returns completed hours whose slots were pushed out of the 2-hour ring by newer
         readings (normally ``close_hours`` emits them first, on the watermark).
         """
         if len(device) == 0:
             return []
-        emitted = self._open_hour(int(ts_ns.max()) // HOUR_NS)
+        newest = int(ts_ns.max())
+        if ahead_limit_ns is not None:
+            newest = min(newest, int(ahead_limit_ns))
+        emitted = self._open_hour(newest // HOUR_NS)
         system = np.empty(len(device), dtype=np.int64)
         latency_s = np.empty(len(device), dtype=np.float64)
         _mark_slots(device, ts_ns, int(recv_ns), self.slot_ns, self.dev_system, self.bits,

@@ -44,7 +44,7 @@ from citybrain.frame import Frame, FrameError, decode_frame
 from citybrain.mqtt import BrokerConfig, Subscription, connect_and_wait, make_client
 from citybrain.stats import Counters, StatsWriter
 from hub.aggregation import Emission, MultiResolutionWindows
-from hub.analytics import AnalyticsConfig, AnalyticsOut, CityAnalytics
+from hub.analytics import MINUTE_NS, AnalyticsConfig, AnalyticsOut, CityAnalytics
 from hub.latency import PipelineLatency
 from hub.lineproto import render_merged, render_multi
 from hub.live import LiveState
@@ -72,6 +72,38 @@ AGG_FIELDS = ["count", "mean", "min", "max", "sum", "first", "last", "std"]
 AGG_IS_INT = np.array([True] + [False] * (len(AGG_FIELDS) - 1))
 
 
+class SnapshotClock:
+    """When the hub takes its minute snapshots (``CityAnalytics.on_minute``): as the event
+    clock enters a new minute, at most once per ``min_gap_s`` of hub time, so the snapshots
+    follow device time whether it runs at the wall clock's pace or faster (a replayed
+    backlog, ``citybrain up --speed``). And early ones ``EARLY_S`` after start: the first
+    final windows, hence the first provisional AQI, exist ~40 s in, so the live view fills
+    within a minute."""
+
+    EARLY_S = (15.0, 45.0)
+
+    def __init__(self, started_monotonic: float, min_gap_s: float) -> None:
+        self._started = started_monotonic
+        self._min_gap_s = min_gap_s
+        self._early = list(self.EARLY_S)
+        self._last = started_monotonic
+        self._minute: int | None = None  # event minute of the last snapshot
+
+    def due(self, now_monotonic: float, event_clock_ns: int) -> bool:
+        """Whether to take a snapshot now (then it counts as taken)."""
+        minute = event_clock_ns // MINUTE_NS
+        if self._minute is None:
+            self._minute = minute  # the first minute is snapshot as it ends
+        early = bool(self._early) and now_monotonic - self._started >= self._early[0]
+        if not early and (minute == self._minute
+                          or now_monotonic - self._last < self._min_gap_s):
+            return False
+        if early:
+            self._early.pop(0)
+        self._last, self._minute = now_monotonic, minute
+        return True
+
+
 @dataclass
 class HubConfig:
     broker: BrokerConfig = field(default_factory=BrokerConfig)
@@ -89,7 +121,11 @@ class HubConfig:
     raw_every: int = 1
     analytics: bool = True
     analytics_config: AnalyticsConfig = field(default_factory=AnalyticsConfig)
-    snapshot_interval_s: float = 60.0
+    #: the minute snapshots (quality_1m, parking, open alarms, provisional AQI) are taken as
+    #: the event clock enters a new minute, at most once per this many seconds of hub time:
+    #: one a minute in real time; a replay or a simulation at 120x gets one every ~4 event
+    #: minutes (not one every 2 event hours, as with a snapshot per minute of hub time)
+    snapshot_min_gap_s: float = 2.0
     http_host: str = "127.0.0.1"
     http_port: int | None = None  # None: no HTTP server (dashboard, API, /metrics)
     write_batch_lines: int = 10_000
@@ -191,11 +227,8 @@ class Hub:
         self.live = LiveState(self.city)
         self.analytics = (CityAnalytics(self.city, self.registry, cfg.analytics_config,
                                         self.live) if cfg.analytics else None)
-        # Early snapshots at 15 s and 45 s (the first final windows, hence the first
-        # provisional AQI, exist ~40 s in), so the live view fills within a minute.
         self._started = time.monotonic()
-        self._early_snapshots = [15.0, 45.0]
-        self._last_snapshot = self._started
+        self._snapshots = SnapshotClock(self._started, cfg.snapshot_min_gap_s)
         self._last_live = 0.0
         self.http: HubHttp | None = None
         self.sink = sink or make_sink(cfg.influx)
@@ -492,11 +525,12 @@ class Hub:
                    value: np.ndarray) -> None:
         recv = time.time_ns()
         self.live.observe_latency(ts, recv)
+        assert self.event_clock_ns is not None
         if self.analytics is not None:
-            self._analytics(lambda a: a.on_readings(series, dev, ts, value, recv))
+            ahead = self.event_clock_ns + self.windows.max_ahead_ns  # as early windows
+            self._analytics(lambda a: a.on_readings(series, dev, ts, value, recv, ahead))
         if self.cfg.store_raw and not self._skip_raw:
             self._store_raw(series, ts, value)
-        assert self.event_clock_ns is not None
         out = self.windows.add(series, ts, value, self.event_clock_ns)
         self.latency.aggregated(ts, time.time_ns())
         self.counters.inc("aggregated_readings", out.added)
@@ -559,12 +593,7 @@ class Hub:
         clock = self.event_clock_ns
         lateness = int(self.cfg.allowed_lateness_s * 1e9)
         self._analytics(lambda a: a.on_tick(clock, lateness))
-        early = bool(self._early_snapshots) and (
-            now_monotonic - self._started >= self._early_snapshots[0])
-        if early or now_monotonic - self._last_snapshot >= self.cfg.snapshot_interval_s:
-            if early:
-                self._early_snapshots.pop(0)
-            self._last_snapshot = now_monotonic
+        if self._snapshots.due(now_monotonic, clock):
             self._analytics(lambda a: a.on_minute(clock, self.windows.pending("1h")))
 
     def _analytics(self, call: Any) -> None:

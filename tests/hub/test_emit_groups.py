@@ -94,6 +94,7 @@ def test_anomaly_points_name_each_rows_series_and_reason(
     found = ScanRows(np.array([0, 1, 2, 4, 5], dtype=np.int64),
                      np.array([True, False, False, True, False]), np.arange(5.0))
     monkeypatch.setattr(analytics_module, "scan_stuck_and_spikes", lambda *args: found)
+    a._sync()  # the series' columns, as on_readings has them before scoring
     first, n1 = a._anomalies(series, ts, value)
     again, n2 = a._anomalies(series, ts, value)  # every entity cached now
     assert first == again and n1 == n2 == 5

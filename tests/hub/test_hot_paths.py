@@ -212,3 +212,24 @@ def test_scored_series_get_a_spike_floor_of_three_sensor_steps() -> None:
     for sid in scored.tolist():
         kind, name = KINDS[int(an.s_kind[sid])], GLOBAL_NAMES[int(an.s_name[sid])]
         assert an.spikes.floor[an.s_slot[sid]] == pytest.approx(3 * res[(kind, name)])
+
+
+def test_flat_batteries_and_full_lots_are_not_stuck_sensors() -> None:
+    """A bay battery holds one 10 mV step for days and a full lot reads 0 free spaces for
+    hours: their flat lines raise no stuck anomaly (``NOT_STUCK``), while a PM2.5 monitor's
+    flat line does. Their spikes are still scored."""
+    from hub.analytics import GLOBAL_CODE
+    registry, batches = _city_batches(5, 2)
+    an = CityAnalytics(registry.city, registry)
+    for series, device, ts, value in batches:
+        an.on_readings(series, device, ts, value, int(ts.max()))
+    names = {n: int(np.flatnonzero(an.s_name == GLOBAL_CODE[n])[0])
+             for n in ("battery", "free", "pm2_5")}
+    assert all(an.s_scored[s] for s in names.values())
+    n = 30  # 30 readings 5 min apart: past the detector's 12 readings and one hour
+    series = np.repeat(np.array(list(names.values()), dtype=np.int64), n)
+    ts = np.tile(T0 + 10 * 3600 * S + np.arange(n, dtype=np.int64) * 300 * S, len(names))
+    value = np.repeat(np.array([3.58, 0.0, 35.0]), n)
+    body, lines = an._anomalies(series, ts, value)
+    reported = {ln.split(b",m=")[1].split(b",")[0] for ln in body.split(b"\n") if ln}
+    assert reported == {b"pm2_5"} and lines == 1 and b"reason=stuck" in body

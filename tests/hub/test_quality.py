@@ -50,6 +50,27 @@ def test_newer_hour_pushes_out_the_oldest() -> None:
     assert rows.hour_start_ns == H0 and rows.system_observed[0] == 1
 
 
+def test_a_clock_hours_ahead_does_not_push_out_the_current_hour() -> None:
+    """Device 1's clock runs 2 h ahead. Its readings used to open hour H0 + 2 h, which
+    pushed H0 out of the ring (emitted early, 1 slot of device 0's 60), and device 0's
+    later readings of H0 were then never counted. Capped at the event clock's lead, they
+    open nothing; device 0's hour stays whole."""
+    q, _ = setup()
+    limit = H0 + 30 * 60 * S + 300 * S  # event clock at H0 + 30 min, 5 min of lead allowed
+    ahead = np.array([1], dtype=np.int64)
+    assert q.observe(np.zeros(1, dtype=np.int64), np.array([H0]), H0, limit) == []
+    assert q.observe(ahead, np.array([H0 + 2 * HOUR_NS]), H0, limit) == []
+    ts = H0 + np.arange(1, 60, dtype=np.int64) * 60 * S
+    assert q.observe(np.zeros(59, dtype=np.int64), ts, H0, limit) == []
+    (rows,) = q.close_hours(H0 + HOUR_NS)
+    assert rows.hour_start_ns == H0 and rows.system_observed[0] == 60
+    # without the cap (the old behaviour), the same readings lose device 0's hour
+    q, _ = setup()
+    q.observe(np.zeros(1, dtype=np.int64), np.array([H0]), H0)
+    (early,) = q.observe(ahead, np.array([H0 + 2 * HOUR_NS]), H0)
+    assert early.hour_start_ns == H0 and early.system_observed[0] == 1
+
+
 def test_minute_online_latency_validity() -> None:
     q, _ = setup()
     now = H0 + 10 * 60 * S
