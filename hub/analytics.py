@@ -32,7 +32,13 @@ from numba import njit
 from citybrain import topics
 from hub import kitchen as kt
 from hub.aggregation import Emission
-from hub.anomaly import DriftDetector, SpikeDetector, StuckDetector, scan_stuck_and_spikes
+from hub.anomaly import (
+    DriftDetector,
+    SpikeDetector,
+    StuckDetector,
+    scan_stuck_and_spikes,
+    spike_episode_starts,
+)
 from hub.aqi import POLLUTANTS, AirQualityTracker, group_mean
 from hub.arrays import Column
 from hub.kernel_config import CACHE, NOGIL
@@ -238,6 +244,7 @@ class CityAnalytics:
             "s_kind", "s_name", "s_device", "s_pct_group", "d_district", "d_system",
             "d_kind", "d_restaurant", "restaurant_gid")}
         self._cols["_stuck_open"] = Column(np.bool_, False)
+        self._cols["_spike_open"] = Column(np.bool_, False)
         self._cols["s_scored"] = Column(np.bool_, False)
         self._cols["s_slot"] = Column(np.int64, -1)
         self._cols["s_role"] = Column(np.int8, 0)
@@ -245,6 +252,8 @@ class CityAnalytics:
         self._cols["lot_free"] = Column(np.float64, np.nan)
         self._cols["lot_ts"] = Column(np.int64, -(2**63))
         self._stuck_open = self._cols["_stuck_open"].extend([])
+        #: per scored series' slot: its last scored reading spiked (an episode is open)
+        self._spike_open = self._cols["_spike_open"].extend([])
         #: series -> scored by the stuck and spike detectors (its measurement is a level)
         self.s_scored = self._cols["s_scored"].extend([])
         #: series -> its row in the stuck and spike detectors (numbered among the scored
@@ -301,6 +310,7 @@ class CityAnalytics:
             slot[scored] = len(self._stuck_open) + np.arange(len(scored))
             self.s_slot = cols["s_slot"].extend(slot)
             self._stuck_open = cols["_stuck_open"].extend(np.zeros(len(scored), bool))
+            self._spike_open = cols["_spike_open"].extend(np.zeros(len(scored), bool))
             k_new, n_new = self.s_kind[k0:n][scored], self.s_name[k0:n][scored]
             self.spikes.set_floor(slot[scored], self.cfg.spike_floor_steps
                                   * RESOLUTION_OF[k_new, n_new])
@@ -442,17 +452,20 @@ class CityAnalytics:
                    ) -> tuple[bytes, int]:
         """Stuck and spike scoring of the readings of level measurements (``NOT_SCORED``
         excluded): a point for each reading that starts a stuck episode (the transition
-        into a stuck run, not every reading of it; not for ``NOT_STUCK``) or is a spike."""
+        into a stuck run, not every reading of it; not for ``NOT_STUCK``) or a spike
+        episode (consecutive spiking readings of a series: ``spike_episode_starts``)."""
         found = scan_stuck_and_spikes(self.stuck, self.spikes, series, ts_ns, value,
                                       self.s_slot, self._stuck_open)
-        if len(found) == 0:
-            return b"", 0
         rows, stuck, score = found.row, found.stuck, found.score
-        quiet = stuck & np.isin(self.s_name[series[rows]], NOT_STUCK_CODES)
-        if quiet.any():
-            rows, stuck, score = rows[~quiet], stuck[~quiet], score[~quiet]
-            if len(rows) == 0:
-                return b"", 0
+        # every batch: a reading that does not spike ends its series' episode
+        first = spike_episode_starts(series, value, self.s_slot, rows[~stuck],
+                                     self._spike_open)
+        keep = stuck & ~np.isin(self.s_name[series[rows]], NOT_STUCK_CODES)
+        keep[~stuck] = first
+        if not keep.all():
+            rows, stuck, score = rows[keep], stuck[keep], score[keep]
+        if len(rows) == 0:
+            return b"", 0
         p = self._points["anomaly"]
         known = self._anomaly_entities
         ents = []

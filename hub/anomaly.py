@@ -533,6 +533,54 @@ def _scan_kernel(series, ts_ns, value, slot, anchor, run_count, run_start, min_c
     return k
 
 
+@njit(cache=CACHE, nogil=NOGIL)
+def _episode_kernel(series, value, slot, is_spike, spike_open, o_first):  # pragma: no cover
+    """Walk the batch's scored, finite readings in order: a spiking reading starts an
+    episode (``o_first[i]``) unless its series' previous scored finite reading spiked too
+    (``spike_open``, carried between batches); a reading that does not spike ends it."""
+    for i in range(series.shape[0]):
+        s = slot[series[i]]
+        if s < 0 or not np.isfinite(value[i]):
+            continue
+        if is_spike[i]:
+            o_first[i] = not spike_open[s]
+            spike_open[s] = True
+        else:
+            spike_open[s] = False
+
+
+def spike_episode_starts(series: np.ndarray, value: np.ndarray, slot: np.ndarray,
+                         spike_rows: np.ndarray, spike_open: np.ndarray) -> np.ndarray:
+    """Which of a batch's spiking readings start a *spike episode*: a run of consecutive
+    spiking readings of one series (consecutive among its scored, finite readings: those
+    the spike detector sees). A defrost cycle or a door left open moves a cold room several
+    robust units for many readings in a row: one episode, reported once, at its first
+    reading, as a stuck episode is.
+
+    ``series``, ``value``, ``slot``: as ``scan_stuck_and_spikes``; ``spike_rows``: int64
+    indices into the batch of its spiking readings (ascending); ``spike_open``: bool per
+    slot, True while the series' last scored finite reading spiked, updated in place (same
+    length as ``scan_stuck_and_spikes``' ``stuck_open``). Returns a bool per
+    ``spike_rows``. The result does not depend on where the readings are cut into
+    batches."""
+    s = _check_1d("series", series, np.int64)
+    v = _check_1d("value", value, np.float64)
+    sl = _check_1d("slot", slot, np.int64)
+    rows = _check_1d("spike_rows", spike_rows, np.int64)
+    op = _check_1d("spike_open", spike_open, np.bool_)
+    n = _check_same_length(series=s, value=v)
+    if len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= n):
+        raise ValueError(f"spike_rows must index the batch's {n} readings")
+    if n and int(sl[s].max()) >= op.shape[0]:
+        raise ValueError(f"a slot is past spike_open's {op.shape[0]} entries")
+    is_spike = np.zeros(n, dtype=np.bool_)
+    is_spike[rows] = True
+    first = np.zeros(n, dtype=np.bool_)
+    if n:
+        _episode_kernel(s, v, sl, is_spike, op, first)
+    return first[rows]
+
+
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
 def _peer_kernel(group, value, sorted_vals, starts, n_fin, min_group_size, kc, abs_floor,
                  g_med, g_mad, o_score, o_exceed, o_scored):

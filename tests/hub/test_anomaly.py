@@ -21,6 +21,7 @@ from hub.anomaly import (
     StuckDetector,
     peer_scores,
     scan_stuck_and_spikes,
+    spike_episode_starts,
 )
 from tests.naive_analytics import NaiveDrift, NaiveSpike, NaiveStuck, median_mad, naive_peer
 
@@ -524,3 +525,77 @@ def test_a_series_floor_keeps_one_quantisation_step_from_being_a_spike() -> None
     assert got.flag.tolist() == [True, False, True, True]
     with pytest.raises(ValueError, match="floor"):
         det.set_floor(np.array([0]), -1.0)
+
+
+def _episodes_by_python(series: list[int], value: list[float], slot: list[int],
+                        spiking: set[int], is_open: list[bool]) -> list[bool]:
+    """Reading by reading: a spiking reading starts an episode unless its series' previous
+    scored finite reading spiked too."""
+    out = []
+    for i, (s, v) in enumerate(zip(series, value, strict=True)):
+        x = slot[s]
+        if x < 0 or not math.isfinite(v):
+            continue
+        if i in spiking:
+            out.append(not is_open[x])
+            is_open[x] = True
+        else:
+            is_open[x] = False
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_spike_episodes_match_reading_by_reading(data: st.DataObject) -> None:
+    """``spike_episode_starts`` against the plain definition, the batch cut anywhere (the
+    state carried over): the same episodes whatever the cuts."""
+    n_series = data.draw(st.integers(1, 4), label="series")
+    n = data.draw(st.integers(0, 60), label="n")
+    series = np.array(data.draw(st.lists(st.integers(0, n_series - 1), min_size=n,
+                                         max_size=n)), dtype=np.int64)
+    value = np.array(data.draw(st.lists(st.sampled_from([1.0, 2.0, np.nan, np.inf]),
+                                        min_size=n, max_size=n)), dtype=np.float64)
+    slot = np.arange(n_series, dtype=np.int64)
+    if n_series > 1:
+        slot[-1] = -1  # an unscored series
+    finite = [i for i in range(n) if np.isfinite(value[i]) and slot[series[i]] >= 0]
+    spiking = sorted(data.draw(st.sets(st.sampled_from(finite), max_size=n), label="spikes")
+                     if finite else set())
+    want = _episodes_by_python(series.tolist(), value.tolist(), slot.tolist(), set(spiking),
+                               [False] * n_series)
+    cuts = sorted(data.draw(st.lists(st.integers(0, n), max_size=4), label="cuts"))
+    is_open = np.zeros(n_series, dtype=bool)
+    got: list[bool] = []
+    rows = np.array(spiking, dtype=np.int64)
+    for a, b in zip([0, *cuts], [*cuts, n], strict=True):
+        part = rows[(rows >= a) & (rows < b)] - a
+        got += spike_episode_starts(series[a:b], value[a:b], slot, part, is_open).tolist()
+    assert got == want
+
+
+def test_a_defrost_is_one_spike_episode() -> None:
+    """A cold room at -18 °C whose defrost lifts it for 8 readings: every one of them
+    spikes, one episode is reported; after a quiet reading, the next excursion is another
+    episode."""
+    stuck = StuckDetector(1, min_count=10**9)
+    spikes = SpikeDetector(1, window=31, k=6.0)
+    rng = np.random.default_rng(3)
+    base = np.round(-18.0 + 0.2 * rng.standard_normal(40), 1)
+    defrost = np.array([-16.0, -13.5, -11.0, -9.5, -9.0, -10.5, -12.5, -15.0])
+    value = np.concatenate([base, defrost, [-18.0], defrost[:3]])
+    n = len(value)
+    series = np.zeros(n, dtype=np.int64)
+    slot = np.zeros(1, dtype=np.int64)
+    found = scan_stuck_and_spikes(stuck, spikes, series, np.arange(n, dtype=np.int64) * NS,
+                                  value, slot, np.zeros(1, bool))
+    assert set(range(40, 48)) <= set(found.row.tolist())  # the detector flags each reading
+    first = spike_episode_starts(series, value, slot, found.row, np.zeros(1, bool))
+    assert found.row[first].tolist() == [40, 49]
+
+
+def test_spike_episodes_validate() -> None:
+    one = np.zeros(1, np.int64)
+    with pytest.raises(ValueError, match="spike_rows"):
+        spike_episode_starts(one, np.ones(1), one, np.array([1], np.int64), np.zeros(1, bool))
+    with pytest.raises(ValueError, match="spike_open"):
+        spike_episode_starts(one, np.ones(1), one, one, np.zeros(0, bool))
