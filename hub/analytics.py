@@ -207,6 +207,10 @@ class AnalyticsConfig:
     #: resolution steps of its sensor a reading must move to be a spike when its history's
     #: MAD is 0 (quantised values: a mostly constant history; see ``SpikeDetector``)
     spike_floor_steps: float = 3.0
+    #: hourly values a pollutant needs in a local day for its daily value (24 h mean; O3's
+    #: largest hourly value) to count in the daily AQI (GB 3095-2012's data validity rule:
+    #: at least 20 hourly means a day); O3's 8 h daily maximum has its own rule (aqi.py)
+    daily_min_hours: int = 20
     drift_k: float = 4.0
     drift_hours: int = 3
 
@@ -662,10 +666,20 @@ class CityAnalytics:
             stations = np.flatnonzero(count.sum(axis=1) > 0).astype(np.int64)
             if len(stations) == 0:
                 continue
+            # a daily value from fewer than daily_min_hours hourly values is not valid (a
+            # hub started mid-day, an outage): that pollutant takes no part in the daily AQI
             with np.errstate(invalid="ignore", divide="ignore"):
-                conc = total[stations] / count[stations]
-            conc[:, POLLUTANTS.index("o3")] = o3max[stations]
+                conc = np.where(count[stations] >= self.cfg.daily_min_hours,
+                                total[stations] / count[stations], np.nan)
+            o3 = POLLUTANTS.index("o3")  # its daily value is the day's largest hourly one
+            conc[:, o3] = np.where(count[stations, o3] >= self.cfg.daily_min_hours,
+                                   o3max[stations], np.nan)
             res = self.aqi_station.daily(day_end, stations, conc)
+            valid = np.isfinite(res.aqi)  # no pollutant valid: no daily AQI at all
+            if not valid.all():
+                stations, res = stations[valid], res.take(valid)
+                if len(stations) == 0:
+                    continue
             p = self._points["aqi_1d"]
             ents = [p.entity([self.districts[self.d_district[g]], self.registry.device_ids[g],
                               self.city.systems[self.d_system[g]].system_id])

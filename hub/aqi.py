@@ -98,7 +98,7 @@ included) ~6 M/s; ``group_mean`` 80-100 M rows/s. The exact reference: ~5 k stat
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 import numpy as np
@@ -707,6 +707,13 @@ class AqiResult:
 
     def __len__(self) -> int:
         return int(self.station_ids.shape[0])
+
+    def take(self, rows: np.ndarray) -> AqiResult:
+        """The stations at ``rows`` (indices or a bool mask), in that order."""
+        return replace(self, station_ids=self.station_ids[rows], aqi=self.aqi[rows],
+                       iaqi=self.iaqi[rows], primary_mask=self.primary_mask[rows],
+                       category=self.category[rows], o3_8h=self.o3_8h[rows],
+                       exceeding_mask=self.exceeding_mask[rows])
 
     def primary(self, i: int) -> list[str]:
         """Display names of row ``i``'s primary pollutant(s) (empty when AQI ≤ 50)."""
