@@ -227,8 +227,7 @@ class Hub:
         self.live = LiveState(self.city)
         self.analytics = (CityAnalytics(self.city, self.registry, cfg.analytics_config,
                                         self.live) if cfg.analytics else None)
-        self._started = time.monotonic()
-        self._snapshots = SnapshotClock(self._started, cfg.snapshot_min_gap_s)
+        self._snapshots = SnapshotClock(time.monotonic(), cfg.snapshot_min_gap_s)
         self._last_live = 0.0
         self.http: HubHttp | None = None
         self.sink = sink or make_sink(cfg.influx)
