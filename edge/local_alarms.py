@@ -9,10 +9,13 @@ marked ``"source": "edge"``.
 
 Rules (defaults as ``hub.kitchen.KitchenConfig``; ``../shared/reference/domain.md``):
   * ``gas_leak``: combustible gas above ``gas_max_lel_pct`` (10 %LEL) — raised on the first
-    reading, cleared when a reading is back under the limit.
+    reading.
   * ``cold_room_temperature``: cold-room temperature outside the device's range (chilled
     0..10 °C; frozen −20..−1 °C when its birth says ``frozen``) continuously for
-    ``cold_min_duration_s`` (30 min) of device time; cleared when back in range.
+    ``cold_min_duration_s`` (30 min) of device time.
+  * Both clear once the readings have been back within the limit for
+    ``clear_min_duration_s`` (5 min) of device time, so that a value hovering around the
+    limit does not raise and clear over and over; a violating reading restarts that wait.
 
 Pure state machine: ``observe`` takes one reading and returns an alarm document or None.
 """
@@ -29,6 +32,7 @@ class LocalAlarmConfig:
     chilled_c: tuple[float, float] = (0.0, 10.0)
     frozen_c: tuple[float, float] = (-20.0, -1.0)
     cold_min_duration_s: float = 1800.0
+    clear_min_duration_s: float = 300.0  #: as hub.kitchen; 0 = the first good reading clears
 
 
 class LocalAlarms:
@@ -39,6 +43,8 @@ class LocalAlarms:
         self.frozen: set[str] = set()
         self._raised: set[tuple[str, str]] = set()  # (device, alarm)
         self._cold_since: dict[str, float] = {}  # device -> device time it left its range
+        #: raised (device, alarm) -> device time its readings came back within the limit
+        self._good_since: dict[tuple[str, str], float] = {}
 
     @property
     def active(self) -> int:
@@ -65,6 +71,13 @@ class LocalAlarms:
     def _set(self, device: str, alarm: str, t: float, value: float,
              on: bool) -> dict[str, Any] | None:
         key = (device, alarm)
+        if on:
+            self._good_since.pop(key, None)
+        elif key in self._raised:
+            since = self._good_since.setdefault(key, t)
+            if t - since < self.cfg.clear_min_duration_s:
+                return None  # back within the limit, not yet for long enough
+            del self._good_since[key]
         if on == (key in self._raised):
             return None
         (self._raised.add if on else self._raised.discard)(key)

@@ -503,7 +503,7 @@ def test_gas_leak_is_raised_at_the_edge_while_the_uplink_is_down(
 
 
 def test_gas_leak_raises_once_and_clears() -> None:
-    alarms = LocalAlarms()
+    alarms = LocalAlarms(LocalAlarmConfig(clear_min_duration_s=0.0))  # no hysteresis
     assert alarms.observe("k1", "gas", 0.0, 5.0) is None
     raised = alarms.observe("k1", "gas", 1.0, 25.0)
     assert raised == {"alarm": "gas_leak", "state": "raised", "device": "k1", "t": 1.0,
@@ -519,7 +519,7 @@ def test_gas_leak_raises_once_and_clears() -> None:
 
 
 def test_cold_room_alarm_needs_thirty_minutes_out_of_range() -> None:
-    alarms = LocalAlarms()
+    alarms = LocalAlarms(LocalAlarmConfig(clear_min_duration_s=0.0))
     assert alarms.observe("c1", "cold_temp", 0.0, 12.0) is None  # out of range: timer starts
     assert alarms.observe("c1", "cold_temp", 1799.0, 13.0) is None
     raised = alarms.observe("c1", "cold_temp", 1800.0, 14.0)
@@ -537,8 +537,25 @@ def test_cold_room_alarm_needs_thirty_minutes_out_of_range() -> None:
     assert alarms.active == 1
 
 
+def test_an_alarm_clears_after_five_minutes_back_within_the_limit() -> None:
+    """A gas reading hovering around the limit raises once: a good reading or a few do not
+    clear it; five minutes of them do, and a bad one in between restarts the wait."""
+    alarms = LocalAlarms()
+
+    def state(t: float, v: float) -> str | None:
+        doc = alarms.observe("k1", "gas", t, v)
+        return None if doc is None else doc["state"]
+
+    assert state(0.0, 25.0) == "raised"
+    for t, v in ((60.0, 5.0), (120.0, 12.0), (180.0, 5.0), (240.0, 5.0), (420.0, 5.0)):
+        assert state(t, v) is None  # 12 at 120 s restarted the wait
+    assert state(480.0, 4.0) == "cleared"  # 300 s since 180 s
+    assert alarms.active == 0 and state(540.0, 4.0) is None
+    assert state(600.0, 30.0) == "raised"  # a new leak
+
+
 def test_frozen_cold_room_uses_the_freezer_range() -> None:
-    alarms = LocalAlarms(LocalAlarmConfig(cold_min_duration_s=60.0))
+    alarms = LocalAlarms(LocalAlarmConfig(cold_min_duration_s=60.0, clear_min_duration_s=0.0))
     alarms.set_frozen("f1", True)
     for t in (0.0, 100.0):  # −18 °C is right for a freezer ...
         assert alarms.observe("f1", "cold_temp", t, -18.0) is None
