@@ -448,8 +448,18 @@ class CityAnalytics:
                    "raised_t": rts / 1e9}
             out.alarms.append((topics.alarms_topic(district), orjson.dumps(doc)))
             self.live.alarm(doc)
-        vals = np.column_stack([tr.value, tr.peak, tr.raised_ts_ns.astype(np.float64)])
-        out.add(p.render(ents, vals, tr.ts_ns))
+        # raised_ts (ns, an integer field) does not survive float64 (53 bits): render it as
+        # 0 (so that every row gives one line) and write the exact integer in its place
+        vals = np.column_stack([tr.value, tr.peak, np.zeros(len(tr))])
+        body, n = p.render(ents, vals, tr.ts_ns)
+        lines = body.split(b"\n")[:-1]
+        fixed = []
+        for ln, t, rts in zip(lines, tr.ts_ns.tolist(), tr.raised_ts_ns.tolist(), strict=True):
+            tail = b"raised_ts=0i %d" % t
+            if not ln.endswith(tail):  # pragma: no cover - the renderer's field order
+                raise RuntimeError(f"kitchen_alarm line without a trailing raised_ts: {ln!r}")
+            fixed.append(ln[: -len(tail)] + b"raised_ts=%di %d\n" % (rts, t))
+        out.add((b"".join(fixed), n))
         return out
 
     def _anomalies(self, series: np.ndarray, ts_ns: np.ndarray, value: np.ndarray

@@ -14,7 +14,9 @@ Alarm types (``ALARM_NAMES_EN`` / ``ALARM_NAMES_ZH``)
 * 1 ``A_PREP_ROOM`` 专间温度超标 -- prep_temp ``> prep_max_c`` (25 °C) for at least
   ``prep_min_duration_s`` (15 min).
 * 2 ``A_GAS_LEAK`` 燃气泄漏 -- gas ``> gas_max_lel_pct`` (10 %LEL), immediately.
-* 3 ``A_FUME`` 油烟超标 -- fume ``> fume_limit_mg_m3`` (1.0), immediately.
+* 3 ``A_FUME`` 油烟超标 -- fume ``> fume_limit_mg_m3`` (1.0) for at least
+  ``fume_min_duration_s`` (10 min: sustained exceedance; a kitchen's fume swings above and
+  below the limit from one reading to the next while cooking).
 * 4 ``A_UV_SHORT`` 紫外消毒时长不足 -- UV minutes of a local day ``< uv_min_minutes`` (30),
   evaluated at day end.
 * 5..10 ``A_AI_NO_HAT_MASK`` 未戴帽子口罩, ``A_AI_NO_WORK_CLOTHES`` 未穿工作服,
@@ -48,10 +50,16 @@ Threshold rules (types 0-3), per reading in batch order:
 * NaN values are missing: ignored (they neither clear nor extend anything).
 * A reading older than the last one applied for that (restaurant, rule) is *late*: ignored.
 * Violating reading: starts the *pending* interval if none; raises when ``ts - pending_start
-  >= min_duration`` (0 for gas and fume by default: the first violating reading raises);
-  while open, updates ``peak`` and maybe emits ``ongoing``.
-* Compliant reading: cancels a pending interval; clears an open alarm (no hysteresis).
-  A gap in the readings does not break a pending interval.
+  >= min_duration`` (0 for gas by default: the first violating reading raises; a compliant
+  reading in between cancels the interval, so every reading of it must violate); while open,
+  cancels a clear-pending interval, updates ``peak`` and maybe emits ``ongoing``.
+* Compliant reading: cancels a pending interval. While an alarm is open it starts the
+  *clear-pending* interval if none, and clears the alarm when ``ts - clear_pending_start >=
+  clear_min_duration_s`` (5 min by default, one value for the four rules; 0 = the first
+  compliant reading clears): hysteresis, so that a value hovering around the limit does not
+  raise and clear over and over. The ``cleared`` transition carries the time and value of
+  the reading that completed the interval.
+  A gap in the readings does not break a pending or clear-pending interval.
 
 Daily rules (local day = UTC+8 date, ``tz_offset_s``):
 
@@ -75,7 +83,8 @@ Timestamps must be sane device times (validated at the edge): one reading years 
 close the current day early.
 
 Kernels: ``_kitchen_kernel`` (one pass over the batch, stops at a day change) and ``_day_end``
-(one pass over restaurants), state arrays ``[n_restaurants, N_ALARM_TYPES]``.
+(one pass over restaurants), state arrays ``[n_restaurants, N_ALARM_TYPES]`` (``pending``
+and ``clear_pending`` hold an interval's start, ``-2**63`` for none).
 
 Throughput (one core of the 2-core dev VM, warm JIT, best of 7, 1M readings of all 8
 measurement codes over 10k restaurants, ~85k transitions; the VM was shared): 30-36 M
@@ -210,7 +219,9 @@ class KitchenConfig:
     gas_max_lel_pct: float = 10.0
     gas_min_duration_s: float = 0.0
     fume_limit_mg_m3: float = 1.0  #: Chongqing local standard (national GB 18483: 2.0)
-    fume_min_duration_s: float = 0.0
+    fume_min_duration_s: float = 600.0  #: sustained exceedance (gas: immediate)
+    #: threshold rules (types 0-3): an open alarm clears after this long compliant
+    clear_min_duration_s: float = 300.0
     uv_min_minutes: float = 30.0
     uv_cumulative: bool = False  #: readings are running daily totals (max) instead of runs (sum)
     #: alarm when today's count of AI event code c exceeds ``ai_max_per_day[c - 1]``
@@ -222,7 +233,7 @@ class KitchenConfig:
         if not self.cold_min_c <= self.cold_max_c:
             raise ValueError("need cold_min_c <= cold_max_c")
         for name in ("cold_min_duration_s", "prep_min_duration_s", "gas_min_duration_s",
-                     "fume_min_duration_s", "uv_min_minutes"):
+                     "fume_min_duration_s", "clear_min_duration_s", "uv_min_minutes"):
             if not getattr(self, name) >= 0.0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if len(self.ai_max_per_day) != _N_AI or min(self.ai_max_per_day) < 0:
@@ -332,14 +343,15 @@ def _ranges(restaurant, code, ts_ns):
 
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
 def _kitchen_kernel(start, restaurant, ts_ns, code, value, cur_day, tz_ns,
-                    lo, hi, min_dur, ongoing_ns, uv_cumulative, ai_max,
-                    is_open, pending, raised_ts, last_emit, last_ts, peak, peak_key, last_val,
-                    uv, has_uv, ai_cnt, counters, k0,
+                    lo, hi, min_dur, clear_ns, ongoing_ns, uv_cumulative, ai_max,
+                    is_open, pending, clear_pending, raised_ts, last_emit, last_ts, peak,
+                    peak_key, last_val, uv, has_uv, ai_cnt, counters, k0,
                     o_r, o_a, o_s, o_t, o_v, o_p, o_rt):
     """Process readings ``start..`` until the end (returns (_DONE, n, k)) or a reading of a
     day after ``cur_day`` (returns (_NEW_DAY, its index, k)), emitting transitions from
     ``k0``. ``counters`` (int64[5]): applied, nan, invalid, late, ignored (accumulated).
-    ``peak_key`` is the ordering key of ``peak`` (larger = worse)."""
+    ``peak_key`` is the ordering key of ``peak`` (larger = worse); ``clear_pending``: start
+    of the compliant run of an open threshold alarm (``_NO_TS``: none)."""
     k = k0
     for i in range(start, restaurant.shape[0]):
         t = ts_ns[i]
@@ -364,6 +376,7 @@ def _kitchen_kernel(start, restaurant, ts_ns, code, value, cur_day, tz_ns,
             if v < lo_ or v > hi_:
                 exc = max(lo_ - v, v - hi_)
                 if is_open[r, a]:
+                    clear_pending[r, a] = _NO_TS
                     last_val[r, a] = v
                     if exc > peak_key[r, a]:
                         peak_key[r, a] = exc
@@ -382,6 +395,7 @@ def _kitchen_kernel(start, restaurant, ts_ns, code, value, cur_day, tz_ns,
                         peak[r, a] = v
                     if t - pending[r, a] >= min_dur[a]:
                         is_open[r, a] = True
+                        clear_pending[r, a] = _NO_TS
                         raised_ts[r, a] = t
                         last_emit[r, a] = t
                         last_val[r, a] = v
@@ -390,9 +404,13 @@ def _kitchen_kernel(start, restaurant, ts_ns, code, value, cur_day, tz_ns,
             else:
                 pending[r, a] = _NO_TS
                 if is_open[r, a]:
-                    is_open[r, a] = False
-                    k = _emit(k, r, a, ST_CLEARED, t, v, peak[r, a], raised_ts[r, a],
-                              o_r, o_a, o_s, o_t, o_v, o_p, o_rt)
+                    if clear_pending[r, a] == _NO_TS:
+                        clear_pending[r, a] = t
+                    if t - clear_pending[r, a] >= clear_ns:
+                        is_open[r, a] = False
+                        clear_pending[r, a] = _NO_TS
+                        k = _emit(k, r, a, ST_CLEARED, t, v, peak[r, a], raised_ts[r, a],
+                                  o_r, o_a, o_s, o_t, o_v, o_p, o_rt)
         elif m == M_UV_MINUTES:
             if not v >= 0.0:
                 counters[2] += 1
@@ -521,6 +539,7 @@ class KitchenAlarms:
 
     _open: np.ndarray
     _pending: np.ndarray
+    _clear_pending: np.ndarray
     _raised_ts: np.ndarray
     _last_emit: np.ndarray
     _last_ts: np.ndarray
@@ -545,6 +564,7 @@ class KitchenAlarms:
         self._min_dur = np.array([c.cold_min_duration_s, c.prep_min_duration_s,
                                   c.gas_min_duration_s, c.fume_min_duration_s]) * NS_PER_S
         self._min_dur = np.minimum(self._min_dur, 9.0e18).astype(np.int64)
+        self._clear_ns = int(min(c.clear_min_duration_s * NS_PER_S, 9.0e18))
         self._ongoing_ns = (_I64_MAX if c.ongoing_interval_s is None
                             else min(int(c.ongoing_interval_s * NS_PER_S), _I64_MAX))
         self._ai_max = np.array(c.ai_max_per_day, dtype=np.int64)
@@ -573,6 +593,8 @@ class KitchenAlarms:
         first = old == 0
         self._open = grow(None if first else self._open, (na,), False, np.bool_)
         self._pending = grow(None if first else self._pending, (na,), _NO_TS, np.int64)
+        self._clear_pending = grow(None if first else self._clear_pending, (na,), _NO_TS,
+                                   np.int64)
         self._raised_ts = grow(None if first else self._raised_ts, (na,), _NO_TS, np.int64)
         self._last_emit = grow(None if first else self._last_emit, (na,), _NO_TS, np.int64)
         self._last_ts = grow(None if first else self._last_ts, (na,), _NO_TS, np.int64)
@@ -666,10 +688,10 @@ class KitchenAlarms:
         while True:
             status, pos, k = _kitchen_kernel(
                 pos, r, t, m64, v, self._day, self._tz_ns, self._lo, self._hi,
-                self._min_dur, self._ongoing_ns, self.config.uv_cumulative, self._ai_max,
-                self._open, self._pending, self._raised_ts, self._last_emit, self._last_ts,
-                self._peak, self._peak_key, self._last_val, self._uv, self._has_uv,
-                self._ai_cnt, counters, k_lo, *bufs)
+                self._min_dur, self._clear_ns, self._ongoing_ns, self.config.uv_cumulative,
+                self._ai_max, self._open, self._pending, self._clear_pending, self._raised_ts,
+                self._last_emit, self._last_ts, self._peak, self._peak_key, self._last_val,
+                self._uv, self._has_uv, self._ai_cnt, counters, k_lo, *bufs)
             parts.append(_transitions(bufs, int(k), k_lo))
             k_lo = int(k)
             if status == _DONE:

@@ -439,10 +439,12 @@ class NaiveKitchen:
     uv_cumulative: bool
     ai_max: Sequence[int]
     tz_ns: int = 8 * 3600 * NS
+    clear_ns: int = 0  # threshold rules: compliant this long to clear (0: first reading)
     day: int | None = None
     overrides: dict[tuple[int, int], tuple[float, float]] = field(default_factory=dict)
     open: dict[tuple[int, int], NaiveAlarm] = field(default_factory=dict)
     pending: dict[tuple[int, int], tuple[int, float, float]] = field(default_factory=dict)
+    clear_pending: dict[tuple[int, int], int] = field(default_factory=dict)  # compliant since
     last_ts: dict[tuple[int, int], int] = field(default_factory=dict)
     uv: dict[int, float] = field(default_factory=lambda: defaultdict(float))
     has_uv: set[int] = field(default_factory=set)
@@ -509,11 +511,15 @@ class NaiveKitchen:
         if lo <= v <= hi:
             self.pending.pop(key, None)
             if al is not None:
-                del self.open[key]
-                out.append((r, a, CLEARED, t, v, al.peak, al.raised))
+                since = self.clear_pending.setdefault(key, t)
+                if t - since >= self.clear_ns:
+                    del self.open[key]
+                    del self.clear_pending[key]
+                    out.append((r, a, CLEARED, t, v, al.peak, al.raised))
             return
         exc = max(lo - v, v - hi)
         if al is not None:
+            self.clear_pending.pop(key, None)
             al.last_val = v
             if exc > al.peak_key:
                 al.peak, al.peak_key = v, exc

@@ -177,6 +177,29 @@ def test_analytics_output_does_not_depend_on_the_batching() -> None:
     assert snap_one.group_n_reporting[0] > 0
 
 
+def test_kitchen_alarm_raised_ts_is_stored_to_the_nanosecond() -> None:
+    """``raised_ts`` is an integer field of ns: written exactly, not through float64 (whose
+    53 bits turned ...123456789 into ...123456768)."""
+    registry, batches = _city_batches(9, 6)
+    an = CityAnalytics(registry.city, registry)
+    lines = [ln for s, d, t, v in batches
+             for body, _ in an.on_readings(s, d, t, v, int(t.max())).bodies
+             for ln in body.split(b"\n") if ln.startswith(b"kitchen_alarm,")]
+    raised = [ln for ln in lines if b",state=raised," in ln]
+    assert raised and len(raised) < len(lines)  # ongoing / cleared ones too
+    inexact = 0
+    for ln in lines:
+        head, ts = ln.rsplit(b" ", 1)
+        field = [f for f in head.rsplit(b" ", 1)[1].split(b",") if f.startswith(b"raised_ts=")]
+        assert len(field) == 1 and field[0].endswith(b"i")
+        rts = int(field[0][len(b"raised_ts="):-1])
+        assert rts <= int(ts)
+        if b",state=raised," in ln:
+            assert rts == int(ts)  # raised by the reading the line is stamped with
+            inexact += int(float(rts)) != rts
+    assert inexact  # times float64 cannot hold were among them
+
+
 def test_percentiles_of_a_batch_spread_over_hours() -> None:
     """A batch over more minutes than the counting sort takes (a device clock far off):
     the distinct minutes are found with np.unique; the first three open, later ones wait."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -52,6 +53,7 @@ def _naive(cfg: KitchenConfig, n: int, start_ns: int | None = None) -> NaiveKitc
         ongoing_ns=None if cfg.ongoing_interval_s is None else int(cfg.ongoing_interval_s * NS),
         uv_min=cfg.uv_min_minutes, uv_cumulative=cfg.uv_cumulative,
         ai_max=cfg.ai_max_per_day, tz_ns=cfg.tz_offset_s * NS,
+        clear_ns=int(cfg.clear_min_duration_s * NS),
         day=None if start_ns is None else (start_ns + cfg.tz_offset_s * NS) // (86_400 * NS))
 
 
@@ -99,6 +101,8 @@ def configs(draw: st.DrawFn) -> KitchenConfig:
         prep_min_duration_s=draw(st.sampled_from([0.0, 900.0])),
         gas_min_duration_s=draw(st.sampled_from([0.0, 60.0])),
         fume_limit_mg_m3=draw(st.sampled_from([1.0, 2.0])),
+        fume_min_duration_s=draw(st.sampled_from([0.0, 600.0])),
+        clear_min_duration_s=draw(st.sampled_from([0.0, 300.0, 1800.0])),
         uv_cumulative=draw(st.booleans()),
         ai_max_per_day=tuple(draw(st.lists(st.integers(0, 3), min_size=6, max_size=6))),
         ongoing_interval_s=draw(st.sampled_from([None, 0.0, 1200.0])),
@@ -154,7 +158,8 @@ def _feed(eng: KitchenAlarms, rows: list[tuple[int, int, int, float]]) -> list[t
 
 
 def test_cold_room_lifecycle_is_deduplicated() -> None:
-    eng = KitchenAlarms(1, KitchenConfig(ongoing_interval_s=600.0), start_ns=T0)
+    eng = KitchenAlarms(1, KitchenConfig(ongoing_interval_s=600.0, clear_min_duration_s=0.0),
+                        start_ns=T0)
     rows = [(0, T0 + k * 5 * MIN, M_COLD_TEMP, 12.0) for k in range(10)]  # 45 min too warm
     rows.append((0, T0 + 50 * MIN, M_COLD_TEMP, 4.0))
     got = _feed(eng, rows)
@@ -170,15 +175,94 @@ def test_cold_room_lifecycle_is_deduplicated() -> None:
 def test_instant_rules_and_the_chongqing_fume_limit() -> None:
     assert KitchenConfig().fume_limit_mg_m3 == 1.0
     assert KitchenConfig.national().fume_limit_mg_m3 == 2.0
+    # gas is immediate by default; fume only when configured so (default: 10 min sustained)
+    assert KitchenConfig().gas_min_duration_s == 0.0
+    assert KitchenConfig().fume_min_duration_s == 600.0
     rows = [(0, T0, M_FUME, 1.5), (0, T0 + MIN, M_GAS, 25.0), (0, T0 + 2 * MIN, M_GAS, 5.0),
             (0, T0 + 3 * MIN, M_PREP_TEMP, 26.0), (0, T0 + 4 * MIN, M_HUMIDITY, 99.0)]
-    eng = KitchenAlarms(1)
+    old = KitchenConfig(fume_min_duration_s=0.0, clear_min_duration_s=0.0)  # as before
+    eng = KitchenAlarms(1, old)
     assert _feed(eng, rows) == [(A_FUME, ST_RAISED, T0, 1.5),
                                 (A_GAS_LEAK, ST_RAISED, T0 + MIN, 25.0),
                                 (A_GAS_LEAK, ST_CLEARED, T0 + 2 * MIN, 5.0)]
-    assert _feed(KitchenAlarms(1, KitchenConfig.national()), rows)[0][0] == A_GAS_LEAK
+    national = dataclasses.replace(old, fume_limit_mg_m3=2.0)
+    assert _feed(KitchenAlarms(1, national), rows)[0][0] == A_GAS_LEAK
     op = eng.open_alarms()
     assert op.alarm_type.tolist() == [A_FUME]  # prep room pending: 15 min not yet over
+    # defaults: the gas leak raises at once but stays open (5 min compliant to clear)
+    eng = KitchenAlarms(1)
+    assert _feed(eng, rows) == [(A_GAS_LEAK, ST_RAISED, T0 + MIN, 25.0)]
+    assert eng.open_alarms().alarm_type.tolist() == [A_GAS_LEAK]
+
+
+# --------------------------------------------------------------------------------------------
+# fume: sustained exceedance, clear hysteresis (the flapping of a city run: one alarm a
+# minute, raised and cleared, for readings hovering around the 1.0 mg/m³ limit)
+# --------------------------------------------------------------------------------------------
+
+
+def _fume(t0: int, values: list[float], step: int = MIN) -> list[tuple[int, int, int, float]]:
+    return [(0, t0 + k * step, M_FUME, v) for k, v in enumerate(values)]
+
+
+def _states(got: list[tuple]) -> list[int]:
+    return [s for _, s, _, _ in got]
+
+
+def test_alternating_fume_raises_nothing() -> None:
+    eng = KitchenAlarms(1, start_ns=T0)
+    got = _feed(eng, _fume(T0, [1.5, 0.8] * 180))  # 6 h, one reading a minute
+    assert got == [] and len(eng.open_alarms()) == 0
+    # the same series with the old settings: an alarm raised and cleared every 2 minutes
+    old = KitchenAlarms(1, KitchenConfig(fume_min_duration_s=0.0, clear_min_duration_s=0.0),
+                        start_ns=T0)
+    got = _feed(old, _fume(T0, [1.5, 0.8] * 180))
+    assert _states(got) == [ST_RAISED, ST_CLEARED] * 180
+
+
+def test_sustained_fume_raises_once() -> None:
+    eng = KitchenAlarms(1, KitchenConfig(ongoing_interval_s=None), start_ns=T0)
+    # 9 min above, one compliant reading, then 15 min above: raised 10 min into the second run
+    values = [1.4] * 10 + [0.9] + [1.2] * 16
+    got = _feed(eng, _fume(T0, values))
+    assert got == [(A_FUME, ST_RAISED, T0 + 21 * MIN, 1.2)]
+    op = eng.open_alarms()
+    assert op.raised_ts_ns.tolist() == [T0 + 21 * MIN] and op.peak.tolist() == [1.2]
+
+
+def test_one_compliant_reading_does_not_clear_an_open_alarm() -> None:
+    eng = KitchenAlarms(1, KitchenConfig(ongoing_interval_s=None), start_ns=T0)
+    got = _feed(eng, _fume(T0, [2.0] * 11))
+    assert got == [(A_FUME, ST_RAISED, T0 + 10 * MIN, 2.0)]
+    # dips below the limit for up to 4 minutes at a time: still the same alarm
+    t1 = T0 + 11 * MIN
+    assert _feed(eng, _fume(t1, [0.5, 1.3, 0.5, 0.6, 0.7, 0.4, 0.3, 1.1, 2.5])) == []
+    op = eng.open_alarms()
+    assert op.raised_ts_ns.tolist() == [T0 + 10 * MIN] and op.peak.tolist() == [2.5]
+
+
+def test_compliant_for_clear_min_duration_clears_once() -> None:
+    cfg = KitchenConfig(ongoing_interval_s=None, clear_min_duration_s=300.0)
+    eng = KitchenAlarms(1, cfg, start_ns=T0)
+    _feed(eng, _fume(T0, [3.0] * 11))
+    t1 = T0 + 11 * MIN
+    # compliant from t1: cleared by the reading 5 min later, stamped with it and its value
+    got = _feed(eng, _fume(t1, [0.5, 0.6, 0.7, 0.8, 0.9, 0.4, 0.3, 0.2]))
+    assert got == [(A_FUME, ST_CLEARED, t1 + 5 * MIN, 0.4)]
+    assert len(eng.open_alarms()) == 0
+    # a gap does not break the clear-pending interval; a violating reading restarts it
+    eng = KitchenAlarms(1, cfg, start_ns=T0)
+    _feed(eng, _fume(T0, [3.0] * 11))
+    assert _feed(eng, [(0, t1, M_FUME, 0.5), (0, t1 + 4 * MIN, M_FUME, 1.5),
+                       (0, t1 + 5 * MIN, M_FUME, 0.5), (0, t1 + 9 * MIN, M_FUME, 0.5)]) == []
+    assert _feed(eng, [(0, t1 + 10 * MIN, M_FUME, 0.6)]) == [
+        (A_FUME, ST_CLEARED, t1 + 10 * MIN, 0.6)]
+    # the cold room too (one hysteresis for the four threshold rules)
+    eng = KitchenAlarms(1, cfg, start_ns=T0)
+    rows = [(0, T0 + k * 5 * MIN, M_COLD_TEMP, 12.0) for k in range(7)]
+    rows += [(0, T0 + (35 + k) * MIN, M_COLD_TEMP, 4.0) for k in range(6)]
+    assert _feed(eng, rows) == [(A_COLD_ROOM, ST_RAISED, T0 + 30 * MIN, 12.0),
+                                (A_COLD_ROOM, ST_CLEARED, T0 + 40 * MIN, 4.0)]
 
 
 def test_uv_is_evaluated_at_local_day_end() -> None:
@@ -240,6 +324,9 @@ def test_names_codes_and_validation() -> None:
         eng.set_range(np.zeros(1, np.int64), A_UV_SHORT, 0.0, 1.0)
     with pytest.raises(ValueError, match="ai_max_per_day"):
         KitchenConfig(ai_max_per_day=(1, 2))
+    for bad in (-1.0, math.nan):
+        with pytest.raises(ValueError, match="clear_min_duration_s must be >= 0"):
+            KitchenConfig(clear_min_duration_s=bad)
     up = eng.update(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int8),
                     np.empty(0))
     assert len(up.transitions) == 0
