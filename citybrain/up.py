@@ -15,6 +15,11 @@ What it does, in order:
      has received every framed reading: close windows, store everything);
   4. counts raw readings in InfluxDB with InfluxQL and writes the accounting report:
      ``lost = published − (stored_raw + rejected + duplicates − redelivered + shed)``.
+     ``accounting_complete`` (with ``accounting_warnings``) says whether every reading had
+     its chance to be stored: when a drain wait timed out, a tier did not exit 0,
+     the hub exited with WAL records unprocessed or lines unwritten, an edge with records
+     left in its spool, or InfluxDB's count was still changing, ``lost`` still counts every
+     reading missing from InfluxDB, but some of it is "not stored in time", not "gone".
 
 Children run in their own process group (so Ctrl-C reaches only this supervisor, which
 stops them in order) and die with it (``PR_SET_PDEATHSIG``), so nothing is orphaned.
@@ -30,7 +35,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +53,10 @@ log = logging.getLogger("citybrain.up")
 RAW_MEASUREMENTS = "/^raw_/"
 SIM_REPLAY_S = 86400.0
 MAKE_CA = Path(__file__).resolve().parents[1] / "scripts" / "make_ca.sh"
+#: InfluxDB's count is taken as final once unchanged for this long when it falls short: a
+#: write a stopped hub had in flight (influxd applies a request whose body it has, even
+#: after the client went away) lands within it.
+SETTLE_S = 5.0
 #: Credentials a child would otherwise inherit from this process's environment; replaced by
 #: each tier's own when this run manages the accounts.
 CREDENTIAL_ENV = ("CITYBRAIN_MQTT_USERNAME", "CITYBRAIN_MQTT_PASSWORD",
@@ -166,6 +175,71 @@ def influx_count(url: str, db: str, measurements: str = RAW_MEASUREMENTS) -> int
             for row in series.get("values", []):
                 total += sum(int(v) for v in row[1:] if v is not None)
     return total
+
+
+def wait_settled(read: Callable[[], int], target: int, timeout_s: float,
+                 settle_s: float = SETTLE_S, poll_s: float = 0.5) -> tuple[int, bool]:
+    """``read()`` until it reaches ``target`` or stays unchanged for ``settle_s``, at most
+    ``timeout_s``; returns ``(last value, settled)``, ``settled`` False if it was still
+    changing (or had not been watched for ``settle_s``) at the deadline.
+
+    Why: writes a hub sent before it exited (or was killed) may still be being applied by
+    InfluxDB; a count taken at once would call those readings lost. Real loss is not
+    hidden: a count that stops short of ``target`` is returned as it is. (Used by ``up``'s
+    accounting and by the load test's.)"""
+    deadline = time.monotonic() + timeout_s
+    value = read()
+    since = time.monotonic()
+    while value < target:
+        now = time.monotonic()
+        if now - since >= settle_s:
+            return value, True
+        if now >= deadline:
+            return value, False
+        time.sleep(min(poll_s, max(0.0, deadline - now)))
+        latest = read()
+        if latest != value:
+            value, since = latest, time.monotonic()
+    return value, True
+
+
+#: Hub final-stats keys that say it stopped with readings not (yet) stored, and what they are.
+HUB_LEFTOVERS = (
+    ("unprocessed_wal_records", "WAL records unprocessed (left in its WAL)"),
+    ("unwritten_lines_at_exit", "lines unwritten (their WAL records kept)"),
+    ("write_refused_lines", "lines refused by its stopped writer (their WAL records kept)"),
+    ("processing_unfinished_at_exit", "processing thread(s) still running"),
+)
+
+
+def accounting_warnings(hub: dict[str, Any], edges: list[dict[str, Any]], *,
+                        timed_out: Sequence[str] = (), exits: Mapping[str, int] | None = None,
+                        settled: bool = True) -> list[str]:
+    """Why ``lost`` may count readings that were not stored *in time* rather than gone
+    (empty: every reading had its chance; whatever is missing from InfluxDB is lost).
+
+    ``hub``: the hubs' final stats (combined); ``edges``: each edge's final stats;
+    ``timed_out``: the drain waits that timed out (what they waited for); ``exits``: exit
+    code per child (sim, edges, hubs); ``settled``: InfluxDB's count had stopped changing.
+    ``unwritten_lines_at_exit`` includes the ``write_refused_lines``; both are reported."""
+    out = [f"timed out waiting for {what}: tiers were stopped with readings maybe still on "
+           "their way (in the broker's session queue, an edge spool or the hub's WAL: not "
+           "stored in this run)" for what in timed_out]
+    failed = {name: code for name, code in (exits or {}).items() if code != 0}
+    if failed:
+        out.append("exit codes " + ", ".join(f"{n} {c}" for n, c in failed.items())
+                   + ": a tier killed or failed did not finish its graceful stop (storing or "
+                   "publishing what it held) nor write its final counters")
+    for key, what in HUB_LEFTOVERS:
+        if int(hub.get(key) or 0):
+            out.append(f"the hub exited with {int(hub[key]):,} {what}")
+    left = sum(int(e.get("spool_left_records") or 0) for e in edges)
+    if left:
+        out.append(f"the edges exited with {left:,} records left in their spools "
+                   "(not published in this run)")
+    if not settled:
+        out.append("InfluxDB's count of raw readings was still changing when read")
+    return out
 
 
 def make_local_ca(directory: Path) -> Any:
@@ -466,33 +540,63 @@ class CityRun:
         return wait_until(quiet, timeout_s, "the hub to finish its backlog")
 
     def drain_and_stop(self) -> dict[str, Any]:
-        """Stop tiers in data-flow order, each after the previous one's output arrived."""
+        """Stop tiers in data-flow order, each after the previous one's output arrived.
+
+        Each drain wait is bounded by ``drain_timeout_s``; one that times out, a tier that
+        does not exit 0, or what the final stats say was left behind makes the report's
+        ``accounting_complete`` false, with the reasons in ``accounting_warnings``."""
         t = self.cfg.drain_timeout_s
-        self.sim.terminate_and_wait(t)
+        timed_out: list[str] = []  # the drain waits that gave up
+
+        def drain(cond: Callable[[], bool], what: str) -> None:
+            if not wait_until(cond, t, what):
+                timed_out.append(what)
+
+        exits = {self.sim.name: self.sim.terminate_and_wait(t)}
         sim = self.sim.stats()
         published = int(sim.get("readings_published", 0))
-        wait_until(lambda: sum(int(e.stats().get("readings_in", 0)) for e in self.edges)
-                   >= published, t, "the edges to receive every published reading")
+        drain(lambda: sum(int(e.stats().get("readings_in", 0)) for e in self.edges)
+              >= published, "the edges to receive every published reading")
         for e in self.edges:
-            e.terminate_and_wait(t)
+            exits[e.name] = e.terminate_and_wait(t)
         edges = [e.stats() for e in self.edges]
         # readings a full spool shed (counted by the edge) can never arrive
         framed = sum(int(e.get("readings_framed", 0)) - int(e.get("spool_dropped_readings", 0))
                      for e in edges)
         if not self.hub_restarted:  # a restarted hub's counters say nothing of the past
-            wait_until(lambda: int(self.hub_stats().get("hub_received", 0)) >= framed, t,
-                       "the hub to receive every framed reading")
-        self._wait_hub_quiet(t)
+            drain(lambda: int(self.hub_stats().get("hub_received", 0)) >= framed,
+                  "the hub to receive every framed reading")
+        if not self._wait_hub_quiet(t):
+            timed_out.append("the hub to finish its backlog")
         # All at once: a cluster hub that sees another leave would adopt its partitions.
         for h in self.hubs:
             h.terminate()
         for h in self.hubs:
-            h.terminate_and_wait(t)
+            exits[h.name] = h.terminate_and_wait(t)
         hub = self.hub_stats()
-        counted = influx_count(self.influx_url, self.cfg.influx_db)
-        report = build_report(sim, edges, hub, counted,
-                              {"url": self.influx_url, "api": "v1",
-                               "database": self.cfg.influx_db})
+        influx = {"url": self.influx_url, "api": "v1", "database": self.cfg.influx_db}
+
+        def count() -> int:
+            return influx_count(self.influx_url, self.cfg.influx_db)
+
+        report = build_report(sim, edges, hub, count(), influx)
+        settled = True
+        if report["lost"] > 0:  # writes a hub sent before it exited may still be landing
+            counted, settled = wait_settled(
+                count, report["stored_raw_counted_in_influxdb"] + report["lost"], t)
+            report = build_report(sim, edges, hub, counted, influx)
+        warnings = accounting_warnings(hub, edges, timed_out=timed_out, exits=exits,
+                                       settled=settled)
+        if report["lost"] > 0 and warnings:
+            log.warning("%d readings counted lost, but the accounting is incomplete (%s): some "
+                        "may only not have been stored in time", report["lost"],
+                        "; ".join(warnings))
+        # False: some readings did not get their chance to be stored (see the warnings), so
+        # "lost" may include readings not stored in time rather than gone
+        report["accounting_complete"] = not warnings
+        report["accounting_warnings"] = warnings
+        report["exit_codes"] = exits
+        report["drain_timed_out"] = timed_out
         report["mqtt"] = {"host": self.mqtt[0], "port": self.mqtt[1],
                           "tls": self.tls_ca is not None or bool(
                               self.cfg.mqtt_host and os.environ.get("CITYBRAIN_MQTT_TLS_CA")),
@@ -537,7 +641,8 @@ Press Ctrl-C to stop: the city drains, stops cleanly and prints its accounting.
 
 
 def run_city(cfg: UpConfig) -> int:
-    """Run the city; returns 0 when every reading is accounted for (lost == 0)."""
+    """Run the city; returns 0 when every reading is accounted for (lost == 0), else 1 --
+    also when the accounting is incomplete (``accounting_warnings`` say why)."""
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -561,8 +666,13 @@ def run_city(cfg: UpConfig) -> int:
     summary = {k: report[k] for k in ("published", "edge_accepted", "rejected", "duplicates",
                                       "hub_received", "stored_raw",
                                       "stored_raw_counted_in_influxdb", "stored_aggregates",
-                                      "lost")}
+                                      "lost", "accounting_complete")}
     print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode(), flush=True)
+    if report["accounting_warnings"]:
+        print("accounting incomplete: some of 'lost' may be readings not stored in time "
+              "rather than gone:", flush=True)
+        for warning in report["accounting_warnings"]:
+            print(f"  - {warning}", flush=True)
     if cfg.report:
         cfg.report.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(cfg.report, report)

@@ -42,6 +42,10 @@ def test_short_city_run_accounts_for_every_reading(tmp_path: Path, mosquitto: Mo
     assert all(k in doc for k in KEYS)
     assert doc["published"] > 1000
     assert doc["lost"] == 0
+    # every tier drained in time and stopped cleanly: nothing was left unstored
+    assert doc["accounting_complete"] is True and doc["accounting_warnings"] == [], doc[
+        "accounting_warnings"]
+    assert set(doc["exit_codes"].values()) == {0} and doc["drain_timed_out"] == []
     assert doc["stored_raw"] == doc["stored_raw_counted_in_influxdb"] == doc["hub_received"]
     assert doc["stored_raw"] == influx_count(influxd.url, unique_db)
     assert doc["published"] == (doc["stored_raw"] + doc["rejected"] + doc["duplicates"]
@@ -89,6 +93,7 @@ def test_ctrl_c_stops_everything_cleanly(tmp_path: Path) -> None:
             proc.kill()
     assert proc.returncode == 0, out[-3000:]
     assert '"lost": 0' in out
+    assert '"accounting_complete": true' in out and "accounting incomplete" not in out
     assert not _processes_mentioning(str(tmp_path))
 
 

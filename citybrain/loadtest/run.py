@@ -61,7 +61,7 @@ from citybrain.loadtest.report import (
     write_report,
 )
 from citybrain.mqtt import BrokerConfig
-from citybrain.up import Child, wait_until
+from citybrain.up import Child, wait_settled, wait_until
 from hub.cluster import combine_snapshots
 from hub.latency import STAGES
 
@@ -70,11 +70,6 @@ log = logging.getLogger("citybrain.loadtest")
 #: Per-device accounting needs one InfluxDB series per device in the answer: above this
 #: many devices only totals are compared (the query would dominate the run).
 PER_DEVICE_LIMIT = 200_000
-
-#: InfluxDB's count of the aggregates is taken as final once unchanged for this long: a
-#: write a stopped hub had in flight (influxd applies a request whose body it has, even
-#: after the client went away) lands within it.
-SETTLE_S = 5.0
 
 
 @dataclass
@@ -350,31 +345,6 @@ def stored_total(url: str, db: str, q: str, auth: str | None = None) -> int:
     """The sum of every value of ``q``'s first row per series (a count or a sum)."""
     series = influx_query(url, db, q, auth)
     return int(sum(v or 0 for s in series for v in s["values"][0][1:]))
-
-
-def wait_settled(read: Callable[[], int], target: int, timeout_s: float,
-                 settle_s: float = SETTLE_S, poll_s: float = 0.5) -> tuple[int, bool]:
-    """``read()`` until it reaches ``target`` or stays unchanged for ``settle_s``, at most
-    ``timeout_s``; returns ``(last value, settled)``, ``settled`` False if it was still
-    changing (or had not been watched for ``settle_s``) at the deadline.
-
-    Why: writes a hub sent before it exited (or was killed) may still be being applied by
-    InfluxDB; a count taken at once would call those readings lost. Real loss is not
-    hidden: a count that stops short of ``target`` is returned as it is."""
-    deadline = time.monotonic() + timeout_s
-    value = read()
-    since = time.monotonic()
-    while value < target:
-        now = time.monotonic()
-        if now - since >= settle_s:
-            return value, True
-        if now >= deadline:
-            return value, False
-        time.sleep(min(poll_s, max(0.0, deadline - now)))
-        latest = read()
-        if latest != value:
-            value, since = latest, time.monotonic()
-    return value, True
 
 
 def steady_rates(samples: list[tuple[int, dict[str, Any], int]], end_ns: int
