@@ -462,7 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_mqtt(p)
     # Loss is judged with InfluxDB's v1 /query API (1.x, or 2.x's v1 compatibility API).
     env_option(p, "--influx-url", default="http://127.0.0.1:8086",
-               help="with --hub-url: the deployment's InfluxDB 1.x")
+               help="with --hub-url: the deployment's InfluxDB (1.x, or 2.x through its v1 "
+                    "query API)")
     env_option(p, "--influx-db", default="citybrain", help="with --hub-url: its database")
     env_option(p, "--influx-username", default="", help="with --hub-url: InfluxDB 1.x user "
                "allowed to read the database (HTTP Basic)")
