@@ -34,11 +34,11 @@ class _RepeatReplacingEnv(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                  values: Any, option_string: str | None = None) -> None:
-        given: set[str] = getattr(namespace, "_given_on_command_line", set())
-        items = list(getattr(namespace, self.dest)) if self.dest in given else []
-        items.append(values)
-        setattr(namespace, self.dest, items)
-        namespace._given_on_command_line = given | {self.dest}
+        current = getattr(namespace, self.dest)
+        # argparse starts the namespace with the default object itself: the first use
+        # replaces it, later ones append
+        items = [] if current is self.default or current is None else list(current)
+        setattr(namespace, self.dest, [*items, values])
 
 
 def env_option(p: argparse.ArgumentParser, flag: str, *, default: Any = None,
