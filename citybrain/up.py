@@ -16,7 +16,8 @@ What it does, in order:
   4. counts raw readings in InfluxDB with InfluxQL and writes the accounting report:
      ``lost = published − (stored_raw + rejected + duplicates − redelivered + shed)``.
      ``accounting_complete`` (with ``accounting_warnings``) says whether every reading had
-     its chance to be stored: when a drain wait timed out, a tier did not exit 0,
+     its chance to be stored (always true when nothing is lost): when a drain wait timed
+     out, a tier did not exit 0,
      the hub exited with WAL records unprocessed or lines unwritten, an edge with records
      left in its spool, or InfluxDB's count was still changing, ``lost`` still counts every
      reading missing from InfluxDB, but some of it is "not stored in time", not "gone".
@@ -222,9 +223,9 @@ def accounting_warnings(hub: dict[str, Any], edges: list[dict[str, Any]], *,
     ``timed_out``: the drain waits that timed out (what they waited for); ``exits``: exit
     code per child (sim, edges, hubs); ``settled``: InfluxDB's count had stopped changing.
     ``unwritten_lines_at_exit`` includes the ``write_refused_lines``; both are reported."""
-    out = [f"timed out waiting for {what}: tiers were stopped with readings maybe still on "
-           "their way (in the broker's session queue, an edge spool or the hub's WAL: not "
-           "stored in this run)" for what in timed_out]
+    out = [f"timed out waiting for {what}: readings may still have been on their way when "
+           "the tiers were stopped (in the broker's session queue, an edge spool or the "
+           "hub's WAL: not stored in this run)" for what in timed_out]
     failed = {name: code for name, code in (exits or {}).items() if code != 0}
     if failed:
         out.append("exit codes " + ", ".join(f"{n} {c}" for n, c in failed.items())
@@ -240,6 +241,14 @@ def accounting_warnings(hub: dict[str, Any], edges: list[dict[str, Any]], *,
     if not settled:
         out.append("InfluxDB's count of raw readings was still changing when read")
     return out
+
+
+def accounting_complete(lost: int, warnings: Sequence[str]) -> bool:
+    """False when some of ``lost`` may be readings not stored in time rather than gone (the
+    ``warnings`` say why). With nothing lost every reading is accounted for whatever
+    happened on the way (a drain wait that timed out while the hub caught up later): the
+    warnings are then information only."""
+    return lost == 0 or not warnings
 
 
 def make_local_ca(directory: Path) -> Any:
@@ -591,9 +600,7 @@ class CityRun:
             log.warning("%d readings counted lost, but the accounting is incomplete (%s): some "
                         "may only not have been stored in time", report["lost"],
                         "; ".join(warnings))
-        # False: some readings did not get their chance to be stored (see the warnings), so
-        # "lost" may include readings not stored in time rather than gone
-        report["accounting_complete"] = not warnings
+        report["accounting_complete"] = accounting_complete(report["lost"], warnings)
         report["accounting_warnings"] = warnings
         report["exit_codes"] = exits
         report["drain_timed_out"] = timed_out
@@ -670,7 +677,8 @@ def run_city(cfg: UpConfig) -> int:
     print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode(), flush=True)
     if report["accounting_warnings"]:
         print("accounting incomplete: some of 'lost' may be readings not stored in time "
-              "rather than gone:", flush=True)
+              "rather than gone:" if not report["accounting_complete"] else
+              "nothing lost, though the run did not go smoothly:", flush=True)
         for warning in report["accounting_warnings"]:
             print(f"  - {warning}", flush=True)
     if cfg.report:

@@ -61,7 +61,7 @@ from citybrain.loadtest.report import (
     write_report,
 )
 from citybrain.mqtt import BrokerConfig
-from citybrain.up import Child, wait_settled, wait_until
+from citybrain.up import Child, accounting_complete, wait_settled, wait_until
 from hub.cluster import combine_snapshots
 from hub.latency import STAGES
 
@@ -535,7 +535,8 @@ def _report(cfg: LoadtestConfig, load: LoadConfig, result: LoadResult, sampler: 
         "lost": lost,
         # False: the hubs did not get to store everything (see accounting_warnings), so
         # "lost" may include readings not stored in time rather than vanished
-        "accounting_complete": not warnings, "accounting_warnings": warnings,
+        "accounting_complete": accounting_complete(lost, warnings),
+        "accounting_warnings": warnings,
         "hub_exit_codes": exits,
         "late_or_early": hub_late, "invalid": invalid, "edge_rejected": rejected,
         "edge_duplicates": duplicates, "duplicate_frames": int(final.get("frames_duplicate", 0)),
