@@ -74,9 +74,12 @@ AQI_INT = ["aqi", "category", "primary_mask", "final"]
 # Readings that are events or counters, not levels: no stuck/spike scoring for them.
 NOT_SCORED = {"occupied", "ai_event", "entries", "exits", "uv_minutes"}
 # Levels that legitimately hold one value for hours, so a flat line is no sign of a stuck
-# sensor: spikes are scored, stuck runs are not reported. A bay battery drains ~1 mV a day
-# in 10 mV steps (one value for days); a lot's free spaces sit at 0 while it is full.
-NOT_STUCK = {"battery", "free"}
+# sensor: spikes are scored, stuck runs are not reported. (kind, measurement): a bay battery
+# drains ~1 mV a day in 10 mV steps (one value for days); a lot's free spaces sit at 0
+# while it is full; a closed kitchen's gas, CO and fume sensors sit at their baseline all
+# night (an air station's CO keeps moving: it is still judged).
+NOT_STUCK = {("bay", "battery"), ("lot", "free"), ("kitchen", "gas"), ("kitchen", "co"),
+             ("kitchen", "fume")}
 PCT_Q = np.array([0.5, 0.95, 0.99])
 
 #: A batch spanning more event-time minutes than this is split with ``np.unique`` (the
@@ -474,7 +477,8 @@ class CityAnalytics:
         # every batch: a reading that does not spike ends its series' episode
         first = spike_episode_starts(series, value, self.s_slot, rows[~stuck],
                                      self._spike_open)
-        keep = stuck & ~np.isin(self.s_name[series[rows]], NOT_STUCK_CODES)
+        sr = series[rows]
+        keep = stuck & ~NOT_STUCK_OF[self.s_kind[sr], self.s_name[sr]]
         keep[~stuck] = first
         if not keep.all():
             rows, stuck, score = rows[keep], stuck[keep], score[keep]
@@ -860,7 +864,6 @@ for _i, _n in enumerate(GLOBAL_NAMES):
     if _n in kt.MEASUREMENTS:
         KITCHEN_CODE[_i] = kt.measurement_code(_n)
 NOT_SCORED_CODES = np.array([GLOBAL_CODE[n] for n in NOT_SCORED], dtype=np.int64)
-NOT_STUCK_CODES = np.array([GLOBAL_CODE[n] for n in NOT_STUCK], dtype=np.int64)
 
 
 def _role_of() -> np.ndarray:
@@ -886,6 +889,10 @@ def _resolution_of() -> np.ndarray:
 
 
 RESOLUTION_OF = _resolution_of()
+#: ``NOT_STUCK_OF[kind code, global name code]``: True for the ``NOT_STUCK`` measurements
+NOT_STUCK_OF = np.zeros((len(KIND_CODE), len(GLOBAL_NAMES)), dtype=np.bool_)
+for _k, _n in NOT_STUCK:
+    NOT_STUCK_OF[KIND_CODE[_k], GLOBAL_CODE[_n]] = True
 
 
 def _zone(z: Any) -> int:

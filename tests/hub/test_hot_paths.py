@@ -237,22 +237,35 @@ def test_scored_series_get_a_spike_floor_of_three_sensor_steps() -> None:
         assert an.spikes.floor[an.s_slot[sid]] == pytest.approx(3 * res[(kind, name)])
 
 
-def test_flat_batteries_and_full_lots_are_not_stuck_sensors() -> None:
-    """A bay battery holds one 10 mV step for days and a full lot reads 0 free spaces for
-    hours: their flat lines raise no stuck anomaly (``NOT_STUCK``), while a PM2.5 monitor's
-    flat line does. Their spikes are still scored."""
-    from hub.analytics import GLOBAL_CODE
+def test_flat_batteries_full_lots_and_closed_kitchens_are_not_stuck_sensors() -> None:
+    """A bay battery holds one 10 mV step for days, a full lot reads 0 free spaces for
+    hours, a closed kitchen's gas, CO and fume sensors sit at their baseline all night:
+    their flat lines raise no stuck anomaly (``NOT_STUCK``), while a PM2.5 monitor's or an
+    air station's CO flat line does. Their spikes are still scored."""
+    from hub.analytics import GLOBAL_CODE, KIND_CODE
     registry, batches = _city_batches(5, 2)
     an = CityAnalytics(registry.city, registry)
     for series, device, ts, value in batches:
         an.on_readings(series, device, ts, value, int(ts.max()))
-    names = {n: int(np.flatnonzero(an.s_name == GLOBAL_CODE[n])[0])
-             for n in ("battery", "free", "pm2_5")}
-    assert all(an.s_scored[s] for s in names.values())
+
+    def first(kind: str, name: str) -> int:
+        return int(np.flatnonzero((an.s_kind == KIND_CODE[kind])
+                                  & (an.s_name == GLOBAL_CODE[name]))[0])
+
+    ids = [first("bay", "battery"), first("lot", "free"), first("kitchen", "gas"),
+           first("kitchen", "co"), first("kitchen", "fume"), first("air", "pm2_5"),
+           first("air", "co")]
+    assert all(an.s_scored[s] for s in ids)
     n = 30  # 30 readings 5 min apart: past the detector's 12 readings and one hour
-    series = np.repeat(np.array(list(names.values()), dtype=np.int64), n)
-    ts = np.tile(T0 + 10 * 3600 * S + np.arange(n, dtype=np.int64) * 300 * S, len(names))
-    value = np.repeat(np.array([3.58, 0.0, 35.0]), n)
+    series = np.repeat(np.array(ids, dtype=np.int64), n)
+    ts = np.tile(T0 + 10 * 3600 * S + np.arange(n, dtype=np.int64) * 300 * S, len(ids))
+    value = np.repeat(np.array([3.58, 0.0, 0.2, 1.5, 0.05, 35.0, 0.8]), n)
     body, lines = an._anomalies(series, ts, value)
-    reported = {ln.split(b",m=")[1].split(b",")[0] for ln in body.split(b"\n") if ln}
-    assert reported == {b"pm2_5"} and lines == 1 and b"reason=stuck" in body
+    reported = [ln for ln in body.split(b"\n") if ln]
+    assert lines == 2 and all(b"reason=stuck" in ln for ln in reported)
+
+    def tag(ln: bytes, key: bytes) -> str:
+        return ln.split(b"," + key + b"=")[1].split(b",")[0].decode()
+
+    want = {(registry.labels(s).device, registry.labels(s).name) for s in ids[5:]}
+    assert {(tag(ln, b"device"), tag(ln, b"m")) for ln in reported} == want
