@@ -32,13 +32,7 @@ from numba import njit
 from citybrain import topics
 from hub import kitchen as kt
 from hub.aggregation import Emission
-from hub.anomaly import (
-    DriftDetector,
-    SpikeDetector,
-    StuckDetector,
-    scan_stuck_and_spikes,
-    spike_episode_starts,
-)
+from hub.anomaly import DriftDetector, SpikeDetector, StuckDetector, scan_stuck_and_spikes
 from hub.aqi import POLLUTANTS, AirQualityTracker, group_mean
 from hub.arrays import Column
 from hub.kernel_config import CACHE, NOGIL
@@ -470,16 +464,13 @@ class CityAnalytics:
         """Stuck and spike scoring of the readings of level measurements (``NOT_SCORED``
         excluded): a point for each reading that starts a stuck episode (the transition
         into a stuck run, not every reading of it; not for ``NOT_STUCK``) or a spike
-        episode (consecutive spiking readings of a series: ``spike_episode_starts``)."""
+        episode (consecutive spiking readings of a series: ``ScanRows.spike_start``)."""
         found = scan_stuck_and_spikes(self.stuck, self.spikes, series, ts_ns, value,
-                                      self.s_slot, self._stuck_open)
+                                      self.s_slot, self._stuck_open, self._spike_open)
         rows, stuck, score = found.row, found.stuck, found.score
-        # every batch: a reading that does not spike ends its series' episode
-        first = spike_episode_starts(series, value, self.s_slot, rows[~stuck],
-                                     self._spike_open)
         sr = series[rows]
-        keep = stuck & ~NOT_STUCK_OF[self.s_kind[sr], self.s_name[sr]]
-        keep[~stuck] = first
+        keep = np.where(stuck, ~NOT_STUCK_OF[self.s_kind[sr], self.s_name[sr]],
+                        found.spike_start)
         if not keep.all():
             rows, stuck, score = rows[keep], stuck[keep], score[keep]
         if len(rows) == 0:

@@ -397,16 +397,19 @@ def _spike_kernel(series, value, f, b, u, rw, w, nrw, last_mask, min_periods, kc
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
 def _scan_kernel(series, ts_ns, value, slot, anchor, run_count, run_start, min_count,
                  min_ns, tolerance, f, b, u, rw, w, nrw, last_mask, min_periods, kc, floor,
-                 stuck_open, o_row, o_stuck, o_run_ns, o_spike):
+                 stuck_open, spike_open, o_row, o_stuck, o_run_ns, o_spike, o_spiked,
+                 o_start):
     """``_stuck_kernel`` and ``_spike_kernel`` over the readings whose series has a state
     ``slot`` (``slot[series] >= 0``; the detectors' and ``stuck_open``'s row), in one pass,
     keeping only what ``scan_stuck_and_spikes`` reports: the rows newly stuck (stuck, and
     ``stuck_open`` False just before this reading) or spiking, with their stuck run length
-    (ns) and spike score. ``stuck_open`` is advanced reading by reading (True once stuck,
-    False when a value breaks the run), so a series that becomes stuck within a batch is
-    reported once, as it would be in one-reading batches. Returns the number of rows, or
-    ``-1 - i`` if reading ``i``'s slot is past ``stuck_open`` (no state there), before
-    changing anything.
+    (ns), spike score, whether they spiked and whether that starts a spike episode.
+    ``stuck_open`` is advanced reading by reading (True once stuck, False when a value
+    breaks the run), so a series that becomes stuck within a batch is reported once, as it
+    would be in one-reading batches; ``spike_open`` likewise (True after a finite reading
+    that spiked, False after one that did not). Returns the number of rows, or ``-1 - i``
+    if reading ``i``'s slot is past ``stuck_open`` (no state there), before changing
+    anything.
 
     The two detectors' per-reading steps are copied here, not called: a helper taking the
     state arrays costs reference-count updates per reading, ~40 % more time per reading
@@ -461,6 +464,7 @@ def _scan_kernel(series, ts_ns, value, slot, anchor, run_count, run_start, min_c
                 stuck_open[s] = False
         # -- spike (as _spike_kernel): non-finite values are not scored nor kept
         spike = False
+        start = False
         score = np.nan
         if np.isfinite(v):
             fb = s * rw
@@ -484,6 +488,9 @@ def _scan_kernel(series, ts_ns, value, slot, anchor, run_count, run_start, min_c
                     else:
                         score = np.inf if dev > 0.0 else 0.0
                         spike = dev > floor[s]
+            # -- the spike episode: a spiking reading after one that did not spike starts it
+            start = spike and not spike_open[s]
+            spike_open[s] = spike
             # -- history update (the same in _spike_kernel and _scan_kernel: keep them in step)
             if c == w:  # full: evict the oldest value, the one ring slot p ranks
                 jo = np.int64(b[rb + p])
@@ -529,56 +536,10 @@ def _scan_kernel(series, ts_ns, value, slot, anchor, run_count, run_start, min_c
             o_stuck[k] = newly
             o_run_ns[k] = run_ns
             o_spike[k] = score
+            o_spiked[k] = spike
+            o_start[k] = start
             k += 1
     return k
-
-
-@njit(cache=CACHE, nogil=NOGIL)
-def _episode_kernel(series, value, slot, is_spike, spike_open, o_first):  # pragma: no cover
-    """Walk the batch's scored, finite readings in order: a spiking reading starts an
-    episode (``o_first[i]``) unless its series' previous scored finite reading spiked too
-    (``spike_open``, carried between batches); a reading that does not spike ends it."""
-    for i in range(series.shape[0]):
-        s = slot[series[i]]
-        if s < 0 or not np.isfinite(value[i]):
-            continue
-        if is_spike[i]:
-            o_first[i] = not spike_open[s]
-            spike_open[s] = True
-        else:
-            spike_open[s] = False
-
-
-def spike_episode_starts(series: np.ndarray, value: np.ndarray, slot: np.ndarray,
-                         spike_rows: np.ndarray, spike_open: np.ndarray) -> np.ndarray:
-    """Which of a batch's spiking readings start a *spike episode*: a run of consecutive
-    spiking readings of one series (consecutive among its scored, finite readings: those
-    the spike detector sees). A defrost cycle or a door left open moves a cold room several
-    robust units for many readings in a row: one episode, reported once, at its first
-    reading, as a stuck episode is.
-
-    ``series``, ``value``, ``slot``: as ``scan_stuck_and_spikes``; ``spike_rows``: int64
-    indices into the batch of its spiking readings (ascending); ``spike_open``: bool per
-    slot, True while the series' last scored finite reading spiked, updated in place (same
-    length as ``scan_stuck_and_spikes``' ``stuck_open``). Returns a bool per
-    ``spike_rows``. The result does not depend on where the readings are cut into
-    batches."""
-    s = _check_1d("series", series, np.int64)
-    v = _check_1d("value", value, np.float64)
-    sl = _check_1d("slot", slot, np.int64)
-    rows = _check_1d("spike_rows", spike_rows, np.int64)
-    op = _check_1d("spike_open", spike_open, np.bool_)
-    n = _check_same_length(series=s, value=v)
-    if len(rows) and (int(rows.min()) < 0 or int(rows.max()) >= n):
-        raise ValueError(f"spike_rows must index the batch's {n} readings")
-    if n and int(sl[s].max()) >= op.shape[0]:
-        raise ValueError(f"a slot is past spike_open's {op.shape[0]} entries")
-    is_spike = np.zeros(n, dtype=np.bool_)
-    is_spike[rows] = True
-    first = np.zeros(n, dtype=np.bool_)
-    if n:
-        _episode_kernel(s, v, sl, is_spike, op, first)
-    return first[rows]
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
@@ -859,6 +820,10 @@ class ScanRows:
     row: np.ndarray  #: int64: index of the reading in the batch
     stuck: np.ndarray  #: bool: its series newly stuck (else: a spike)
     score: np.ndarray  #: float64: run duration in s where ``stuck``, else the spike score
+    spike: np.ndarray  #: bool: the reading spiked (also where ``stuck``)
+    #: bool: it spiked and its series' previous scored finite reading did not: it starts a
+    #: *spike episode* (a run of consecutive spiking readings: a defrost, a door left open)
+    spike_start: np.ndarray
 
     def __post_init__(self) -> None:
         _check_lengths(self)
@@ -869,7 +834,8 @@ class ScanRows:
 
 def scan_stuck_and_spikes(stuck: StuckDetector, spikes: SpikeDetector, series: np.ndarray,
                           ts_ns: np.ndarray, value: np.ndarray, slot: np.ndarray,
-                          stuck_open: np.ndarray) -> ScanRows:
+                          stuck_open: np.ndarray, spike_open: np.ndarray | None = None
+                          ) -> ScanRows:
     """Both detectors over the readings of a batch whose series is scored, reporting the
     readings that start a stuck episode or spike, in one compiled pass.
 
@@ -880,7 +846,9 @@ def scan_stuck_and_spikes(stuck: StuckDetector, spikes: SpikeDetector, series: n
     (a city's counters and event codes are not), numbered as the caller likes. ``stuck_open``:
     bool per slot, True while its stuck episode has been reported; updated in place; its
     length is the number of slots (the detectors grow to it), and a slot past it is a
-    ValueError.
+    ValueError. ``spike_open``: bool per slot (the same length), True while its series'
+    last scored finite reading spiked; updated in place, so ``spike_start`` does not depend
+    on batch boundaries either (None: a scratch array, episodes not carried over).
 
     Exactly equivalent to (with ``sel = slot[series] >= 0``, ``s = slot[series[sel]]``)::
 
@@ -894,17 +862,26 @@ def scan_stuck_and_spikes(stuck: StuckDetector, spikes: SpikeDetector, series: n
                 stuck_open[x] = False
         rows = np.flatnonzero(newly | sp.flag)  # reported: newly stuck first, else spike
 
-    with ``row`` mapped back to the batch and ``score = where(newly, st.score,
-    sp.score)[rows]``, but without building the per-reading results (detector state grows
-    to the length of ``stuck_open``, whichever slots the batch has). Every step is per
-    reading, so the results do not depend on batch boundaries: the same readings scanned
-    in one batch or split into several (state carried over) report the same readings,
-    scores and final ``stuck_open`` -- the hub groups frames into batches as they come."""
+    with ``row`` mapped back to the batch, ``score = where(newly, st.score,
+    sp.score)[rows]``, ``spike = sp.flag[rows]`` and ``spike_start`` a spike whose series'
+    previous scored finite reading did not spike (``spike_open``), but without building the
+    per-reading results (detector state grows to the length of ``stuck_open``, whichever
+    slots the batch has). Every step is per reading, so the results do not depend on batch
+    boundaries: the same readings scanned in one batch or split into several (state carried
+    over) report the same readings, scores, spike starts and final ``stuck_open`` and
+    ``spike_open`` -- the hub groups frames into batches as they come."""
     s = _check_1d("series", series, np.int64)
     t = _check_1d("ts_ns", ts_ns, np.int64)
     v = _check_1d("value", value, np.float64)
     sl = _check_1d("slot", slot, np.int64)
     op = _check_1d("stuck_open", stuck_open, np.bool_)
+    if spike_open is None:  # episodes not carried between calls
+        sp_open = np.zeros(op.shape[0], dtype=np.bool_)
+    else:
+        sp_open = _check_1d("spike_open", spike_open, np.bool_)
+        if sp_open.shape[0] != op.shape[0]:
+            raise ValueError(f"spike_open has {sp_open.shape[0]} slots, stuck_open "
+                             f"{op.shape[0]}: one each per slot")
     n = _check_same_length(series=s, ts_ns=t, value=v)
     needed = _check_ids("series", s)
     if needed > sl.shape[0]:
@@ -916,13 +893,16 @@ def scan_stuck_and_spikes(stuck: StuckDetector, spikes: SpikeDetector, series: n
     is_stuck = np.empty(n, dtype=np.bool_)
     run_ns = np.empty(n, dtype=np.int64)
     spike_score = np.empty(n, dtype=np.float64)
+    spiked = np.empty(n, dtype=np.bool_)
+    start = np.empty(n, dtype=np.bool_)
     k = 0
     if n:
         min_ns = min(int(stuck.min_duration_s * _NS_PER_S), 2**63 - 1)
         k = int(_scan_kernel(
             s, t, v, sl, stuck._anchor, stuck._run_count, stuck._run_start, stuck.min_count,
             min_ns, stuck.tolerance, *spikes._kernel_args(), spikes.min_periods,
-            spikes.k * MAD_SCALE, spikes._floor, op, row, is_stuck, run_ns, spike_score))
+            spikes.k * MAD_SCALE, spikes._floor, op, sp_open, row, is_stuck, run_ns,
+            spike_score, spiked, start))
     if k < 0:
         i = -1 - k
         raise ValueError(f"series {int(s[i])} (reading {i}) has slot {int(sl[s[i]])}, past "
@@ -930,7 +910,7 @@ def scan_stuck_and_spikes(stuck: StuckDetector, spikes: SpikeDetector, series: n
     row, is_stuck, run_ns, spike_score = row[:k], is_stuck[:k], run_ns[:k], spike_score[:k]
     # the stuck score as StuckResult computes it (numpy's division, outside the kernel)
     score = np.where(is_stuck, run_ns / _NS_PER_S, spike_score)
-    return ScanRows(row.copy(), is_stuck.copy(), score)
+    return ScanRows(row.copy(), is_stuck.copy(), score, spiked[:k].copy(), start[:k].copy())
 
 
 def peer_scores(group: np.ndarray, value: np.ndarray, n_groups: int | None = None,

@@ -21,7 +21,6 @@ from hub.anomaly import (
     StuckDetector,
     peer_scores,
     scan_stuck_and_spikes,
-    spike_episode_starts,
 )
 from tests.naive_analytics import NaiveDrift, NaiveSpike, NaiveStuck, median_mad, naive_peer
 
@@ -527,10 +526,11 @@ def test_a_series_floor_keeps_one_quantisation_step_from_being_a_spike() -> None
         det.set_floor(np.array([0]), -1.0)
 
 
+
 def _episodes_by_python(series: list[int], value: list[float], slot: list[int],
                         spiking: set[int], is_open: list[bool]) -> list[bool]:
     """Reading by reading: a spiking reading starts an episode unless its series' previous
-    scored finite reading spiked too."""
+    scored finite reading spiked too; one bool per spiking reading, in order."""
     out = []
     for i, (s, v) in enumerate(zip(series, value, strict=True)):
         x = slot[s]
@@ -545,57 +545,71 @@ def _episodes_by_python(series: list[int], value: list[float], slot: list[int],
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.data())
-def test_spike_episodes_match_reading_by_reading(data: st.DataObject) -> None:
-    """``spike_episode_starts`` against the plain definition, the batch cut anywhere (the
-    state carried over): the same episodes whatever the cuts."""
+@given(st.data(), st.sampled_from([1, 3, 5]))
+def test_spike_starts_match_reading_by_reading(data: st.DataObject, window: int) -> None:
+    """``spike_start`` against the plain definition over the scan's own spike flags, with
+    the readings cut into batches anywhere (``spike_open`` carried over)."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
     n_series = data.draw(st.integers(1, 4), label="series")
-    n = data.draw(st.integers(0, 60), label="n")
-    series = np.array(data.draw(st.lists(st.integers(0, n_series - 1), min_size=n,
-                                         max_size=n)), dtype=np.int64)
-    value = np.array(data.draw(st.lists(st.sampled_from([1.0, 2.0, np.nan, np.inf]),
-                                        min_size=n, max_size=n)), dtype=np.float64)
+    n = data.draw(st.integers(0, 120), label="n")
+    series = rng.integers(0, n_series, n).astype(np.int64)
+    ts = np.cumsum(rng.integers(0, 3 * NS, n)).astype(np.int64)
+    value = rng.choice([0.0, 1.0, 1.0, 1.0, 1.4, 7.0, 30.0], n)  # runs of spikes and not
+    value[rng.random(n) < 0.1] = np.nan
+    value[rng.random(n) < 0.05] = np.inf
     slot = np.arange(n_series, dtype=np.int64)
     if n_series > 1:
-        slot[-1] = -1  # an unscored series
-    finite = [i for i in range(n) if np.isfinite(value[i]) and slot[series[i]] >= 0]
-    spiking = sorted(data.draw(st.sets(st.sampled_from(finite), max_size=n), label="spikes")
-                     if finite else set())
-    want = _episodes_by_python(series.tolist(), value.tolist(), slot.tolist(), set(spiking),
-                               [False] * n_series)
-    cuts = sorted(data.draw(st.lists(st.integers(0, n), max_size=4), label="cuts"))
-    is_open = np.zeros(n_series, dtype=bool)
-    got: list[bool] = []
-    rows = np.array(spiking, dtype=np.int64)
+        slot[0] = -1  # an unscored series
+    cuts = sorted(data.draw(st.lists(st.integers(0, n), max_size=5), label="cuts"))
+    stuck = StuckDetector(1, min_count=3, min_duration_s=0.0)
+    spikes = SpikeDetector(1, window=window, k=3.0, min_periods=1)
+    opened, spike_open = np.zeros(n_series, bool), np.zeros(n_series, bool)
+    rows, spiked, starts = [], [], []
     for a, b in zip([0, *cuts], [*cuts, n], strict=True):
-        part = rows[(rows >= a) & (rows < b)] - a
-        got += spike_episode_starts(series[a:b], value[a:b], slot, part, is_open).tolist()
-    assert got == want
+        got = scan_stuck_and_spikes(stuck, spikes, series[a:b], ts[a:b], value[a:b], slot,
+                                    opened, spike_open)
+        rows += (got.row + a).tolist()
+        spiked += got.spike.tolist()
+        starts += got.spike_start.tolist()
+    spiking = {r for r, sp in zip(rows, spiked, strict=True) if sp}
+    want = _episodes_by_python(series.tolist(), value.tolist(), slot.tolist(), spiking,
+                               [False] * n_series)
+    assert [st_ for st_, sp in zip(starts, spiked, strict=True) if sp] == want
+    assert not any(st_ for st_, sp in zip(starts, spiked, strict=True) if not sp)
+
+
+def _cold_room(values: np.ndarray, min_count: int = 10**9) -> object:
+    n = len(values)
+    return scan_stuck_and_spikes(StuckDetector(1, min_count=min_count),
+                                 SpikeDetector(1, window=31, k=6.0), np.zeros(n, np.int64),
+                                 np.arange(n, dtype=np.int64) * 300 * NS, values,
+                                 np.zeros(1, np.int64), np.zeros(1, bool), np.zeros(1, bool))
 
 
 def test_a_defrost_is_one_spike_episode() -> None:
     """A cold room at -18 °C whose defrost lifts it for 8 readings: every one of them
-    spikes, one episode is reported; after a quiet reading, the next excursion is another
-    episode."""
-    stuck = StuckDetector(1, min_count=10**9)
-    spikes = SpikeDetector(1, window=31, k=6.0)
+    spikes, one episode starts; after a quiet reading, the next excursion is another."""
     rng = np.random.default_rng(3)
     base = np.round(-18.0 + 0.2 * rng.standard_normal(40), 1)
     defrost = np.array([-16.0, -13.5, -11.0, -9.5, -9.0, -10.5, -12.5, -15.0])
-    value = np.concatenate([base, defrost, [-18.0], defrost[:3]])
-    n = len(value)
-    series = np.zeros(n, dtype=np.int64)
-    slot = np.zeros(1, dtype=np.int64)
-    found = scan_stuck_and_spikes(stuck, spikes, series, np.arange(n, dtype=np.int64) * NS,
-                                  value, slot, np.zeros(1, bool))
-    assert set(range(40, 48)) <= set(found.row.tolist())  # the detector flags each reading
-    first = spike_episode_starts(series, value, slot, found.row, np.zeros(1, bool))
-    assert found.row[first].tolist() == [40, 49]
+    found = _cold_room(np.concatenate([base, defrost, [-18.0], defrost[:3]]))
+    assert set(range(40, 48)) <= set(found.row[found.spike].tolist())
+    assert found.row[found.spike_start].tolist() == [40, 49]
 
 
-def test_spike_episodes_validate() -> None:
+def test_a_stuck_start_inside_a_spike_episode_does_not_split_it() -> None:
+    """A sensor jumping from 20 to 80 and staying there: it spikes from the jump until the
+    history has moved, and turns stuck on the way. The stuck reading is reported as stuck;
+    the episode is one, started at the jump (a reading reported stuck used to close it)."""
+    values = np.concatenate([np.full(40, 20.0) + np.arange(40) % 3 * 0.1, np.full(30, 80.0)])
+    found = _cold_room(values, min_count=12)
+    stuck_rows = found.row[found.stuck].tolist()
+    assert len(stuck_rows) == 1 and found.spike[found.stuck].all()  # stuck while spiking
+    assert found.row[found.spike_start].tolist() == [40]
+
+
+def test_spike_open_must_match_stuck_open() -> None:
     one = np.zeros(1, np.int64)
-    with pytest.raises(ValueError, match="spike_rows"):
-        spike_episode_starts(one, np.ones(1), one, np.array([1], np.int64), np.zeros(1, bool))
     with pytest.raises(ValueError, match="spike_open"):
-        spike_episode_starts(one, np.ones(1), one, one, np.zeros(0, bool))
+        scan_stuck_and_spikes(StuckDetector(1), SpikeDetector(1), one, one, np.ones(1), one,
+                              np.zeros(1, bool), np.zeros(2, bool))

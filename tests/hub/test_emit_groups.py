@@ -88,16 +88,15 @@ def test_anomaly_points_name_each_rows_series_and_reason(
     hub, _ = _hub()
     a = hub.analytics
     assert a is not None
-    # series 1 spikes at rows 1 and 5 with a quiet reading between: two spike episodes
-    series = np.array([0, 1, 0, 1, 0, 1], dtype=np.int64)
+    series = np.array([0, 1, 0, 2, 0, 1], dtype=np.int64)
     ts = np.arange(6, dtype=np.int64) * 10**9
     value = np.arange(6, dtype=np.float64)
-    found = ScanRows(np.array([0, 1, 2, 4, 5], dtype=np.int64),
-                     np.array([True, False, False, True, False]), np.arange(5.0))
+    stuck = np.array([True, False, False, True, False])
+    found = ScanRows(np.array([0, 1, 2, 4, 5], dtype=np.int64), stuck, np.arange(5.0),
+                     ~stuck, ~stuck)  # each spike starts an episode
     monkeypatch.setattr(analytics_module, "scan_stuck_and_spikes", lambda *args: found)
     a._sync()  # the series' columns, as on_readings has them before scoring
     first, n1 = a._anomalies(series, ts, value)
-    a._spike_open[:] = False  # the same readings again: new episodes, not continued ones
     again, n2 = a._anomalies(series, ts, value)  # every entity cached now
     assert first == again and n1 == n2 == 5
     names = [hub.registry.labels(s).name for s in (0, 1, 0, 0, 1)]
