@@ -17,6 +17,7 @@ from hub.anomaly import (
     REASON_SPIKE,
     REASON_STUCK,
     DriftDetector,
+    ScanRows,
     SpikeDetector,
     StuckDetector,
     peer_scores,
@@ -578,7 +579,7 @@ def test_spike_starts_match_reading_by_reading(data: st.DataObject, window: int)
     assert not any(st_ for st_, sp in zip(starts, spiked, strict=True) if not sp)
 
 
-def _cold_room(values: np.ndarray, min_count: int = 10**9) -> object:
+def _cold_room(values: np.ndarray, min_count: int = 10**9) -> ScanRows:
     n = len(values)
     return scan_stuck_and_spikes(StuckDetector(1, min_count=min_count),
                                  SpikeDetector(1, window=31, k=6.0), np.zeros(n, np.int64),
