@@ -63,6 +63,8 @@ class LocalAlarms:
             if lo <= value <= hi:
                 self._cold_since.pop(device, None)
                 return self._set(device, "cold_room_temperature", t, value, False)
+            # out of range: an alarm already raised must wait its clear time again
+            self._good_since.pop((device, "cold_room_temperature"), None)
             since = self._cold_since.setdefault(device, t)
             if t - since >= self.cfg.cold_min_duration_s:
                 return self._set(device, "cold_room_temperature", t, value, True)

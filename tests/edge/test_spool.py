@@ -554,6 +554,20 @@ def test_an_alarm_clears_after_five_minutes_back_within_the_limit() -> None:
     assert state(600.0, 30.0) == "raised"  # a new leak
 
 
+def test_a_cold_room_clears_after_five_minutes_back_in_range() -> None:
+    """As for gas (and the hub): a warm reading during the wait restarts it."""
+    alarms = LocalAlarms()
+
+    def state(t: float, v: float) -> str | None:
+        doc = alarms.observe("c1", "cold_temp", t, v)
+        return None if doc is None else doc["state"]
+
+    assert state(0.0, 12.0) is None and state(1800.0, 12.0) == "raised"
+    for t, v in ((1860.0, 4.0), (1920.0, 12.0), (1980.0, 4.0), (2160.0, 4.0)):
+        assert state(t, v) is None  # 12 °C at 1920 s restarted the wait
+    assert state(2280.0, 4.0) == "cleared"  # 300 s since 1980 s
+
+
 def test_frozen_cold_room_uses_the_freezer_range() -> None:
     alarms = LocalAlarms(LocalAlarmConfig(cold_min_duration_s=60.0, clear_min_duration_s=0.0))
     alarms.set_frozen("f1", True)
