@@ -61,7 +61,13 @@ from citybrain.loadtest.report import (
     write_report,
 )
 from citybrain.mqtt import BrokerConfig
-from citybrain.up import Child, accounting_complete, wait_settled, wait_until
+from citybrain.up import (
+    HUB_LEFTOVERS,
+    Child,
+    accounting_complete,
+    wait_settled,
+    wait_until,
+)
 from hub.cluster import combine_snapshots
 from hub.latency import STAGES
 
@@ -471,10 +477,7 @@ def accounting_warnings(drained: bool, exits: list[int] | None, final: dict[str,
     if exits is not None and any(code != 0 for code in exits):
         out.append(f"hub exit codes {exits}: a hub killed or failed did not store its final "
                    "windows nor write its final counters")
-    for key, what in (("unprocessed_wal_records", "WAL records unprocessed"),
-                      ("unwritten_lines_at_exit", "lines unwritten"),
-                      # its later lines are refused and kept in the WAL, not in the counts
-                      ("processing_unfinished_at_exit", "processing threads still running")):
+    for key, what in HUB_LEFTOVERS:  # as up's report
         if exits is not None and int(final.get(key) or 0):
             out.append(f"the hubs exited with {int(final[key]):,} {what}")
     if not settled:

@@ -135,7 +135,11 @@ def test_the_report_says_when_the_accounting_is_incomplete() -> None:
     assert len(warned) == 4 and any("-9" in w for w in warned)
     # a hub that stopped while its processing thread still ran (``Hub.stop``)
     assert accounting_warnings(True, [0], clean | {"processing_unfinished_at_exit": 1},
-                               True) == ["the hubs exited with 1 processing threads still running"]
+                               True) == ["the hubs exited with 1 processing thread(s) still "
+                                         "running"]
+    # lines a stopped writer refused (their WAL records kept), as in up's report
+    assert accounting_warnings(True, [0], clean | {"write_refused_lines": 7}, True) == [
+        "the hubs exited with 7 lines refused by its stopped writer (their WAL records kept)"]
     # the hubs get their own stop budget before being killed
     assert hub_stop_budget_s(60.0) > 3 * 60 and hub_stop_budget_s(60.0, 6) > 6 * 3 * 60
 
