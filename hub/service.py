@@ -98,8 +98,8 @@ class SnapshotClock:
         if not early and (minute == self._minute
                           or now_monotonic - self._last < self._min_gap_s):
             return False
-        if early:
-            self._early.pop(0)
+        while self._early and now_monotonic - self._started >= self._early[0]:
+            self._early.pop(0)  # every early time already passed is served by this one
         self._last, self._minute = now_monotonic, minute
         return True
 
