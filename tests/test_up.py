@@ -94,6 +94,7 @@ def test_ctrl_c_stops_everything_cleanly(tmp_path: Path) -> None:
     assert proc.returncode == 0, out[-3000:]
     assert '"lost": 0' in out
     assert '"accounting_complete": true' in out and "accounting incomplete" not in out
+    assert "did not go smoothly" not in out  # no warnings either
     assert not _processes_mentioning(str(tmp_path))
 
 
