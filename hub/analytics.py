@@ -445,18 +445,9 @@ class CityAnalytics:
                    "raised_t": rts / 1e9}
             out.alarms.append((topics.alarms_topic(district), orjson.dumps(doc)))
             self.live.alarm(doc)
-        # raised_ts (ns, an integer field) does not survive float64 (53 bits): render it as
-        # 0 (so that every row gives one line) and write the exact integer in its place
-        vals = np.column_stack([tr.value, tr.peak, np.zeros(len(tr))])
-        body, n = p.render(ents, vals, tr.ts_ns)
-        lines = body.split(b"\n")[:-1]
-        fixed = []
-        for ln, t, rts in zip(lines, tr.ts_ns.tolist(), tr.raised_ts_ns.tolist(), strict=True):
-            tail = b"raised_ts=0i %d" % t
-            if not ln.endswith(tail):  # pragma: no cover - the renderer's field order
-                raise RuntimeError(f"kitchen_alarm line without a trailing raised_ts: {ln!r}")
-            fixed.append(ln[: -len(tail)] + b"raised_ts=%di %d\n" % (rts, t))
-        out.add((b"".join(fixed), n))
+        # raised_ts is ns (an int64 field): passed as int64, since float64 loses its low digits
+        vals = np.column_stack([tr.value, tr.peak])
+        out.add(p.render(ents, vals, tr.ts_ns, tr.raised_ts_ns))
         return out
 
     def _anomalies(self, series: np.ndarray, ts_ns: np.ndarray, value: np.ndarray
@@ -922,7 +913,7 @@ def _measurements() -> dict[str, EntityPoints]:
                                        ["occupancy", "free", "capacity"]),
         "kitchen_alarm": EntityPoints("kitchen_alarm", ["alarm", "district", "restaurant",
                                                         "state", "system"],
-                                      ["value", "peak", "raised_ts"], ["raised_ts"]),
+                                      ["value", "peak"], int64_fields=["raised_ts"]),
         "kitchen_alarms_open": EntityPoints("kitchen_alarms_open", ["district"], ["open"],
                                             ["open"]),
         "anomaly": EntityPoints("anomaly", ["device", "district", "m", "reason", "system"],

@@ -39,8 +39,10 @@ significant digits (``1.23456789012345e+20``; relative error below 2e-14: the sc
 in floating point, so the last digit may differ from a correctly rounded one), capped at
 ``1.79769313486231e+308`` so the text never rounds past the float range. Anything that
 rounds to zero, including ``-0.0``, is ``0.0``. NaN and ±inf are never written (InfluxDB
-rejects them). Integer fields: the value truncated to int64, then ``i``; NaN, ±inf and values
-outside int64 are not written. Timestamps: int64 nanoseconds, decimal, may be negative.
+rejects them). Integer fields given as float64 (``render_multi``'s ``is_int``): the value
+truncated to int64, then ``i``; NaN, ±inf and values outside int64 are not written. Exact
+integer fields (``render_multi``'s ``int64_values``): the int64 in decimal, then ``i``, always
+written. Timestamps: int64 nanoseconds, decimal, may be negative.
 """
 
 from __future__ import annotations
@@ -618,8 +620,15 @@ def _render_single(src, idx, value, ts_ns, buf):
 
 
 @njit(cache=CACHE, fastmath=EXACT, nogil=NOGIL)
-def _render_multi(src, idx, values, is_int, kblob, koffsets, ts_ns, buf):
-    """Like ``_render_single`` for k fields per row; ``kblob`` holds ``key=`` per field."""
+def _render_multi(src, idx, values, is_int, kblob, koffsets, ts_ns, buf, exact):
+    """Like ``_render_single`` for k fields per row; ``kblob`` holds ``key=`` per field,
+    the k float fields' then the m exact integer fields' (``koffsets``: k + m + 1).
+
+    ``exact`` is None (no exact integer fields) or int64[n, m], each written as is with
+    ``i`` after the float fields (so every row gives a line). None is a compile-time
+    constant here: numba prunes the ``exact`` branch from the float-only specialisation
+    (every caller without exact integers), whose loop thus compiles to the same code as
+    before they existed (compared on the assembly): the hot aggregate path pays nothing."""
     k = values.shape[1]
     pos = _U0
     lines = 0
@@ -644,6 +653,17 @@ def _render_multi(src, idx, values, is_int, kblob, koffsets, ts_ns, buf):
             else:
                 pos = _write_float(buf, pos, v)
             written += 1
+        if exact is not None:
+            for g in range(exact.shape[1]):
+                if written:
+                    buf[pos] = _CH_COMMA
+                    pos += _U1
+                pos = _copy(buf, pos, kblob, np.uint64(koffsets[k + g]),
+                            np.uint64(koffsets[k + g + 1]))
+                pos = _write_int(buf, pos, exact[i, g])
+                buf[pos] = _CH_I
+                pos += _U1
+                written += 1
         if written == 0:
             pos = start
             continue
@@ -816,7 +836,8 @@ def _field_keys(keys: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
 
 def render_multi(table: PrefixSource, idx: np.ndarray, field_keys: Sequence[str],
                  values: np.ndarray, is_int: np.ndarray | Sequence[bool],
-                 ts_ns: np.ndarray) -> tuple[bytes, int]:
+                 ts_ns: np.ndarray, *, int64_keys: Sequence[str] = (),
+                 int64_values: np.ndarray | None = None) -> tuple[bytes, int]:
     """Render one line per row: ``prefix[idx] + "k1=v1,k2=v2i,..." + " " + ts + "\\n"``.
 
     ``idx`` int64[n] (prefixes ending in a space: ``series_prefix(..., None)``), ``values``
@@ -824,11 +845,21 @@ def render_multi(table: PrefixSource, idx: np.ndarray, field_keys: Sequence[str]
     (integer fields: value truncated to int64 + ``i``), ``ts_ns`` int64[n]. Fields that are
     NaN/±inf (or, for integers, outside int64) are left out; a row with none left is
     skipped. Returns ``(body, lines_written)``.
+
+    Exact integer fields, for integers float64 cannot carry (a ns timestamp: its 53-bit
+    mantissa loses the low digits): ``int64_keys`` m more unescaped names and
+    ``int64_values`` int64[n, m] C-contiguous, each value written as it is with ``i``
+    (``INT64_MIN`` to ``INT64_MAX``), after the k float fields, in ``int64_keys`` order.
+    An int64 is never NaN, so with m > 0 every row gives a line. Pass both or neither
+    (ValueError); k may be 0 if m is not (``values`` float64[n, 0], ``is_int`` bool[0]).
+    Keys must be distinct across both lists (LineProtocolError).
     """
     keys = list(field_keys)
     k = len(keys)
-    if k == 0:
-        raise ValueError("field_keys must name at least one field")
+    ikeys = list(int64_keys)
+    m = len(ikeys)
+    if k == 0 and m == 0:
+        raise ValueError("field_keys (or int64_keys) must name at least one field")
     i = _check_array("idx", idx, np.int64)
     vals = _check_array("values", values, np.float64, ndim=2)
     t = _check_array("ts_ns", ts_ns, np.int64)
@@ -841,17 +872,26 @@ def render_multi(table: PrefixSource, idx: np.ndarray, field_keys: Sequence[str]
     if not (i.shape[0] == vals.shape[0] == t.shape[0]):
         raise ValueError(f"idx, values and ts_ns must have equal lengths, got "
                          f"{i.shape[0]}, {vals.shape[0]}, {t.shape[0]}")
-    if len(set(keys)) != k:
-        raise LineProtocolError(f"duplicate field keys in {keys}")
+    exact = None
+    if int64_values is not None or m:
+        if int64_values is None or m == 0:
+            raise ValueError("int64_keys and int64_values go together: pass both or neither")
+        exact = _check_array("int64_values", int64_values, np.int64, ndim=2)
+        if exact.shape != (i.shape[0], m):
+            raise ValueError(f"int64_values must be shape ({i.shape[0]}, {m}) (rows, "
+                             f"int64 keys), got {exact.shape}")
+    if len(set(keys + ikeys)) != k + m:
+        raise LineProtocolError(f"duplicate field keys in {keys + ikeys}")
     if i.shape[0] == 0:
         return b"", 0
-    kblob, koffsets = _field_keys(tuple(keys))
+    kblob, koffsets = _field_keys(tuple(keys + ikeys))
     src = table.kernel_source()
-    per_row = int(koffsets[k]) + k * (FLOAT_MAX_WIDTH + 1) + TS_MAX_WIDTH + 2
+    per_row = (int(koffsets[k + m]) + k * (FLOAT_MAX_WIDTH + 1) + m * (INT_MAX_WIDTH + 1)
+               + TS_MAX_WIDTH + 2)
     bound, row, code = _bound(src, i, _CH_SPACE, per_row)
     if code:
         _raise_kernel_error(table, i, int(row), int(code), " ")
     buf = np.empty(int(bound), dtype=np.uint8)
     used, lines = _render_multi(src, i, vals, np.ascontiguousarray(ints), kblob, koffsets,
-                                t, buf)
+                                t, buf, exact)
     return buf[: int(used)].tobytes(), int(lines)

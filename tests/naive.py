@@ -256,8 +256,10 @@ def render_single(prefixes: Sequence[bytes], idx: Sequence[int], value: Sequence
 
 def render_multi(prefixes: Sequence[bytes], idx: Sequence[int], escaped_keys: Sequence[str],
                  values: np.ndarray, is_int: Sequence[bool],
-                 ts_ns: Sequence[int]) -> tuple[bytes, int]:
-    """One line per row with at least one writable field: ``prefix + k=v,... ts``."""
+                 ts_ns: Sequence[int], escaped_int64_keys: Sequence[str] = (),
+                 int64_values: Sequence[Sequence[int]] = ()) -> tuple[bytes, int]:
+    """One line per row with at least one writable field: ``prefix + k=v,... ts``; the
+    exact integer fields (``int64_values[r]``: Python ints) last, always, as ``k=<int>i``."""
     out = []
     for r, (i, t) in enumerate(zip(idx, ts_ns, strict=True)):
         parts = []
@@ -266,6 +268,8 @@ def render_multi(prefixes: Sequence[bytes], idx: Sequence[int], escaped_keys: Se
             text = format_int(v) if is_int[j] else format_float(v)
             if text is not None:
                 parts.append(f"{key}={text}")
+        for j, key in enumerate(escaped_int64_keys):
+            parts.append(f"{key}={int(int64_values[r][j])}i")
         if parts:
             out.append(prefixes[int(i)] + f"{','.join(parts)} {int(t)}\n".encode())
     return b"".join(out), len(out)

@@ -178,8 +178,9 @@ def test_analytics_output_does_not_depend_on_the_batching() -> None:
 
 
 def test_kitchen_alarm_raised_ts_is_stored_to_the_nanosecond() -> None:
-    """``raised_ts`` is an integer field of ns: written exactly, not through float64 (whose
-    53 bits turned ...123456789 into ...123456768)."""
+    """``raised_ts`` is an integer field of ns: rendered from int64 (``EntityPoints``'
+    ``int64_fields``), not through float64 (whose 53 bits turned ...123456789 into
+    ...123456768)."""
     registry, batches = _city_batches(9, 6)
     an = CityAnalytics(registry.city, registry)
     lines = [ln for s, d, t, v in batches
@@ -190,8 +191,10 @@ def test_kitchen_alarm_raised_ts_is_stored_to_the_nanosecond() -> None:
     inexact = 0
     for ln in lines:
         head, ts = ln.rsplit(b" ", 1)
-        field = [f for f in head.rsplit(b" ", 1)[1].split(b",") if f.startswith(b"raised_ts=")]
+        kvs = head.rsplit(b" ", 1)[1].split(b",")
+        field = [f for f in kvs if f.startswith(b"raised_ts=")]
         assert len(field) == 1 and field[0].endswith(b"i")
+        assert kvs[-1] == field[0]  # after value and peak, as always
         rts = int(field[0][len(b"raised_ts="):-1])
         assert rts <= int(ts)
         if b",state=raised," in ln:

@@ -26,6 +26,7 @@ from hub.lineproto import (
     render_single,
     series_prefix,
 )
+from hub.points import EntityPoints
 from tests import naive
 
 # --------------------------------------------------------------------------------------------
@@ -328,6 +329,138 @@ def test_timestamps_and_integer_fields() -> None:
     assert lines == 3
 
 
+# int64 fields float64 cannot carry: near the ends of int64, and ns timestamps whose low
+# digits float64 rounds away (1_700_000_000_123_456_789 -> ...456_768)
+INT64_EDGES = [0, 1, -1, 2**53, 2**53 + 1, -(2**53) - 1, 2**63 - 1, 2**63 - 2, 2**63 - 513,
+               -(2**63), -(2**63) + 1, -(2**63) + 513, 1_700_000_000_123_456_789,
+               1_763_850_000_000_000_001, -1_700_000_000_123_456_789]
+ns_times = st.integers(1_500_000_000 * 10**9, 2_100_000_000 * 10**9)
+
+
+def int64s() -> st.SearchStrategy[int]:
+    """Any int64, weighted to the values float64 mangles: the ends of the range, just
+    past 2**53, and ns timestamps."""
+    near_ends = st.integers(0, 4096).flatmap(
+        lambda d: st.sampled_from([2**63 - 1 - d, -(2**63) + d, 2**53 + d, -(2**53) - d]))
+    return (st.integers(-(2**63), 2**63 - 1) | near_ends | ns_times
+            | st.sampled_from(INT64_EDGES))
+
+
+def test_int64_fields_are_exact() -> None:
+    """``int64_values`` are written digit for digit, after the float fields, on every row
+    (an int64 is never NaN, so a row whose float fields are all NaN still has a line)."""
+    assert any(int(float(v)) != v for v in INT64_EDGES)  # float64 would have lost these
+    t = PrefixTable()
+    t.add(b"m,k=v ")
+    n = len(INT64_EDGES)
+    vals = np.full((n, 2), np.nan)
+    vals[0] = [1.5, 7.0]
+    exact = np.array([INT64_EDGES, INT64_EDGES[::-1]], dtype=np.int64).T.copy()
+    ts = np.arange(n, dtype=np.int64)
+    body, lines = render_multi(t, np.zeros(n, np.int64), ["a", "c"], vals, [False, True], ts,
+                               int64_keys=["r", "s t"], int64_values=exact)
+    want = [b"m,k=v a=1.5,c=7i,r=0i,s\\ t=-1700000000123456789i 0\n"]
+    want += [b"m,k=v r=%di,s\\ t=%di %d\n" % (a, b, r)
+             for r, (a, b) in enumerate(zip(INT64_EDGES, INT64_EDGES[::-1], strict=True))
+             if r]
+    assert (body, lines) == (b"".join(want), n)
+    assert b"r=9223372036854775807i," in body and b"r=-9223372036854775808i," in body
+    assert b"t=9223372036854775807i " in body and b"t=-9223372036854775808i " in body
+    # int64 fields alone (no float field at all)
+    assert render_multi(t, np.array([0]), [], np.zeros((1, 0)), np.zeros(0, bool),
+                        np.array([5]), int64_keys=["r"],
+                        int64_values=np.array([[2**63 - 1]])) == (
+        b"m,k=v r=9223372036854775807i 5\n", 1)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(series_specs(), min_size=1, max_size=4),
+       st.lists(names(), min_size=1, max_size=5, unique=True), st.data())
+def test_render_multi_int64_fields_match_reference(specs: list, all_keys: list[str],
+                                                   data: st.DataObject) -> None:
+    """Float and exact int64 fields together, against ``naive.render_multi`` (plain Python
+    ints: no float64 anywhere) and back through the parser, every int64 exact."""
+    table = PrefixTable()
+    prefixes = [series_prefix(m, tags, None) for m, tags, _ in specs]
+    table.add_many(prefixes)
+    m = data.draw(st.integers(1, len(all_keys)))
+    keys, ikeys = all_keys[m:], all_keys[:m]
+    k = len(keys)
+    n = data.draw(st.integers(0, 20))
+    idx = np.array(data.draw(st.lists(st.integers(0, len(specs) - 1), min_size=n,
+                                      max_size=n)), dtype=np.int64)
+    cell = st.floats(-1e15, 1e15) | st.just(np.nan) | st.just(np.inf)
+    vals = np.array(data.draw(st.lists(st.lists(cell, min_size=k, max_size=k), min_size=n,
+                                       max_size=n)), dtype=np.float64).reshape(n, k)
+    is_int = np.array(data.draw(st.lists(st.booleans(), min_size=k, max_size=k)), dtype=bool)
+    exact = data.draw(st.lists(st.lists(int64s(), min_size=m, max_size=m), min_size=n,
+                               max_size=n))
+    ts = np.array(data.draw(st.lists(ns_times, min_size=n, max_size=n)), dtype=np.int64)
+    body, lines = render_multi(table, idx, keys, vals, is_int, ts, int64_keys=ikeys,
+                               int64_values=np.array(exact, dtype=np.int64).reshape(n, m))
+    assert (body, lines) == naive.render_multi(
+        prefixes, idx.tolist(), [escape_key(x) for x in keys], vals, is_int.tolist(),
+        ts.tolist(), [escape_key(x) for x in ikeys], exact)
+    points = naive.parse_lines(body)
+    assert len(points) == lines == n  # the int64 fields give every row a line
+    for p, r in zip(points, range(n), strict=True):
+        assert list(p.fields)[-m:] == ikeys  # after the float fields, in their order
+        assert [p.fields[key] for key in ikeys] == exact[r]
+        assert p.ts == ts[r]
+
+
+def test_render_multi_int64_bad_input() -> None:
+    t = PrefixTable()
+    t.add(b"m ")
+    idx, one, ts = np.array([0]), np.ones((1, 1)), np.array([1])
+    with pytest.raises(ValueError, match="go together"):
+        render_multi(t, idx, ["a"], one, [False], ts, int64_keys=["r"])
+    with pytest.raises(ValueError, match="go together"):
+        render_multi(t, idx, ["a"], one, [False], ts, int64_values=np.ones((1, 1), np.int64))
+    with pytest.raises(TypeError, match="int64_values must be int64"):  # no silent cast
+        render_multi(t, idx, ["a"], one, [False], ts, int64_keys=["r"],
+                     int64_values=np.ones((1, 1)))
+    with pytest.raises(ValueError, match=r"shape \(1, 2\)"):
+        render_multi(t, idx, ["a"], one, [False], ts, int64_keys=["r", "s"],
+                     int64_values=np.ones((1, 1), np.int64))
+    with pytest.raises(ValueError, match="2-D"):
+        render_multi(t, idx, ["a"], one, [False], ts, int64_keys=["r"],
+                     int64_values=np.ones(1, np.int64))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        render_multi(t, idx, ["a"], one, [False], ts, int64_keys=["r", "s"],
+                     int64_values=np.ones((1, 4), np.int64)[:, ::2])
+    with pytest.raises(LineProtocolError, match="duplicate"):
+        render_multi(t, idx, ["a"], one, [False], ts, int64_keys=["a"],
+                     int64_values=np.ones((1, 1), np.int64))
+    with pytest.raises(LineProtocolError, match="reserves"):
+        render_multi(t, idx, ["a"], one, [False], ts, int64_keys=["_r"],
+                     int64_values=np.ones((1, 1), np.int64))
+    with pytest.raises(ValueError, match="at least one field"):
+        render_multi(t, idx, [], np.zeros((1, 0)), np.zeros(0, bool), ts)
+
+
+def test_entity_points_int64_fields() -> None:
+    """``EntityPoints`` passes ``int64_fields`` through exactly (1-D for one field), and
+    refuses a render without them or with them cast to float."""
+    p = EntityPoints("kitchen_alarm", ["restaurant"], ["value", "n"], ["n"],
+                     int64_fields=["raised_ts"])
+    e = [p.entity(["r 1"]), p.entity(["r2"])]
+    rts = np.array([1_700_000_000_123_456_789, 2**63 - 1], dtype=np.int64)
+    vals = np.array([[1.25, 3.0], [np.nan, np.nan]])
+    assert p.render(e, vals, 9, rts) == (
+        b"kitchen_alarm,restaurant=r\\ 1 value=1.25,n=3i,raised_ts=1700000000123456789i 9\n"
+        b"kitchen_alarm,restaurant=r2 raised_ts=9223372036854775807i 9\n", 2)
+    assert p.render(e, vals, 9, rts[:, None]) == p.render(e, vals, 9, rts)
+    with pytest.raises(ValueError, match="go together"):
+        p.render(e, vals, 9)
+    with pytest.raises(TypeError, match="int64"):
+        p.render(e, vals, 9, rts.astype(np.float64))
+    plain = EntityPoints("m", ["k"], ["a"])
+    assert plain.render([plain.entity(["v"])], np.array([[2.0]]), 1) == (b"m,k=v a=2.0 1\n", 1)
+    with pytest.raises(ValueError, match="go together"):
+        plain.render([0], np.array([[2.0]]), 1, np.array([5]))
+
+
 @pytest.mark.parametrize("kwargs, err, match", [
     ({"idx": np.array([0, 1], np.int32)}, TypeError, r"astype\(np.int64\)"),
     ({"idx": np.array([0, 5])}, IndexError, "not a prefix"),
@@ -434,3 +567,33 @@ def test_round_trip_through_influxd(request: pytest.FixtureRequest) -> None:
     assert [(t, tag) for t, tag, _ in got] == [(t, tag) for t, tag, _ in want]
     for (_, _, g), (_, _, w) in zip(got, want, strict=True):
         assert abs(g - w) <= 5e-10 + abs(w) * 1e-15
+
+
+@pytest.mark.integration
+def test_int64_fields_round_trip_through_influxd(request: pytest.FixtureRequest) -> None:
+    """influxd stores ``int64_values`` exactly, ends of int64 and ns timestamps included
+    (its JSON answer carries them as integers, which ``json`` reads back exactly)."""
+    try:
+        influxd = request.getfixturevalue("influxd")
+        db = request.getfixturevalue("unique_db")
+    except pytest.FixtureLookupError:  # pragma: no cover - conftest not there yet
+        pytest.skip("the influxd fixture (tests/conftest.py) is not available")
+    influxd.create_database(db)
+    table = PrefixTable()
+    table.add(series_prefix("kitchen_alarm", {"restaurant": "r 1"}))
+    n = len(INT64_EDGES)
+    ts = 1_700_000_000_000_000_000 + np.arange(n, dtype=np.int64) * 1_000_000_007
+    vals = np.full((n, 1), np.nan)
+    vals[0, 0] = 2.5
+    body, lines = render_multi(table, np.zeros(n, np.int64), ["value"], vals, [False], ts,
+                               int64_keys=["raised_ts"],
+                               int64_values=np.array(INT64_EDGES, np.int64).reshape(n, 1))
+    assert lines == n
+    qs = urllib.parse.urlencode({"db": db, "precision": "ns"})
+    req = urllib.request.Request(f"{influxd.url}/write?{qs}", data=body, method="POST")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert resp.status == 204
+    doc = influxd.query('SELECT "raised_ts", "value" FROM "kitchen_alarm"', db=db, epoch="ns")
+    rows = doc["results"][0]["series"][0]["values"]
+    assert [(t, r) for t, r, _ in rows] == list(zip(ts.tolist(), INT64_EDGES, strict=True))
+    assert [v for _, _, v in rows] == [2.5] + [None] * (n - 1)
