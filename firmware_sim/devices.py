@@ -29,11 +29,13 @@ from citybrain.payload import Record, encode_birth, encode_data, record
 from citybrain.topics import DeviceTopic
 from firmware_sim import signals as sig
 from firmware_sim.faults import (
+    DEFECT_DRAWS,
     FAULT_DRAWS,
     DeviceFaults,
     FaultConfig,
     MessageFaults,
     apply_message_faults,
+    draw_defects,
 )
 from firmware_sim.signals import Channel
 from seeds.city import Device
@@ -52,6 +54,13 @@ def stable_hash(text: str) -> int:
 def device_rng(seed: int, device_id: str) -> np.random.Generator:
     """The device's own random stream: seeded from (seed, stable hash of the device id)."""
     return np.random.default_rng([seed, stable_hash(device_id)])
+
+
+def defect_draws(seed: int, device_id: str) -> list[float]:
+    """The uniforms of the device's lasting defects drawn after its first stream existed
+    (``faults.draw_defects``): a second stream, (seed, hash, 1), so they shift no reading."""
+    return np.random.default_rng([seed, stable_hash(device_id), 1]).random(
+        DEFECT_DRAWS).tolist()
 
 
 @cache
@@ -92,11 +101,24 @@ class DeviceModel:
         self.cfg = faults
         self.rng = sig.Stream(device_rng(seed, device.device_id))
         self.faults = DeviceFaults.draw(faults, self.rng)
+        draw_defects(faults, self.faults, self.kind, start, defect_draws(seed, self.device_id))
         self.seq = 0
-        #: simulated time of the next message (the runner's heap key)
+        #: simulated time of the next message (the runner's heap key; ``inf``: none, the
+        #: device has failed for good)
         self.next_t = start
         self.data_topic = self.topic("data")
         self._setup(seed, start)
+        self._check_alive()
+
+    def _check_alive(self) -> None:
+        """A message due at or after the device's death is never sent: no more messages."""
+        if self.next_t >= self.faults.dies_at:
+            self.next_t = math.inf
+
+    def alive(self, t: float) -> bool:
+        """Whether the device still works at simulated time ``t`` (a dead one sends
+        nothing, not even a birth when its link reconnects)."""
+        return t < self.faults.dies_at
 
     # -- kind-specific ------------------------------------------------------------------------
     def _setup(self, seed: int, start: float) -> None:
@@ -125,6 +147,7 @@ class DeviceModel:
         """Produce the message due at :attr:`next_t` and schedule the next one."""
         t = self.next_t
         records, values, chans = self._sample(t)
+        self._check_alive()
         mf = apply_message_faults(self.cfg, self.faults, t, values, chans,
                                   self.rng.uniforms(FAULT_DRAWS))
         if chans:
@@ -170,7 +193,7 @@ class AirModel(PeriodicModel):
         self._schedule(start)
 
     def _sample(self, t: float) -> tuple[list[Record], list[float], tuple[Channel, ...]]:
-        values = sig.air(t, self.site, self.rng)
+        values = sig.air(t, self.site, self.rng, pm_gain=self.faults.gain(t))
         self.next_t = self._advance_periodic()
         return [], values, sig.channels("air")
 

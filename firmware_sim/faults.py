@@ -5,13 +5,18 @@ Rates come in three flavours, named by what they apply to:
 * **per message** — a probability applied independently to every data message a device
   generates (``spike_rate``, ``stuck_rate``, ``dropout_rate``, ``duplicate_rate``);
 * **per device** — the fraction of devices drawn once, when the device is created, to have a
-  lasting defect (``skew_future_rate``, ``skew_behind_rate``, ``fast_drain_rate``);
+  lasting defect (``skew_future_rate``, ``skew_behind_rate``, ``fast_drain_rate``,
+  ``drift_rate``);
+* **per device and simulated day** — a hazard: bay sensors failing for good
+  (``sensor_death_rate_per_day``);
 * **per link and simulated hour** — the rate of a connection dropping
   (``reconnect_rate_per_hour``).
 
 Every decision is drawn from the device's own random stream with a *fixed number of draws per
 message*, whether or not faults are enabled: the clean readings of a run with faults equal
-those of a run without, message for message, except where a fault hit.
+those of a run without, message for message, except where a fault hit. The defects added
+later (calibration drift, sensor death) draw from a second stream of their own
+(:func:`draw_defects`), so adding them changed no reading of the first.
 """
 
 from __future__ import annotations
@@ -65,6 +70,19 @@ class FaultConfig:
     fast_drain_rate: float = 0.01
     #: extra drain of such a battery, volts per simulated day (uniform)
     fast_drain_v_per_day: tuple[float, float] = (0.02, 0.08)
+    #: per air station: its optical PM sensor's calibration drifts (fouled optics, humidity
+    #: creeping into the cell): PM2.5 and PM10 read ``1 + g`` times the true value, ``g``
+    #: growing linearly with time; the hub's peer-drift detector should flag it
+    drift_rate: float = 0.03
+    #: how fast ``g`` grows, per simulated day (uniform); one drifting sensor in four reads
+    #: low instead (its reading divided by ``1 + g``)
+    drift_per_day: tuple[float, float] = (0.05, 0.15)
+    #: how long the sensor has been drifting when the run starts, simulated days (uniform)
+    drift_age_days: tuple[float, float] = (2.0, 20.0)
+    #: per bay sensor and simulated day: the sensor fails for good (a dead cell, flooding,
+    #: a snow plough) and falls silent: no data, no heartbeat, no birth after a reconnect;
+    #: the hub should count its bay as stale
+    sensor_death_rate_per_day: float = 0.005
     #: per link (MQTT connection) and simulated hour: the link drops; the broker publishes
     #: its Will, the link reconnects after a downtime and re-sends every device's birth
     reconnect_rate_per_hour: float = 0.05
@@ -76,7 +94,8 @@ class FaultConfig:
         """No faults at all: perfect clocks, no spikes, drops, duplicates or reconnects."""
         return cls(spike_rate=0.0, stuck_rate=0.0, dropout_rate=0.0, duplicate_rate=0.0,
                    skew_sigma_s=0.0, skew_future_rate=0.0, skew_behind_rate=0.0,
-                   fast_drain_rate=0.0, reconnect_rate_per_hour=0.0)
+                   fast_drain_rate=0.0, drift_rate=0.0, sensor_death_rate_per_day=0.0,
+                   reconnect_rate_per_hour=0.0)
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first rate or range that makes no sense."""
@@ -89,7 +108,7 @@ class FaultConfig:
             elif not (v >= 0.0 and math.isfinite(v)):
                 raise ValueError(f"FaultConfig.{f.name}={v!r}: need a finite value >= 0")
         for name in ("spike_rate", "stuck_rate", "dropout_rate", "duplicate_rate",
-                     "fast_drain_rate"):
+                     "fast_drain_rate", "drift_rate"):
             if getattr(self, name) > 1.0:
                 raise ValueError(f"FaultConfig.{name} is a probability; got "
                                  f"{getattr(self, name)}")
@@ -112,6 +131,22 @@ class DeviceFaults:
     extra_drain_v_per_day: float  # added battery drain (bay sensors), V/day; 0 if healthy
     #: channel index → (frozen value, simulated time the episode ends)
     stuck: dict[int, tuple[float, float]] = field(default_factory=dict)
+    #: calibration drift (``draw_defects``): gain error growth per simulated second, signed
+    #: (< 0: the sensor reads low); 0 if the sensor is healthy
+    drift_per_s: float = 0.0
+    #: simulated time the drift began (before the run's start)
+    drift_since: float = 0.0
+    #: simulated time the device fails for good (``inf``: never)
+    dies_at: float = math.inf
+
+    def gain(self, t: float) -> float:
+        """Calibration factor of the drifting channels at simulated time ``t``: the sensor
+        reads ``gain × true value``; 1.0 for a healthy sensor. A sensor reading high reads
+        ``1 + g`` times the truth, one reading low ``1 / (1 + g)``, ``g = |rate| × age``."""
+        if self.drift_per_s == 0.0:
+            return 1.0
+        g = abs(self.drift_per_s) * max(0.0, t - self.drift_since)
+        return 1.0 + g if self.drift_per_s > 0.0 else 1.0 / (1.0 + g)
 
     @classmethod
     def draw(cls, cfg: FaultConfig, rng: Stream) -> DeviceFaults:
@@ -141,6 +176,31 @@ class MessageFaults:
 
 
 NO_FAULTS = MessageFaults()
+
+#: Uniform draws :func:`draw_defects` always takes from a device's defect stream.
+DEFECT_DRAWS = 5
+#: Device kinds whose optical sensor can drift (``FaultConfig.drift_rate``).
+DRIFT_KINDS = frozenset({"air"})
+#: Device kinds that can fail for good (``FaultConfig.sensor_death_rate_per_day``):
+#: battery-powered street sensors; the others are mains-powered.
+DEATH_KINDS = frozenset({"bay"})
+
+
+def draw_defects(cfg: FaultConfig, faults: DeviceFaults, kind: str, start: float,
+                 u: list[float]) -> None:
+    """Fill ``faults``' calibration drift and death time for a ``kind`` device in a run
+    starting at simulated ``start`` (UTC epoch s), from :data:`DEFECT_DRAWS` uniforms ``u``
+    of the device's defect stream (a stream of its own: these draws shift nothing else).
+
+    ``u`` is used as: 0 drifting?, 1 drift speed, 2 reads low?, 3 drift age, 4 death time
+    (exponential with the configured hazard; one draw whatever the kind).
+    """
+    if kind in DRIFT_KINDS and u[0] < cfg.drift_rate:
+        per_day = _uniform(cfg.drift_per_day, u[1]) * (-1.0 if u[2] < 0.25 else 1.0)
+        faults.drift_per_s = per_day / 86400.0
+        faults.drift_since = start - _uniform(cfg.drift_age_days, u[3]) * 86400.0
+    if kind in DEATH_KINDS and cfg.sensor_death_rate_per_day > 0.0:
+        faults.dies_at = start - math.log(1.0 - u[4]) * 86400.0 / cfg.sensor_death_rate_per_day
 
 
 def spike_value(v: float, ch: Channel, factor: float) -> float:

@@ -199,7 +199,8 @@ class SimStats:
     messages_unsent: int = 0
     readings_published_by_district: dict[str, int] = field(default_factory=dict)
     #: faults injected: spikes, stuck_episodes, stuck_readings, dropouts, dropout_readings,
-    #: duplicates (scheduled), skew_future_devices, skew_behind_devices, fast_drain_devices,
+    #: duplicates (scheduled), sensor_deaths (devices that sent their last message),
+    #: skew_future_devices, skew_behind_devices, fast_drain_devices, drifting_devices,
     #: link_drops
     faults: dict[str, int] = field(default_factory=dict)
     devices: int = 0
@@ -349,6 +350,7 @@ class _Run:
             "skew_behind_devices": skews.count("behind"),
             "fast_drain_devices": sum(1 for m in self.models
                                       if m.kind == "bay" and m.faults.extra_drain_v_per_day > 0),
+            "drifting_devices": sum(1 for m in self.models if m.faults.drift_per_s != 0.0),
         }
         self.sel = selectors.DefaultSelector()
         self.events = _Events(self.sel)
@@ -540,7 +542,8 @@ class _Run:
         if any(item[0] == BIRTH for item in link.backlog):  # births of a connection that died
             link.backlog = deque(item for item in link.backlog if item[0] != BIRTH)
         births = [(BIRTH, i, self.models[i].topic("birth"),
-                   self.models[i].birth(self.sim_now, link.id, reset), 0) for i in link.models]
+                   self.models[i].birth(self.sim_now, link.id, reset), 0) for i in link.models
+                  if self.models[i].alive(self.sim_now)]
         link.backlog.extendleft(reversed(births))
         self.to_flush.add(link)
 

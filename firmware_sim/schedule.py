@@ -43,6 +43,7 @@ class FaultCounts:
     dropouts: int = 0          # messages never sent (their seq is skipped)
     dropout_readings: int = 0  # readings in those messages
     duplicates: int = 0        # re-sends scheduled (sent ones are in SimStats)
+    sensor_deaths: int = 0     # devices that sent their last message (failed for good)
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -58,7 +59,7 @@ class Scheduler:
         # (time, tie-break counter, model, seq, payload, n_readings)
         self._dups: list[tuple[float, int, int, int, bytes, int]] = []
         self._dup_counter = 0
-        self.faults = FaultCounts()
+        self.faults = FaultCounts(sensor_deaths=sum(m.next_t == math.inf for m in models))
 
     def next_time(self) -> float:
         """Simulated time of the next message (``inf`` if there is none)."""
@@ -89,6 +90,8 @@ class Scheduler:
             m = models[i]
             e = m.emit()
             heapq.heapreplace(heap, (m.next_t, i))
+            if m.next_t == math.inf:
+                counts.sensor_deaths += 1
             f = e.faults
             if f.spiked:
                 counts.spikes += 1

@@ -330,8 +330,11 @@ class AirSite:
                    regional=regional, local=Drift.draw(rng, 2 * 3600.0, 2 * DAY_S))
 
 
-def air(t: float, p: AirSite, rng: Stream) -> list[float]:
+def air(t: float, p: AirSite, rng: Stream, pm_gain: float = 1.0) -> list[float]:
     """pm2_5, pm10, so2, no2, co, o3, temp, humidity at ``t`` (clamped and rounded).
+
+    ``pm_gain``: calibration factor of the PM sensor (1.0 healthy; a drifting optical
+    sensor's, ``faults.DeviceFaults.gain``), applied to PM2.5 and PM10 before rounding.
 
     Shapes: traffic pollutants (NO2, CO, PM) follow rush hours and the night-time inversion;
     O3 peaks mid-afternoon and is stronger in summer; PM is higher in winter; temperature
@@ -356,7 +359,8 @@ def air(t: float, p: AirSite, rng: Stream) -> list[float]:
           - 0.1 * no2 * tr) * exp(0.06 * z[5])
     temp = 18.5 + 9.5 * s + p.temp_offset + 4.0 * aft + 2.0 * loc + 0.15 * z[6]
     rh = 76.0 - 13.0 * aft + 8.0 * w - 4.0 * loc + 1.0 * z[7]
-    return clean_all("air", (pm25, pm10, so2, no2, co, max(2.0, o3), temp, rh))
+    return clean_all("air", (pm25 * pm_gain, pm10 * pm_gain, so2, no2, co, max(2.0, o3), temp,
+                             rh))
 
 
 # -- environmental noise (GB 3096) -----------------------------------------------------------

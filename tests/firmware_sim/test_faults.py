@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import UTC, datetime
 
@@ -10,7 +11,7 @@ import orjson
 import pytest
 
 from firmware_sim import signals as sig
-from firmware_sim.devices import make_model
+from firmware_sim.devices import DeviceModel, make_model
 from firmware_sim.faults import (
     NORMAL_SKEW_LIMIT_S,
     DeviceFaults,
@@ -179,3 +180,96 @@ def test_no_faults_means_no_faults() -> None:
         pass
     assert sched.faults.to_dict() == dict.fromkeys(sched.faults.to_dict(), 0)
     assert all(m.faults.skew_s == 0.0 for m in models)
+
+
+# -- lasting defects drawn from the second stream: calibration drift, sensor death ------------
+def models_of(kind: str, cfg: FaultConfig, scale: float = 1.0) -> list[DeviceModel]:
+    return [make_model(d, 3, cfg, START) for d in City(scale).devices() if d.kind == kind]
+
+
+def test_defaults_and_none_for_drift_and_death() -> None:
+    f = FaultConfig()
+    assert 0 < f.drift_rate <= 0.05 and 0 < f.sensor_death_rate_per_day <= 0.01
+    none = FaultConfig.none()
+    assert none.drift_rate == 0 and none.sensor_death_rate_per_day == 0
+    for m in models_of("air", none) + models_of("bay", none, 0.2):
+        assert m.faults.drift_per_s == 0.0 and m.faults.dies_at == math.inf
+        assert m.faults.gain(START + 1e6) == 1.0
+
+
+@pytest.mark.parametrize("bad", [{"drift_rate": 1.5}, {"drift_per_day": (0.2, 0.1)},
+                                 {"sensor_death_rate_per_day": -1.0}])
+def test_validate_rejects_bad_defect_settings(bad: dict[str, object]) -> None:
+    with pytest.raises(ValueError):
+        FaultConfig(**bad).validate()  # type: ignore[arg-type]
+
+
+def test_drift_fraction_direction_and_gain() -> None:
+    cfg = FaultConfig(drift_rate=0.3)
+    air = models_of("air", cfg, 2.0)
+    drifting = [m for m in air if m.faults.drift_per_s != 0.0]
+    assert within(len(drifting), len(air), cfg.drift_rate)
+    low = [m for m in drifting if m.faults.drift_per_s < 0]
+    assert 0 < len(low) < len(drifting) / 2  # one in four reads low
+    for m in drifting:
+        f = m.faults
+        per_day = abs(f.drift_per_s) * 86400.0
+        age_days = (START - f.drift_since) / 86400.0
+        assert cfg.drift_per_day[0] <= per_day <= cfg.drift_per_day[1]
+        assert cfg.drift_age_days[0] <= age_days <= cfg.drift_age_days[1]
+        g = per_day * age_days
+        assert f.gain(START) == pytest.approx(1 + g if f.drift_per_s > 0 else 1 / (1 + g))
+        later = f.gain(START + 86400.0)  # it keeps drifting the same way
+        assert (later > f.gain(START) > 1.0) or (later < f.gain(START) < 1.0)
+    # only air stations' optical sensors drift
+    assert all(m.faults.drift_per_s == 0.0 for m in models_of("water", cfg, 2.0))
+
+
+def test_a_drifting_station_reads_pm_times_its_gain_and_nothing_else_changes() -> None:
+    dev = next(d for d in City(1.0).devices() if d.kind == "air")
+    clean = make_model(dev, 5, FaultConfig.none(), START)
+    drift = make_model(dev, 5, dataclasses.replace(FaultConfig.none(), drift_rate=1.0), START)
+    assert drift.faults.drift_per_s != 0.0
+    names = [c.name for c in sig.channels("air")]
+    for _ in range(50):
+        a, b = clean.emit(), drift.emit()
+        va = {r["n"]: r["v"] for r in orjson.loads(a.payload)["e"]}
+        vb = {r["n"]: r["v"] for r in orjson.loads(b.payload)["e"]}
+        gain = drift.faults.gain(a.t)
+        for n in names:
+            if n in ("pm2_5", "pm10"):
+                assert vb[n] == pytest.approx(va[n] * gain, rel=0.02, abs=0.6)
+            else:
+                assert vb[n] == va[n]
+
+
+def test_defects_shift_no_reading_of_devices_they_spare() -> None:
+    """The defects come from a second stream: a kitchen is the same byte for byte."""
+    dev = next(d for d in City(1.0).devices() if d.kind == "kitchen")
+    cfgs = [FaultConfig.none(), dataclasses.replace(FaultConfig.none(), drift_rate=1.0,
+                                                    sensor_death_rate_per_day=100.0)]
+    a, b = (make_model(dev, 5, c, START) for c in cfgs)
+    assert [a.emit().payload for _ in range(100)] == [b.emit().payload for _ in range(100)]
+
+
+def test_dead_bays_fall_silent_at_the_configured_hazard() -> None:
+    cfg = FaultConfig(sensor_death_rate_per_day=2.0)
+    bays = models_of("bay", cfg, 0.5)
+    day = 86400.0
+    dead_in_a_day = sum(m.faults.dies_at < START + day for m in bays)
+    assert within(dead_in_a_day, len(bays), 1 - math.exp(-2.0))
+    assert all(m.faults.dies_at > START for m in bays)
+    sched = Scheduler(bays)
+    last: dict[int, float] = {}
+    while (out := sched.pop(START + day)) is not None:
+        if out.kind != DUPLICATE:
+            last[out.model] = out.t
+    for i, m in enumerate(bays):
+        if m.faults.dies_at < START + day:
+            assert m.next_t == math.inf and not m.alive(m.faults.dies_at)
+            assert last.get(i, START) < m.faults.dies_at  # nothing sent once dead
+        else:
+            assert m.alive(START + day) and last[i] > START + day - 2 * m.interval_s
+    assert sched.faults.sensor_deaths == dead_in_a_day
+    # mains-powered devices never die
+    assert all(m.faults.dies_at == math.inf for m in models_of("kitchen", cfg, 0.2))

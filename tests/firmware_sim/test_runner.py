@@ -18,6 +18,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from citybrain.topics import DeviceTopic
 from firmware_sim import FaultConfig, SimConfig, SimStats, run_sim
+from firmware_sim.devices import make_model
 from seeds.city import City
 from tests.firmware_sim.conftest import SimBroker
 
@@ -202,8 +203,10 @@ def test_clean_run_delivers_everything(sim_broker: SimBroker, subscriber: Receiv
 @pytest.mark.integration
 def test_faulty_run_reconnects_and_accounts_for_every_message(sim_broker: SimBroker,
                                                               subscriber: Received) -> None:
+    # bay sensors die at ~30 a day (a third of them in the run's ~20 simulated minutes)
     faults = FaultConfig(dropout_rate=0.01, duplicate_rate=0.01, spike_rate=0.01,
-                         reconnect_rate_per_hour=10.0, reconnect_downtime_s=(5.0, 20.0))
+                         reconnect_rate_per_hour=10.0, reconnect_downtime_s=(5.0, 20.0),
+                         sensor_death_rate_per_day=30.0)
     stop = threading.Event()
     timer = threading.Timer(2.0, stop.set)  # stop from another thread, no duration
     cfg = SimConfig(mqtt_port=sim_broker.port, client_id_prefix="tf", scale=0.5, speed=600.0,
@@ -243,6 +246,14 @@ def test_faulty_run_reconnects_and_accounts_for_every_message(sim_broker: SimBro
     assert wait_for(lambda: len(subscriber.deaths) > stats.deaths)
     wills = [orjson.loads(p) for _, p in subscriber.deaths]
     assert {w["link"] for w in wills} <= {orjson.loads(p)["link"] for _, p in subscriber.births}
+    # A dead sensor sent nothing after its death: no data, no birth after a reconnect.
+    assert stats.faults["sensor_deaths"] > 0
+    models = {d.device_id: make_model(d, cfg.seed, faults, START)
+              for d in City(cfg.scale).devices()}
+    for _, p in [*subscriber.data, *subscriber.births]:
+        msg = orjson.loads(p)
+        m = models[msg["dev"]]
+        assert msg["t"] - m.faults.skew_s < m.faults.dies_at + 0.01, msg
 
 
 @pytest.mark.integration
