@@ -208,6 +208,9 @@ class AnalyticsConfig:
     #: largest hourly value) to count in the daily AQI (GB 3095-2012's data validity rule:
     #: at least 20 hourly means a day); O3's 8 h daily maximum has its own rule (aqi.py)
     daily_min_hours: int = 20
+    #: peer drift of air stations' hourly PM2.5: robust units of the city-wide spread of
+    #: stations' log ratios to their district's median (``anomaly.pooled_log_scores``), for
+    #: ``drift_hours`` hours in a row
     drift_k: float = 4.0
     drift_hours: int = 3
 
@@ -232,7 +235,8 @@ class CityAnalytics:
         self.stuck = StuckDetector(min_count=self.cfg.stuck_min_count,
                                    min_duration_s=self.cfg.stuck_min_duration_s)
         self.spikes = SpikeDetector(window=self.cfg.spike_window, k=self.cfg.spike_k)
-        self.drift = DriftDetector(k=self.cfg.drift_k, min_windows=self.cfg.drift_hours)
+        self.drift = DriftDetector(k=self.cfg.drift_k, min_windows=self.cfg.drift_hours,
+                                   method="pooled_log")
         n_groups = len(self.districts) * len(GLOBAL_NAMES)
         self._pct: dict[int, LogHistogram] = {}  # event-time minute -> sketch
         # Sketches of closed minutes, emptied, for the next minutes: a sketch is 8.9 MB of

@@ -164,6 +164,34 @@ def naive_peer(group: Sequence[int], value: Sequence[float], k: float, min_group
     return rows, stats
 
 
+def naive_pooled_log(group: Sequence[int], value: Sequence[float], k: float,
+                     min_group_size: int, min_pooled: int) -> list[tuple[bool, bool, float]]:
+    """Per row (scored, exceed, score) of ``anomaly.pooled_log_scores``, from its
+    definition: log ratios to the group's median of log values, one pooled spread."""
+    members: dict[int, list[float]] = defaultdict(list)
+    for g, v in zip(group, value, strict=True):
+        if math.isfinite(v) and v > 0:
+            members[g].append(math.log(v))
+    med = {g: float(np.median(vs)) for g, vs in members.items()}
+    d: list[float | None] = []
+    for g, v in zip(group, value, strict=True):
+        ok = math.isfinite(v) and v > 0 and len(members.get(g, [])) >= min_group_size
+        d.append(math.log(v) - med[g] if ok else None)
+    devs = [abs(x) for x in d if x is not None]
+    if len(devs) < min_pooled:
+        return [(False, False, math.nan) for _ in d]
+    scale = 1.4826 * float(np.median(devs))
+    rows = []
+    for x in d:
+        if x is None:
+            rows.append((False, False, math.nan))
+        elif scale > 0:
+            rows.append((True, abs(x) > k * scale, x / scale))
+        else:
+            rows.append((True, False, math.nan if x == 0 else math.copysign(math.inf, x)))
+    return rows
+
+
 @dataclass
 class NaiveDrift:
     k: float

@@ -21,9 +21,17 @@ from hub.anomaly import (
     SpikeDetector,
     StuckDetector,
     peer_scores,
+    pooled_log_scores,
     scan_stuck_and_spikes,
 )
-from tests.naive_analytics import NaiveDrift, NaiveSpike, NaiveStuck, median_mad, naive_peer
+from tests.naive_analytics import (
+    NaiveDrift,
+    NaiveSpike,
+    NaiveStuck,
+    median_mad,
+    naive_peer,
+    naive_pooled_log,
+)
 
 NS = 1_000_000_000
 
@@ -471,6 +479,59 @@ def test_drift_matches_reference(data: st.DataObject, k: float, m: int, min_size
         ps = peer_scores(group, value, None, k, min_size, floor)
         for g, (med, mad, cnt) in stats.items():
             assert (ps.group_median[g], ps.group_mad[g], ps.group_n[g]) == (med, mad, cnt)
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.data(), st.sampled_from([2.0, 4.0]), st.integers(1, 4), st.integers(1, 12))
+def test_pooled_log_scores_match_reference(data: st.DataObject, k: float, min_size: int,
+                                           min_pooled: int) -> None:
+    n_stations = data.draw(st.integers(0, 40), label="stations")
+    _station, group, value = data.draw(window_rows(n_stations))
+    if data.draw(st.booleans(), label="zeros and negatives"):
+        value = np.where(np.arange(len(value)) % 5 == 1, -value, value)
+        value[:: 6] = 0.0
+    got = pooled_log_scores(group, value, None, k, min_size, min_pooled)
+    want = naive_pooled_log(group.tolist(), value.tolist(), k, min_size, min_pooled)
+    assert got.scored.tolist() == [w[0] for w in want]
+    assert got.exceed.tolist() == [w[1] for w in want]
+    for i, w in enumerate(want):
+        assert _same(got.score[i], w[2], 1e-12), (i, got.score[i], w)
+
+
+def test_pooled_log_drift_sees_ratios_not_a_small_district_spread() -> None:
+    """Four stations of a district close together, a fifth on a busy road reading 1.4x
+    their middle: per-district MADs call it drifting; on the city-wide ratio scale it is
+    ordinary, while a station reading 2.5x its district's middle is not."""
+    rng = np.random.default_rng(5)
+    n_groups, per = 10, 5
+    group = np.repeat(np.arange(n_groups, dtype=np.int64), per)
+    station = np.arange(group.shape[0], dtype=np.int64)
+    peer = DriftDetector(len(station), k=4.0, min_windows=3, method="peer")
+    pooled = DriftDetector(len(station), k=4.0, min_windows=3, method="pooled_log")
+    road, drifter = 4, 12  # station 4 (district 0) on a road; 12 (district 2) drifting
+    for _ in range(4):
+        level = rng.uniform(20.0, 80.0, n_groups)[group]
+        value = level * np.exp(rng.normal(0.0, 0.15, group.shape[0]))
+        value[:4] = level[:4] * np.array([1.0, 1.01, 0.99, 1.005])  # a tight district
+        value[road] = level[road] * 1.4
+        value[drifter] = level[drifter] * 2.5
+        rp, rl = peer.update(station, group, value), pooled.update(station, group, value)
+    assert rp.flag[road]  # the per-district scale's false alarm
+    assert not rl.flag[road] and rl.flag[drifter]
+    assert np.flatnonzero(rl.flag).tolist() == [drifter]
+    assert np.isfinite(rl.group_mad).all() and (rl.group_mad == rl.group_mad[0]).all()
+
+
+def test_pooled_log_needs_enough_stations_and_valid_settings() -> None:
+    g = np.zeros(5, np.int64)
+    v = np.array([10.0, 11.0, 9.0, 30.0, 10.5])
+    assert not pooled_log_scores(g, v, None, 2.0, 3, min_pooled=6).scored.any()
+    assert pooled_log_scores(g, v, None, 3.0, 3, min_pooled=5).exceed.tolist() == [
+        False, False, False, True, False]
+    with pytest.raises(ValueError, match="min_pooled"):
+        pooled_log_scores(g, v, None, 2.0, 3, min_pooled=0)
+    with pytest.raises(ValueError, match="method"):
+        DriftDetector(method="zscore")
 
 
 def test_drift_needs_consecutive_windows() -> None:
