@@ -87,8 +87,9 @@ Kernels: ``_kitchen_kernel`` (one pass over the batch, stops at a day change) an
 and ``clear_pending`` hold an interval's start, ``-2**63`` for none).
 
 Throughput (one core of the 2-core dev VM, warm JIT, best of 7, 1M readings of all 8
-measurement codes over 10k restaurants, ~85k transitions; the VM was shared): 30-36 M
-readings/s.
+measurement codes over 10k random restaurants in time order, ~190k transitions, quiet VM,
+three processes): 16-23 M readings/s (2026-11-22, with the fume duration and the clear
+hysteresis; an earlier kernel without them measured 30-36 M on data with ~85k transitions).
 """
 
 from __future__ import annotations
