@@ -359,7 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
                help="devices sharing one MQTT connection (default: one connection per system)")
     env_option(p, "--qos", default=1, type=int, choices=[0, 1], help="MQTT QoS of readings")
     env_option(p, "--faults", default="default", choices=["default", "none"],
-               help="misbehaviour: realistic default rates, or none")
+               help="misbehaviour: the default rates (docs/architecture.md, 'Simulated "
+               "misbehaviour'), or none")
     env_option(p, "--client-id", default="citybrain-sim", help="MQTT client id prefix")
     env_option(p, "--mqtt-secret", help="the fleet's provisioning secret: each link logs in "
                "as its system (or device) with a derived password (prefer --mqtt-secret-file)")

@@ -39,7 +39,9 @@ class FaultConfig:
     """Fault-injection rates (see the module docstring for what each rate applies to).
 
     Defaults are small and realistic: a few per mille per message, a few devices per
-    thousand with a bad clock, one bay sensor in a hundred with a fast-draining battery.
+    thousand with a bad clock, one bay sensor in a hundred with a fast-draining battery,
+    three air stations in a hundred drifting. Bay sensors die far faster than in a real fleet
+    (0.5 % a day), so that a run of a few simulated hours has some.
     """
 
     #: per message: one numeric reading replaced by a value far outside its valid range
