@@ -146,6 +146,8 @@ class DeviceModel:
     def emit(self) -> Emission:
         """Produce the message due at :attr:`next_t` and schedule the next one."""
         t = self.next_t
+        if t == math.inf:
+            raise RuntimeError(f"{self.device_id} has failed for good: it sends nothing more")
         records, values, chans = self._sample(t)
         self._check_alive()
         mf = apply_message_faults(self.cfg, self.faults, t, values, chans,

@@ -199,7 +199,7 @@ class SimStats:
     messages_unsent: int = 0
     readings_published_by_district: dict[str, int] = field(default_factory=dict)
     #: faults injected: spikes, stuck_episodes, stuck_readings, dropouts, dropout_readings,
-    #: duplicates (scheduled), sensor_deaths (devices that sent their last message),
+    #: duplicates (scheduled), sensor_deaths (devices failed for good by the run's end),
     #: skew_future_devices, skew_behind_devices, fast_drain_devices, drifting_devices,
     #: link_drops
     faults: dict[str, int] = field(default_factory=dict)
@@ -804,6 +804,7 @@ class _Run:
 
     def _faults(self) -> dict[str, int]:
         return {**self.sched.faults.to_dict(), **self.device_faults,
+                "sensor_deaths": self.sched.deaths_by(self.sim_now),
                 "link_drops": self.stats.faults.get("link_drops", 0)}
 
     def _finish_stats(self) -> None:

@@ -10,6 +10,7 @@ what is sent.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 from collections.abc import Sequence
@@ -43,7 +44,6 @@ class FaultCounts:
     dropouts: int = 0          # messages never sent (their seq is skipped)
     dropout_readings: int = 0  # readings in those messages
     duplicates: int = 0        # re-sends scheduled (sent ones are in SimStats)
-    sensor_deaths: int = 0     # devices that sent their last message (failed for good)
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -59,7 +59,9 @@ class Scheduler:
         # (time, tie-break counter, model, seq, payload, n_readings)
         self._dups: list[tuple[float, int, int, int, bytes, int]] = []
         self._dup_counter = 0
-        self.faults = FaultCounts(sensor_deaths=sum(m.next_t == math.inf for m in models))
+        self.faults = FaultCounts()
+        #: every device's death time, sorted (``deaths_by``)
+        self._deaths = sorted(m.faults.dies_at for m in models if m.faults.dies_at < math.inf)
 
     def next_time(self) -> float:
         """Simulated time of the next message (``inf`` if there is none)."""
@@ -70,6 +72,10 @@ class Scheduler:
 
     def pending_duplicates(self) -> int:
         return len(self._dups)
+
+    def deaths_by(self, t: float) -> int:
+        """Devices that have failed for good at or before simulated time ``t``."""
+        return bisect.bisect_right(self._deaths, t)
 
     def pop(self, until: float) -> Outgoing | None:
         """The next message due at or before simulated time ``until``, or None.
@@ -84,14 +90,12 @@ class Scheduler:
                     return None
                 t, _, i, seq, payload, n = heapq.heappop(dups)
                 return Outgoing(i, DUPLICATE, t, seq, payload, n)
-            if t_dev > until:
+            if t_dev > until or t_dev == math.inf:  # inf: every device has died
                 return None
             _, i = heap[0]
             m = models[i]
             e = m.emit()
             heapq.heapreplace(heap, (m.next_t, i))
-            if m.next_t == math.inf:
-                counts.sensor_deaths += 1
             f = e.faults
             if f.spiked:
                 counts.spikes += 1
@@ -102,7 +106,9 @@ class Scheduler:
                 counts.dropouts += 1
                 counts.dropout_readings += e.n_readings
                 continue
-            if f.duplicate_after_s > 0.0:  # (a retry of a dropped message would be no duplicate)
+            # (a retry of a dropped message would be no duplicate; a dead device retries
+            # nothing: its draw is taken all the same, so nothing else shifts)
+            if f.duplicate_after_s > 0.0 and e.t + f.duplicate_after_s < m.faults.dies_at:
                 counts.duplicates += 1
                 self._dup_counter += 1
                 heapq.heappush(dups, (e.t + f.duplicate_after_s, self._dup_counter, i, e.seq,

@@ -270,6 +270,24 @@ def test_dead_bays_fall_silent_at_the_configured_hazard() -> None:
             assert last.get(i, START) < m.faults.dies_at  # nothing sent once dead
         else:
             assert m.alive(START + day) and last[i] > START + day - 2 * m.interval_s
-    assert sched.faults.sensor_deaths == dead_in_a_day
+    assert sched.deaths_by(START + day) == dead_in_a_day
+    while sched.pop(math.inf) is not None:  # every bay dies in the end: the run drains
+        pass
+    assert all(m.next_t == math.inf for m in bays) and sched.deaths_by(math.inf) == len(bays)
+    with pytest.raises(RuntimeError, match="failed for good"):
+        next(m for m in bays if m.next_t == math.inf).emit()
     # mains-powered devices never die
     assert all(m.faults.dies_at == math.inf for m in models_of("kitchen", cfg, 0.2))
+
+
+def test_a_dead_sensor_resends_nothing() -> None:
+    """A re-send due after the device's death is not sent (the draw is taken all the same)."""
+    cfg = dataclasses.replace(FaultConfig.none(), duplicate_rate=1.0,
+                              duplicate_delay_s=(300.0, 900.0), sensor_death_rate_per_day=6.0)
+    bays = models_of("bay", cfg, 0.2)
+    sched = Scheduler(bays)
+    dups = 0
+    while (out := sched.pop(START + 86400.0)) is not None:
+        assert out.t < bays[out.model].faults.dies_at, out
+        dups += out.kind == DUPLICATE
+    assert dups > 100 and sched.deaths_by(START + 86400.0) > len(bays) / 2
