@@ -208,9 +208,9 @@ class AnalyticsConfig:
     #: largest hourly value) to count in the daily AQI (GB 3095-2012's data validity rule:
     #: at least 20 hourly means a day); O3's 8 h daily maximum has its own rule (aqi.py)
     daily_min_hours: int = 20
-    #: peer drift of air stations' hourly PM2.5: robust units of the city-wide spread of
-    #: stations' log ratios to their district's median (``anomaly.pooled_log_scores``), for
-    #: ``drift_hours`` hours in a row
+    #: peer drift of air stations' hourly PM2.5: robust units of the spread of stations' log
+    #: ratios to their district's median, pooled over the hub's stations and the last 24
+    #: hours (``anomaly.pooled_log_scores``), for ``drift_hours`` hours in a row
     drift_k: float = 4.0
     drift_hours: int = 3
 

@@ -77,8 +77,12 @@ over every scored station of every group. Why: a district has 4-12 air stations,
 of 4 values is often tiny -- per-group scales flagged healthy stations on a busy road as
 "drifting" (6 of 8 stations flagged in 7 simulated hours of the city were healthy), while the
 spread of stations around their district's middle, in ratio terms, is about the same
-everywhere. Positive finite values only (a ratio); fewer than ``min_pooled`` scored stations
-in the window: nothing is scored.
+everywhere. ``DriftDetector`` pools the deviations of the last ``pool_windows`` (24) windows
+with the current one's, for a steady spread. Positive finite values only (a ratio); fewer
+than ``min_pooled`` deviations in the pool: nothing is scored. The spread is that of the
+stations one hub holds: in a cluster, a partition's (16-24 stations of the city at scale 1
+in each of 12), so a station's drift flags may differ from a single hub's (the windows and
+every other result do not).
 
 Throughput (one core of the 2-core dev VM, warm JIT; the VM was shared, so medians of
 runs alternating with the previous version): ``StuckDetector.update`` 40-65 M readings/s;
@@ -97,6 +101,7 @@ bit against the two detectors' own updates, and on the threshold).
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, fields
 from typing import Final
 
@@ -964,42 +969,60 @@ def peer_scores(group: np.ndarray, value: np.ndarray, n_groups: int | None = Non
     return PeerScores(score, exceed, scored, g_med, g_mad, n_fin)
 
 
-def pooled_log_scores(group: np.ndarray, value: np.ndarray, n_groups: int | None = None,
-                      k: float = 4.0, min_group_size: int = 3, min_pooled: int = 8
-                      ) -> PeerScores:
-    """Pure: each station's deviation from its group's median as a log ratio, in units of
-    one robust spread pooled over all groups (module doc (c)).
-
-    ``group``: int64 group id per row (``>= 0``); ``value``: float64 per row (scored only if
-    finite and > 0). Returns ``PeerScores`` with ``score = d / (1.4826 * pooled)``, ``d =
-    log(x) - group_median`` (NaN when unscored), ``exceed`` when ``|d| > k * 1.4826 *
-    pooled`` (never when ``pooled == 0``), ``group_median`` the median of the group's log
-    values, ``group_mad`` the pooled ``median |d|`` for every group (log units, unscaled),
-    ``group_n`` the positive finite values per group.
-    """
-    g = _check_1d("group", group, np.int64)
-    v = _check_1d("value", value, np.float64)
-    if int(min_pooled) < 1:
-        raise ValueError(f"min_pooled must be >= 1, got {min_pooled}")
+def _log_deviations(g: np.ndarray, v: np.ndarray, n_groups: int | None,
+                    min_group_size: int) -> tuple[np.ndarray, np.ndarray, PeerScores]:
+    """``d = log(x) - median of the group's log values`` per row (NaN where unscored), the
+    scored mask, and ``peer_scores`` on the log values (its medians and counts)."""
     pos = np.isfinite(v) & (v > 0.0)
     logv = np.full(v.shape[0], np.nan)
     np.log(v, out=logv, where=pos)
     # the per-group medians and the checks of peer_scores, on the log values (NaN: missing)
-    ps = peer_scores(g, logv, n_groups, k, min_group_size)
+    ps = peer_scores(g, logv, n_groups, 1.0, min_group_size)
     scored = ps.scored.copy()
     d = np.full(v.shape[0], np.nan)
     d[scored] = logv[scored] - ps.group_median[g[scored]]
-    dev = np.abs(d[scored])
-    pooled = float(np.median(dev)) if dev.shape[0] >= int(min_pooled) else np.nan
-    if not pooled >= 0.0:  # too few stations to pool: no evidence either way
-        scored[:] = False
-        d[:] = np.nan
+    return d, scored, ps
+
+
+def _pooled_scores(d: np.ndarray, scored: np.ndarray, ps: PeerScores, pool: np.ndarray,
+                   k: float, min_pooled: int) -> PeerScores:
+    """Score deviations ``d`` against ``median(pool)`` (``pooled_log_scores``)."""
+    pooled = float(np.median(pool)) if pool.shape[0] >= min_pooled else np.nan
+    if not pooled >= 0.0:  # too few deviations to pool: no evidence either way
+        scored = np.zeros_like(scored)
+        d = np.full(d.shape[0], np.nan)
     scale = MAD_SCALE * pooled
     with np.errstate(divide="ignore", invalid="ignore"):
         score = d / scale
     exceed = scored & (np.abs(d) > float(k) * scale) & (scale > 0.0)
     mad = np.full(ps.group_mad.shape[0], pooled)
     return PeerScores(score, exceed, scored, ps.group_median, mad, ps.group_n)
+
+
+def pooled_log_scores(group: np.ndarray, value: np.ndarray, n_groups: int | None = None,
+                      k: float = 4.0, min_group_size: int = 3, min_pooled: int = 8,
+                      history: np.ndarray | None = None) -> PeerScores:
+    """Pure: each station's deviation from its group's median as a log ratio, in units of
+    one robust spread pooled over all groups (module doc (c)).
+
+    ``group``: int64 group id per row (``>= 0``); ``value``: float64 per row (scored only if
+    finite and > 0); ``history``: float64 ``|d|`` of earlier windows, pooled with this
+    window's (``DriftDetector`` keeps them). Returns ``PeerScores`` with ``score = d /
+    (1.4826 * pooled)``, ``d = log(x) - group_median`` (NaN when unscored), ``exceed`` when
+    ``|d| > k * 1.4826 * pooled`` (never when ``pooled == 0``), ``pooled = median`` of the
+    window's and ``history``'s ``|d|`` (nothing scored with fewer than ``min_pooled``),
+    ``group_median`` the median of the group's log values, ``group_mad`` ``pooled`` for
+    every group (log units, unscaled), ``group_n`` the positive finite values per group.
+    """
+    g = _check_1d("group", group, np.int64)
+    v = _check_1d("value", value, np.float64)
+    if int(min_pooled) < 1:
+        raise ValueError(f"min_pooled must be >= 1, got {min_pooled}")
+    d, scored, ps = _log_deviations(g, v, n_groups, min_group_size)
+    pool = np.abs(d[scored])
+    if history is not None:
+        pool = np.concatenate([_check_1d("history", history, np.float64), pool])
+    return _pooled_scores(d, scored, ps, pool, k, int(min_pooled))
 
 
 class DriftDetector:
@@ -1009,16 +1032,24 @@ class DriftDetector:
     ``min_group_size`` (finite peers needed, the station included), ``abs_floor`` (for
     ``mad == 0``; ``method="peer"`` only), ``method``: ``"peer"`` (``peer_scores``: each
     group's own MAD) or ``"pooled_log"`` (``pooled_log_scores``: log ratios to the group's
-    median, one spread for all groups, needing ``min_pooled`` scored stations).
+    median, one spread pooled over all groups and the last ``pool_windows`` windows, needing
+    ``min_pooled`` deviations). Pooling over windows steadies the spread (one window of a
+    few dozen stations moves it by a third from hour to hour) and lets a hub holding few
+    stations (a cluster partition's) score them after a few windows.
     """
 
     def __init__(self, n_stations: int = 1024, k: float = 6.0, min_windows: int = 3,
                  min_group_size: int = 3, abs_floor: float = 0.0, method: str = "peer",
-                 min_pooled: int = 8) -> None:
+                 min_pooled: int = 8, pool_windows: int = 24) -> None:
         if method not in ("peer", "pooled_log"):
             raise ValueError(f"method must be 'peer' or 'pooled_log', got {method!r}")
+        if int(min_pooled) < 1 or int(pool_windows) < 1:
+            raise ValueError(f"need min_pooled >= 1 and pool_windows >= 1, got {min_pooled}, "
+                             f"{pool_windows}")
         self.method = method
         self.min_pooled = int(min_pooled)
+        #: |d| of the last pool_windows windows (pooled_log)
+        self._pool: deque[np.ndarray] = deque(maxlen=int(pool_windows))
         if int(n_stations) < 1:
             raise ValueError(f"n_stations must be >= 1, got {n_stations}")
         if int(min_windows) < 1:
@@ -1062,7 +1093,11 @@ class DriftDetector:
         if self.method == "peer":
             ps = peer_scores(g, v, None, self.k, self.min_group_size, self.abs_floor)
         else:
-            ps = pooled_log_scores(g, v, None, self.k, self.min_group_size, self.min_pooled)
+            d, scored, ps = _log_deviations(g, v, None, self.min_group_size)
+            dev = np.abs(d[scored])
+            pool = np.concatenate([*self._pool, dev])
+            ps = _pooled_scores(d, scored, ps, pool, self.k, self.min_pooled)
+            self._pool.append(dev)
         c = self._consec[st_]
         c = np.where(ps.scored, np.where(ps.exceed, c + 1, 0), c)
         self._consec[st_] = c
@@ -1077,9 +1112,11 @@ class DriftDetector:
                            c.astype(np.int64), med, mad)
 
     def reset(self, station: np.ndarray | None = None) -> None:
-        """Zero the counters of ``station`` (int64 ids; None = all)."""
+        """Zero the counters of ``station`` (int64 ids; None = all, and forget the pooled
+        deviations)."""
         if station is None:
             self._consec[:] = 0
+            self._pool.clear()
             return
         s = _check_1d("station", station, np.int64)
         s = s[s < self.capacity]

@@ -165,9 +165,11 @@ def naive_peer(group: Sequence[int], value: Sequence[float], k: float, min_group
 
 
 def naive_pooled_log(group: Sequence[int], value: Sequence[float], k: float,
-                     min_group_size: int, min_pooled: int) -> list[tuple[bool, bool, float]]:
+                     min_group_size: int, min_pooled: int, history: Sequence[float] = ()
+                     ) -> list[tuple[bool, bool, float]]:
     """Per row (scored, exceed, score) of ``anomaly.pooled_log_scores``, from its
-    definition: log ratios to the group's median of log values, one pooled spread."""
+    definition: log ratios to the group's median of log values, one spread pooled over
+    the window's deviations and ``history``'s."""
     members: dict[int, list[float]] = defaultdict(list)
     for g, v in zip(group, value, strict=True):
         if math.isfinite(v) and v > 0:
@@ -177,7 +179,7 @@ def naive_pooled_log(group: Sequence[int], value: Sequence[float], k: float,
     for g, v in zip(group, value, strict=True):
         ok = math.isfinite(v) and v > 0 and len(members.get(g, [])) >= min_group_size
         d.append(math.log(v) - med[g] if ok else None)
-    devs = [abs(x) for x in d if x is not None]
+    devs = [*history, *(abs(x) for x in d if x is not None)]
     if len(devs) < min_pooled:
         return [(False, False, math.nan) for _ in d]
     scale = 1.4826 * float(np.median(devs))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
+from datetime import UTC, datetime
 
 import orjson
 import pytest
@@ -28,17 +29,17 @@ from seeds.city import City
 pytestmark = pytest.mark.integration
 
 HOURS = 8
-#: midnight UTC two days ago: 08:00 in Chongqing (UTC+8)
-START = float((int(time.time()) // 86400 - 2) * 86400)
+#: 08:00 in Chongqing (UTC+8), a fixed day: the simulated readings are the same every run
+START = datetime(2025, 11, 17, 0, 0, tzinfo=UTC).timestamp()
 CLEAN = FaultConfig.none()
 
 
 def district_models(city: City, district: str) -> tuple[list[DeviceModel], str]:
     """The district's air stations and bays: its first station drawn to read high drifts
-    (2× the truth at start, +50 % of it a day), its bays die at 3 a day (~2 in 3 within the
+    (3× the truth at start, +50 % of it a day), its bays die at 3 a day (~2 in 3 within the
     run). Returns (models, the drifting station)."""
     drifting = dataclasses.replace(CLEAN, drift_rate=1.0, drift_per_day=(0.5, 0.5),
-                                   drift_age_days=(2.0, 2.0))
+                                   drift_age_days=(4.0, 4.0))
     dying = dataclasses.replace(CLEAN, sensor_death_rate_per_day=3.0)
     models: list[DeviceModel] = []
     drifter = ""
@@ -58,25 +59,13 @@ def district_models(city: City, district: str) -> tuple[list[DeviceModel], str]:
     return models, drifter
 
 
-def test_drifting_station_and_dead_bays_are_caught(influxd: InfluxV1Server,
-                                                   unique_db: str) -> None:
-    city = City(1.0)
-    district = next(dc for dc in sorted({d.district_code for d in city.devices()})
-                    if sum(1 for d in city.devices()
-                           if d.district_code == dc and d.kind == "air") >= 8)
-    models, drifter = district_models(city, district)
-    assert drifter
-    m = next(x for x in models if x.device_id == drifter)
-    assert m.faults.gain(START) == pytest.approx(2.0)
-
-    hub = Hub(HubConfig(client_id=f"hub-{uuid.uuid4().hex[:8]}",
-                        influx=InfluxConfig(url=influxd.url, database=unique_db)))
-    ensure_target_with_retry(hub.sink)
-    hub.writer.start()
+def feed(hub: Hub, city: City, district: str, models: list[DeviceModel]) -> set[int]:
+    """The models' messages, HOURS of them, through the edge's checks and frame builder
+    into ``hub`` (a frame per 10 simulated minutes); returns the models heard from."""
     sched = Scheduler(models)
     heard: set[int] = set()  # devices that sent something: the hub knows them
     builder = FrameBuilder(district, max_readings=50_000)
-    for step in range(1, HOURS * 6 + 1):  # a frame per 10 simulated minutes
+    for step in range(1, HOURS * 6 + 1):
         until = START + step * 600
         while (out := sched.pop(until)) is not None:
             model = models[out.model]
@@ -93,8 +82,29 @@ def test_drifting_station_and_dead_bays_are_caught(influxd: InfluxV1Server,
     hub.emit(hub.windows.close_all())
     time.sleep(2.1)  # the snapshot clock takes one every 2 s of hub time
     hub.tick(time.monotonic())
-    assert hub.counters.get("analytics_errors") == 0
-    assert hub.writer.stop(30) == 0
+    return heard
+
+
+def test_drifting_station_and_dead_bays_are_caught(influxd: InfluxV1Server,
+                                                   unique_db: str) -> None:
+    city = City(1.0)
+    district = next(dc for dc in sorted({d.district_code for d in city.devices()})
+                    if sum(1 for d in city.devices()
+                           if d.district_code == dc and d.kind == "air") >= 8)
+    models, drifter = district_models(city, district)
+    assert drifter
+    m = next(x for x in models if x.device_id == drifter)
+    assert m.faults.gain(START) == pytest.approx(3.0)
+
+    hub = Hub(HubConfig(client_id=f"hub-{uuid.uuid4().hex[:8]}",
+                        influx=InfluxConfig(url=influxd.url, database=unique_db)))
+    ensure_target_with_retry(hub.sink)
+    hub.writer.start()
+    try:
+        heard = feed(hub, city, district, models)
+    finally:
+        unwritten = hub.writer.stop(30)
+    assert hub.counters.get("analytics_errors") == 0 and unwritten == 0
 
     def rows(q: str) -> list[list]:
         res = influxd.query(q, db=unique_db)["results"][0]

@@ -490,8 +490,12 @@ def test_pooled_log_scores_match_reference(data: st.DataObject, k: float, min_si
     if data.draw(st.booleans(), label="zeros and negatives"):
         value = np.where(np.arange(len(value)) % 5 == 1, -value, value)
         value[:: 6] = 0.0
-    got = pooled_log_scores(group, value, None, k, min_size, min_pooled)
-    want = naive_pooled_log(group.tolist(), value.tolist(), k, min_size, min_pooled)
+    history = None
+    if data.draw(st.booleans(), label="history"):
+        history = np.abs(np.random.default_rng(len(value)).normal(0.0, 0.2, 30))
+    got = pooled_log_scores(group, value, None, k, min_size, min_pooled, history)
+    want = naive_pooled_log(group.tolist(), value.tolist(), k, min_size, min_pooled,
+                            [] if history is None else history.tolist())
     assert got.scored.tolist() == [w[0] for w in want]
     assert got.exceed.tolist() == [w[1] for w in want]
     for i, w in enumerate(want):
@@ -532,6 +536,29 @@ def test_pooled_log_needs_enough_stations_and_valid_settings() -> None:
         pooled_log_scores(g, v, None, 2.0, 3, min_pooled=0)
     with pytest.raises(ValueError, match="method"):
         DriftDetector(method="zscore")
+    with pytest.raises(ValueError, match="min_pooled"):
+        DriftDetector(method="pooled_log", min_pooled=0)
+
+
+def test_pooled_drift_pools_deviations_over_windows() -> None:
+    """A hub holding few stations (5, fewer than min_pooled) scores them once the pool has
+    enough deviations from earlier windows; the pool keeps pool_windows windows."""
+    det = DriftDetector(5, k=4.0, min_windows=1, method="pooled_log", min_pooled=8,
+                        pool_windows=3)
+    st_ = np.arange(5, dtype=np.int64)
+    g = np.zeros(5, np.int64)
+    v = np.array([10.0, 11.0, 9.0, 30.0, 10.5])
+    first = det.update(st_, g, v)
+    assert not first.flag.any() and np.isnan(first.score).all()  # 5 deviations < 8
+    second = det.update(st_, g, v)  # 10 pooled: the same spread as the window's own
+    want = pooled_log_scores(g, v, None, 4.0, 3, min_pooled=1)
+    assert second.flag.tolist() == [False, False, False, True, False]
+    assert np.allclose(second.score, want.score)
+    for _ in range(5):
+        det.update(st_, g, v * np.array([1.0, 1.5, 0.6, 1.0, 1.0]))  # a wider spread
+    assert len(det._pool) == 3
+    det.reset()
+    assert len(det._pool) == 0 and not det.consecutive.any()
 
 
 def test_drift_needs_consecutive_windows() -> None:
