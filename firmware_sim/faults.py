@@ -74,7 +74,8 @@ class FaultConfig:
     fast_drain_v_per_day: tuple[float, float] = (0.02, 0.08)
     #: per air station: its optical PM sensor's calibration drifts (fouled optics, humidity
     #: creeping into the cell): PM2.5 and PM10 read ``1 + g`` times the true value, ``g``
-    #: growing linearly with time; the hub's peer-drift detector should flag it
+    #: growing linearly with time; the hub's peer-drift detector flags the ones that stand
+    #: well apart from their district's stations (about twice their middle value or more)
     drift_rate: float = 0.03
     #: how fast ``g`` grows, per simulated day (uniform); one drifting sensor in four reads
     #: low instead (its reading divided by ``1 + g``)
