@@ -80,7 +80,10 @@ class UpConfig:
     influx_db: str = "citybrain"
     mqtt_port_local: int | None = None
     influx_port_local: int | None = None
+    #: on stop, a drain wait between tiers gives up after this long without progress...
     drain_timeout_s: float = 120.0
+    #: ... or after this long in all (a second Ctrl-C gives up at once)
+    drain_max_s: float = 1800.0
     http_port: int = 8080  # the hub's dashboard; a free port is used if this one is taken
     #: the local Mosquitto listens with TLS only (certificates from a CA under var/tls)
     tls: bool = False
@@ -161,6 +164,38 @@ def wait_until(cond: Callable[[], bool], timeout_s: float, what: str) -> bool:
         time.sleep(0.2)
     log.warning("timed out after %.0f s waiting for %s", timeout_s, what)
     return False
+
+
+def wait_progressing(cond: Callable[[], bool], progress: Callable[[], object],
+                     stall_s: float, what: str, cap_s: float,
+                     abort: threading.Event | None = None, report_s: float = 30.0) -> bool:
+    """Wait until ``cond()`` holds for as long as ``progress()`` keeps changing: give up
+    once it has not changed for ``stall_s`` seconds, after ``cap_s`` in all, or when
+    ``abort`` is set. True if ``cond()`` held.
+
+    Why: a tier that is still working through a backlog (a hub catching up on InfluxDB
+    after a fast simulation) would otherwise be stopped mid-way, and what it had not
+    stored yet would read as lost; a tier that is stuck still ends the wait."""
+    start = last_change = last_report = time.monotonic()
+    seen = progress()
+    while not cond():
+        now = time.monotonic()
+        if abort is not None and abort.is_set():
+            log.warning("stopped waiting for %s (interrupted again)", what)
+            return False
+        if now - last_change >= stall_s or now - start >= cap_s:
+            log.warning("timed out waiting for %s: %s", what,
+                        f"no progress for {stall_s:.0f} s" if now - last_change >= stall_s
+                        else f"still going after {cap_s:.0f} s")
+            return False
+        if now - last_report >= report_s:
+            log.info("still waiting for %s (%.0f s so far; progressing)", what, now - start)
+            last_report = now
+        time.sleep(0.2)
+        latest = progress()
+        if latest != seen:
+            seen, last_change = latest, time.monotonic()
+    return True
 
 
 def influx_count(url: str, db: str, measurements: str = RAW_MEASUREMENTS) -> int:
@@ -326,6 +361,8 @@ class CityRun:
 
     def __init__(self, cfg: UpConfig) -> None:
         self.cfg = cfg
+        #: set (a second Ctrl-C) to stop waiting for the tiers to drain
+        self.abort = threading.Event()
         self.var = cfg.var_dir.resolve()
         for sub in ("run", "log"):
             (self.var / sub).mkdir(parents=True, exist_ok=True)
@@ -529,10 +566,16 @@ class CityRun:
                    f"{new.name} to start again")
         return new
 
+    def _hub_progress(self) -> tuple[int, ...]:
+        """Counters that move while a hub works through its backlog."""
+        return tuple(int(h.stats().get(k) or 0) for h in self.hubs if h.alive()
+                     for k in ("hub_received", "aggregated_readings", "stored_raw",
+                               "stored_agg", "wal_backlog_records", "write_queued_lines"))
+
     def _wait_hub_quiet(self, timeout_s: float) -> bool:
         """True once the hub has nothing in flight for 3 s running: no WAL backlog, nothing
         queued to log or to write (after a restart its counters restart, so counts can't
-        tell)."""
+        tell); gives up after ``timeout_s`` without progress (``wait_progressing``)."""
         quiet_since: float | None = None
 
         def quiet() -> bool:
@@ -546,26 +589,35 @@ class CityRun:
             quiet_since = quiet_since or time.monotonic()
             return time.monotonic() - quiet_since >= 3.0
 
-        return wait_until(quiet, timeout_s, "the hub to finish its backlog")
+        return wait_progressing(quiet, self._hub_progress, timeout_s,
+                                "the hub to finish its backlog", self.cfg.drain_max_s,
+                                self.abort)
 
     def drain_and_stop(self) -> dict[str, Any]:
         """Stop tiers in data-flow order, each after the previous one's output arrived.
 
-        Each drain wait is bounded by ``drain_timeout_s``; one that times out, a tier that
-        does not exit 0, or what the final stats say was left behind makes the report's
-        ``accounting_complete`` false, with the reasons in ``accounting_warnings``."""
+        Each drain wait goes on while the tier it waits for makes progress, up to
+        ``drain_timeout_s`` without any and ``drain_max_s`` in all (``wait_progressing``);
+        one that gives up, a tier that does not exit 0, or what the final stats say was left
+        behind makes the report's ``accounting_complete`` false, with the reasons in
+        ``accounting_warnings``."""
         t = self.cfg.drain_timeout_s
         timed_out: list[str] = []  # the drain waits that gave up
 
-        def drain(cond: Callable[[], bool], what: str) -> None:
-            if not wait_until(cond, t, what):
+        def drain(cond: Callable[[], bool], progress: Callable[[], object], what: str
+                  ) -> None:
+            if not wait_progressing(cond, progress, t, what, self.cfg.drain_max_s,
+                                    self.abort):
                 timed_out.append(what)
+
+        def edges_in() -> int:
+            return sum(int(e.stats().get("readings_in", 0)) for e in self.edges)
 
         exits = {self.sim.name: self.sim.terminate_and_wait(t)}
         sim = self.sim.stats()
         published = int(sim.get("readings_published", 0))
-        drain(lambda: sum(int(e.stats().get("readings_in", 0)) for e in self.edges)
-              >= published, "the edges to receive every published reading")
+        drain(lambda: edges_in() >= published, edges_in,
+              "the edges to receive every published reading")
         for e in self.edges:
             exits[e.name] = e.terminate_and_wait(t)
         edges = [e.stats() for e in self.edges]
@@ -574,7 +626,7 @@ class CityRun:
                      for e in edges)
         if not self.hub_restarted:  # a restarted hub's counters say nothing of the past
             drain(lambda: int(self.hub_stats().get("hub_received", 0)) >= framed,
-                  "the hub to receive every framed reading")
+                  self._hub_progress, "the hub to receive every framed reading")
         if not self._wait_hub_quiet(t):
             timed_out.append("the hub to finish its backlog")
         # All at once: a cluster hub that sees another leave would adopt its partitions.
@@ -651,9 +703,13 @@ def run_city(cfg: UpConfig) -> int:
     """Run the city; returns 0 when every reading is accounted for (lost == 0), else 1 --
     also when the accounting is incomplete (``accounting_warnings`` say why)."""
     stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     city = CityRun(cfg)
+
+    def on_signal(*_: object) -> None:  # the first stops the city, a second its draining
+        (city.abort if stop.is_set() else stop).set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     try:
         city.start_services()
         city.start_tiers()
@@ -666,7 +722,8 @@ def run_city(cfg: UpConfig) -> int:
             if dead:
                 log.error("%s exited unexpectedly; see %s", dead[0].name, dead[0].log_path)
                 break
-        print("stopping: draining the sim, then the edges, then the hub ...", flush=True)
+        print("stopping: draining the sim, then the edges, then the hub, as long as each "
+              "makes progress (Ctrl-C again to stop waiting) ...", flush=True)
         report = city.drain_and_stop()
     finally:
         city.stop_everything()
