@@ -15,6 +15,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from citybrain.localstack import InfluxV1Server
 from hub.lineproto import (
     LineProtocolError,
     PrefixTable,
@@ -525,12 +526,8 @@ def _ident(name: str) -> str:
 
 
 @pytest.mark.integration
-def test_round_trip_through_influxd(request: pytest.FixtureRequest) -> None:
-    try:
-        influxd = request.getfixturevalue("influxd")
-        db = request.getfixturevalue("unique_db")
-    except pytest.FixtureLookupError:  # pragma: no cover - conftest not there yet
-        pytest.skip("the influxd fixture (tests/conftest.py) is not available")
+def test_round_trip_through_influxd(influxd: InfluxV1Server, unique_db: str) -> None:
+    db = unique_db
     influxd.create_database(db)
     meas, field = "raw air,x=1", 'f i=e,l"d'
     tag_key = "k ey,=\"x"
@@ -570,14 +567,11 @@ def test_round_trip_through_influxd(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.mark.integration
-def test_int64_fields_round_trip_through_influxd(request: pytest.FixtureRequest) -> None:
+def test_int64_fields_round_trip_through_influxd(influxd: InfluxV1Server,
+                                                  unique_db: str) -> None:
     """influxd stores ``int64_values`` exactly, ends of int64 and ns timestamps included
     (its JSON answer carries them as integers, which ``json`` reads back exactly)."""
-    try:
-        influxd = request.getfixturevalue("influxd")
-        db = request.getfixturevalue("unique_db")
-    except pytest.FixtureLookupError:  # pragma: no cover - conftest not there yet
-        pytest.skip("the influxd fixture (tests/conftest.py) is not available")
+    db = unique_db
     influxd.create_database(db)
     table = PrefixTable()
     table.add(series_prefix("kitchen_alarm", {"restaurant": "r 1"}))
