@@ -57,8 +57,8 @@ def device_rng(seed: int, device_id: str) -> np.random.Generator:
 
 
 def defect_draws(seed: int, device_id: str) -> list[float]:
-    """The uniforms of the device's lasting defects drawn after its first stream existed
-    (``faults.draw_defects``): a second stream, (seed, hash, 1), so they shift no reading."""
+    """Uniforms for the device's later-added lasting defects (``faults.draw_defects``),
+    from a second stream, (seed, hash, 1), so that they shift no draw of the first."""
     return np.random.default_rng([seed, stable_hash(device_id), 1]).random(
         DEFECT_DRAWS).tolist()
 
@@ -108,9 +108,9 @@ class DeviceModel:
         self.next_t = start
         self.data_topic = self.topic("data")
         self._setup(seed, start)
-        self._check_alive()
+        self._stop_if_dead()
 
-    def _check_alive(self) -> None:
+    def _stop_if_dead(self) -> None:
         """A message due at or after the device's death is never sent: no more messages."""
         if self.next_t >= self.faults.dies_at:
             self.next_t = math.inf
@@ -149,7 +149,7 @@ class DeviceModel:
         if t == math.inf:
             raise RuntimeError(f"{self.device_id} has failed for good: it sends nothing more")
         records, values, chans = self._sample(t)
-        self._check_alive()
+        self._stop_if_dead()
         mf = apply_message_faults(self.cfg, self.faults, t, values, chans,
                                   self.rng.uniforms(FAULT_DRAWS))
         if chans:
