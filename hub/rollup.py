@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import numpy as np
-
 from hub.window import WindowAggregator, WindowBatch, merge_partials
 
 
@@ -68,24 +66,4 @@ def snapshot_window(agg: WindowAggregator, window: int) -> WindowBatch:
     for late readings; the final close later re-emits it with the same timestamp, which
     InfluxDB treats as an overwrite.
     """
-    slots = np.flatnonzero(agg.slot_window == window)
-    if len(slots) == 0:
-        return WindowBatch.empty()
-    slot = int(slots[0])
-    n = agg.n_series
-    count = agg.field("count")[slot, :n]
-    series = np.flatnonzero(count > 0).astype(np.int64)
-    if len(series) == 0:
-        return WindowBatch.empty()
-
-    def col(name: str) -> np.ndarray:
-        return np.ascontiguousarray(agg.field(name)[slot, series])
-
-    c = col("count")
-    total = col("sum")
-    return WindowBatch(series=series,
-                       window_start_ns=np.full(len(series), window * agg.window_ns,
-                                               dtype=np.int64),
-                       count=c, sum=total, mean=total / c, m2=col("m2"), min=col("min"),
-                       max=col("max"), first=col("first"), first_ts=col("first_ts"),
-                       last=col("last"), last_ts=col("last_ts"))
+    return agg.snapshot(window)

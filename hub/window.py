@@ -811,6 +811,13 @@ def _clamp(x: int) -> int:
     return max(I64_MIN, min(I64_MAX, x))
 
 
+def _batch_from_rows(o_i: np.ndarray, o_f: np.ndarray) -> WindowBatch:
+    """A batch over ``_emit_slots``' row-major outputs (views, no copy)."""
+    return WindowBatch(series=o_i[0], window_start_ns=o_i[1], count=o_i[2], sum=o_f[0],
+                       mean=o_f[1], m2=o_f[2], min=o_f[3], max=o_f[4], first=o_f[5],
+                       first_ts=o_i[3], last=o_f[6], last_ts=o_i[4])
+
+
 def _batch_from_tuple(t: tuple[np.ndarray, ...]) -> WindowBatch:
     return WindowBatch(*t)
 
@@ -1085,9 +1092,30 @@ class WindowAggregator:
                                 o_f, True)
         if n_emitted != n_out:  # pragma: no cover - internal invariant
             raise RuntimeError("window ring invariant broken: slot row counts out of sync")
-        return WindowBatch(series=o_i[0], window_start_ns=o_i[1], count=o_i[2], sum=o_f[0],
-                           mean=o_f[1], m2=o_f[2], min=o_f[3], max=o_f[4], first=o_f[5],
-                           first_ts=o_i[3], last=o_f[6], last_ts=o_i[4])
+        return _batch_from_rows(o_i, o_f)
+
+    def snapshot(self, window: int) -> WindowBatch:
+        """The rows of open window ``window`` (index) so far, without closing it: what
+        closing it now would emit (series ascending), or no rows if no slot holds it.
+
+        Reads only that slot's records, once (``_emit_slots`` without releasing): O(series
+        ids) time and O(rows) memory. The hub fires every window on time this way; the
+        field arrays it used before cost three ``[n_slots, capacity]`` temporaries per field
+        read, ~4 GB and 45 % of the processing thread at a million devices (py-spy)."""
+        sw = self._slot_window
+        slots = np.flatnonzero(sw == int(window)).astype(np.int64)
+        if len(slots) == 0 or int(window) == EMPTY_WINDOW:
+            return WindowBatch.empty()
+        slots = slots[:1]
+        n_out = int(self._slot_rows[slots].sum())
+        o_i = np.empty((5, n_out), dtype=np.int64)
+        o_f = np.empty((7, n_out), dtype=np.float64)
+        n_emitted = _emit_slots(slots, sw, self._slot_rows, self._window_ns, self._n_series,
+                                self._capacity, self._views[0], self._views[1], o_i,
+                                o_f, False)
+        if n_emitted != n_out:  # pragma: no cover - internal invariant
+            raise RuntimeError("window ring invariant broken: slot row counts out of sync")
+        return _batch_from_rows(o_i, o_f)
 
     def _grow(self, needed: int) -> None:
         cap = self._capacity
