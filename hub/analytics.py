@@ -726,6 +726,12 @@ class CityAnalytics:
         out.extend(self._alarm_out(self.kitchen.day_end(watermark)))
         return out
 
+    def reads_hour_partial(self, series: np.ndarray) -> np.ndarray:
+        """Which of ``series`` (int64 ids) ``on_minute`` reads in its ``hour_partial``: the
+        air stations' (bool mask; for ``MultiResolutionWindows.pending``'s ``select``)."""
+        self._sync()
+        return self.s_kind[series] == KIND_CODE["air"]
+
     def on_minute(self, event_clock_ns: int, hour_partial: WindowBatch) -> AnalyticsOut:
         """Snapshots for operators (hub time, once a minute): quality, parking, open alarms,
         and the provisional AQI of the hour in progress (``hour_partial``: the 1 h rollup's

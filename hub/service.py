@@ -422,8 +422,7 @@ class Hub:
         if self.cfg.close_windows_at_exit and not self._gave_up.is_set():
             self.emit(self.windows.close_all())
             if self.analytics is not None and self.event_clock_ns is not None:
-                self._analytics(lambda a: a.on_minute(self.event_clock_ns or 0,
-                                                       self.windows.pending("1h")))
+                self.minute_snapshots(self.event_clock_ns)
         self.wal.mark_processed(self._offset, self.writer.last_ticket)
 
     def _process_record(self, offset: int, record: bytes) -> None:
@@ -593,7 +592,13 @@ class Hub:
         lateness = int(self.cfg.allowed_lateness_s * 1e9)
         self._analytics(lambda a: a.on_tick(clock, lateness))
         if self._snapshots.due(now_monotonic, clock):
-            self._analytics(lambda a: a.on_minute(clock, self.windows.pending("1h")))
+            self.minute_snapshots(clock)
+
+    def minute_snapshots(self, clock_ns: int) -> None:
+        """The analytics' once-a-minute points at hub time ``clock_ns``, with the hour in
+        progress of the series they read (the air stations')."""
+        self._analytics(lambda a: a.on_minute(
+            clock_ns, self.windows.pending("1h", select=a.reads_hour_partial)))
 
     def _analytics(self, call: Any) -> None:
         """Run an analytics step; store its points and publish its alarms. An analytics

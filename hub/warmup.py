@@ -114,7 +114,7 @@ def warm_up(city: City, cfg: HubConfig) -> float:
         clock = hub.event_clock_ns or 0
         hub.emit(hub.windows.close_all())
         if hub.analytics is not None:
-            hub._analytics(lambda a: a.on_minute(clock, hub.windows.pending("1h")))
+            hub.minute_snapshots(clock)
     finally:
         hub.writer.stop(10.0)
         hub.wal.close()

@@ -122,3 +122,19 @@ def test_pending_hour_includes_the_minute_in_progress() -> None:
     hour = mrw.pending("1h")
     assert int(hour.count.sum()) == 3 and float(hour.sum.sum()) == 7.0
     assert set(hour.window_start_ns.tolist()) == {T0 // (3600 * S) * 3600 * S}
+
+
+def test_pending_hour_of_selected_series_only() -> None:
+    """``select`` keeps only the series a caller reads; theirs are exactly as without it."""
+    mrw = MultiResolutionWindows((10, 60, 3600), lateness_s=30)
+    series = np.array([0, 1, 2, 3, 1, 2], dtype=np.int64)
+    ts = T0 + np.array([1, 2, 3, 15, 25, 65]) * S
+    mrw.add(series, ts, np.arange(6.0), T0 + 65 * S)
+    mrw.advance(T0 + 110 * S)
+    everything = mrw.pending("1h")
+    odd = mrw.pending("1h", select=lambda s: s % 2 == 1)
+    assert odd.series.tolist() == [1, 3]
+    keep = np.isin(everything.series, [1, 3])
+    for name in ("series", "window_start_ns", "count", "sum", "min", "max", "first", "last"):
+        assert np.array_equal(getattr(odd, name), getattr(everything, name)[keep]), name
+    assert len(mrw.pending("1h", select=lambda s: np.zeros(len(s), bool))) == 0
