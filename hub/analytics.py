@@ -373,10 +373,13 @@ class CityAnalytics:
     # -- readings --------------------------------------------------------------------------
     def on_readings(self, series: np.ndarray, device: np.ndarray, ts_ns: np.ndarray,
                     value: np.ndarray, recv_ns: int,
-                    ahead_limit_ns: int | None = None) -> AnalyticsOut:
+                    ahead_limit_ns: int | None = None,
+                    clock_ns: int | None = None) -> AnalyticsOut:
         """Analyse a batch of accepted readings (received at ``recv_ns``, wall ns).
         ``ahead_limit_ns``: the latest device time that may open a new completeness hour
-        (``DataQuality.observe``): the event clock plus the allowed clock lead."""
+        (``DataQuality.observe``): the event clock plus the allowed clock lead.
+        ``clock_ns``: the hub's event clock as the batch arrived; the bays in it count as
+        heard then (``BayTracker.heard``), whatever their own clocks say."""
         out = AnalyticsOut()
         if len(series) == 0:
             return out
@@ -395,22 +398,28 @@ class CityAnalytics:
             a, b = int(start[r]), int(start[r + 1])
             return r_code[a:b], r_device[a:b], r_ts[a:b], r_value[a:b]
 
-        self._parking(role(ROLE_BAY_OCCUPIED), role(ROLE_BAY_BATTERY), role(ROLE_LOT_FREE))
+        self._parking(role(ROLE_BAY_OCCUPIED), role(ROLE_BAY_BATTERY), role(ROLE_LOT_FREE),
+                      clock_ns)
         out.extend(self._kitchen(*role(ROLE_KITCHEN)))
         out.add(self._anomalies(series, ts_ns, value))
         self._percentiles(series, ts_ns, value)
         return out
 
     def _parking(self, occupied: tuple[np.ndarray, ...], battery: tuple[np.ndarray, ...],
-                 free: tuple[np.ndarray, ...]) -> None:
+                 free: tuple[np.ndarray, ...], clock_ns: int | None) -> None:
         """Bays' occupancy and battery readings, lots' free spaces: each ``(code, device,
-        ts_ns, value)`` in batch order (``code`` unused)."""
+        ts_ns, value)`` in batch order (``code`` unused); the bays count as heard at
+        ``clock_ns`` if given."""
         _, device, ts_ns, value = occupied
         if len(device):
             self.bays.update(device, ts_ns, value)
+            if clock_ns is not None:
+                self.bays.heard(device, clock_ns)
         _, device, ts_ns, value = battery
         if len(device):
             self.bays.update_battery(device, ts_ns, value)
+            if clock_ns is not None:
+                self.bays.heard(device, clock_ns)
         _, device, ts_ns, value = free
         if len(device):
             order = np.argsort(ts_ns, kind="stable")  # latest reading wins

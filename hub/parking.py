@@ -32,7 +32,9 @@ Semantics (decided):
   reading.
 * A bay is *stale* when it was never heard from or ``now - last_seen > stale_factor *
   heartbeat_interval_s`` (the heartbeat interval is a setting, default 1 h, unverified).
-  Occupancy and battery readings both refresh ``last_seen``.
+  Occupancy and battery readings both refresh ``last_seen`` to their device time, and
+  ``heard`` to the hub's event clock when they arrived (the hub calls it for every batch):
+  a sensor whose clock lags is not stale while it keeps reporting.
 * Occupancy rate of a group (lot or district) = occupied bays / *reporting* bays, reporting =
   known state and not stale (a silent bay's last state is not evidence).
 
@@ -384,6 +386,20 @@ class BayTracker:
         self._ensure(int(b.max()) + 1)
         return int(_battery_update(b, t, v, self._battery_v, self._battery_ts,
                                    self._last_seen))
+
+    def heard(self, bay: np.ndarray, at_ns: int) -> None:
+        """Bays ``bay`` (int64 ids) were heard from at ``at_ns`` (the hub's event clock when
+        their readings arrived): ``last_seen`` becomes at least ``at_ns``. Staleness asks
+        whether a sensor still reports, so it is judged on when the hub heard it, not on the
+        sensor's own clock alone: a bay whose clock runs 14 minutes behind, reporting every
+        minute, would otherwise look silent for 14 minutes (seen live, ``up --speed 60``)."""
+        b = np.asarray(bay, dtype=np.int64)
+        if b.shape[0] == 0:
+            return
+        if int(b.min()) < 0:
+            raise ValueError("bay ids must be >= 0")
+        self._ensure(int(b.max()) + 1)
+        self._last_seen[b] = np.maximum(self._last_seen[b], np.int64(at_ns))
 
     def reset_counters(self, start_ns: int) -> None:
         """Start a new counting period at ``start_ns`` (e.g. local midnight): sessions and

@@ -525,8 +525,10 @@ class Hub:
         self.live.observe_latency(ts, recv)
         assert self.event_clock_ns is not None
         if self.analytics is not None:
-            ahead = self.event_clock_ns + self.windows.max_ahead_ns  # as early windows
-            self._analytics(lambda a: a.on_readings(series, dev, ts, value, recv, ahead))
+            clock = self.event_clock_ns
+            ahead = clock + self.windows.max_ahead_ns  # as early windows
+            self._analytics(lambda a: a.on_readings(series, dev, ts, value, recv, ahead,
+                                                    clock))
         if self.cfg.store_raw and not self._skip_raw:
             self._store_raw(series, ts, value)
         out = self.windows.add(series, ts, value, self.event_clock_ns)

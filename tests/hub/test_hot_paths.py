@@ -272,3 +272,22 @@ def test_flat_batteries_full_lots_and_closed_kitchens_are_not_stuck_sensors() ->
 
     want = {(registry.labels(s).device, registry.labels(s).name) for s in ids[5:]}
     assert {(tag(ln, b"device"), tag(ln, b"m")) for ln in reported} == want
+
+
+def test_bays_count_as_heard_at_the_event_clock() -> None:
+    """``on_readings(..., clock_ns=)`` marks the batch's bays heard at the hub's clock: a bay
+    whose own clock lags the city by an hour is not stale while its readings arrive."""
+    registry, batches = _city_batches(7, 3)
+    an = CityAnalytics(registry.city, registry)
+    series, device, ts, value = batches[0]
+    an.on_readings(series, device, ts, value, int(ts.max()))  # syncs the registry columns
+    bay = np.flatnonzero(an.d_kind[device] == KINDS.index("bay"))
+    assert len(bay), "the batch has bay readings"
+    lag = 3600 * 10**9  # the limit: 3 heartbeats of bay_heartbeat_s (10 min)
+    assert 3 * an.cfg.bay_heartbeat_s * 10**9 < lag
+    clock = int(ts.max()) + 2 * lag
+    groups = np.full(registry.n_devices, -1, dtype=np.int64)
+    an.on_readings(series[bay], device[bay], ts[bay] + lag, value[bay], 0)  # no clock
+    assert an.bays.snapshot(clock, groups).stale[device[bay]].all()
+    an.on_readings(series[bay], device[bay], ts[bay] + lag, value[bay], 0, clock_ns=clock)
+    assert not an.bays.snapshot(clock, groups).stale[device[bay]].any()

@@ -173,3 +173,30 @@ def test_lot_occupancy() -> None:
     assert g.capacity.tolist() == [150.0, 120.0] and g.free.tolist() == [10.0, 100.0]
     assert math.isclose(g.occupancy[0], 1 - 10 / 150) and math.isclose(g.occupancy[1],
                                                                          1 - 100 / 120)
+
+
+def test_a_bay_with_a_lagging_clock_is_not_stale_while_it_is_heard() -> None:
+    """Staleness is judged on when the hub heard a bay (``heard``), not only on the bay's own
+    clock: a sensor 20 min behind that keeps reporting stays fresh; one that stops goes
+    stale once the limit passes after it was last heard."""
+    m = 60 * NS
+    trk = BayTracker(2, heartbeat_interval_s=300.0, stale_factor=3.0)  # stale after 15 min
+    lag = 20 * m
+    for minute in range(0, 60, 5):
+        now = T0 + minute * m
+        trk.update(np.array([0, 1], np.int64), np.array([now - lag, now]),
+                   np.array([1.0, 0.0]))
+        trk.heard(np.array([0, 1], np.int64), now)
+    last = T0 + 55 * m
+    snap = trk.snapshot(last + m, np.array([0, 0], np.int64))
+    assert snap.stale.tolist() == [False, False]
+    assert snap.last_seen_ns.tolist() == [last, last]
+    assert snap.group_occupancy.tolist() == [0.5]
+    assert trk.snapshot(last + 16 * m, np.array([0, 0], np.int64)).stale.tolist() == [True,
+                                                                                    True]
+    # never earlier than a reading's own (leading) device time; ids grow the tracker
+    trk.update(np.array([3], np.int64), np.array([last + 2 * m]), np.array([0.0]))
+    trk.heard(np.array([3], np.int64), last)
+    assert trk.snapshot(last, np.array([0, 0, 0, 0], np.int64)).last_seen_ns[3] == last + 2 * m
+    with pytest.raises(ValueError, match=">= 0"):
+        trk.heard(np.array([-1], np.int64), last)
