@@ -67,7 +67,10 @@ class MultiResolutionWindows:
     """Owned by one thread (the hub's processing thread)."""
 
     def __init__(self, resolutions_s: tuple[float, ...] = (10.0, 60.0, 3600.0),
-                 lateness_s: float = 30.0, max_ahead_s: float = 300.0) -> None:
+                 lateness_s: float = 30.0, max_ahead_s: float = 300.0,
+                 capacity: int = 1024) -> None:
+        """``capacity``: series ids the finest ring holds before it grows (see
+        ``hub.series.presized``)."""
         res = [round(r * 1e9) for r in resolutions_s]
         if not res or any(r <= 0 for r in res):
             raise ValueError("resolutions must be positive")
@@ -79,7 +82,8 @@ class MultiResolutionWindows:
         self.lateness_ns = int(lateness_s * 1e9)
         self.max_ahead_ns = int(max_ahead_s * 1e9)
         fine = res[0]
-        self.fine = WindowAggregator(fine, n_slots=math.ceil(self.lateness_ns / fine) + 2)
+        self.fine = WindowAggregator(fine, n_slots=math.ceil(self.lateness_ns / fine) + 2,
+                                     capacity=capacity)
         self.rollups = [Rollup(r) for r in res[1:]]
         self._fired_upto: int | None = None  # newest fine window emitted on time
         #: fine windows at or below ``_fired_upto`` that readings reached after they fired

@@ -48,6 +48,8 @@ from hub.series import (
     KEY_KIND_CODE,
     KIND_CODE,
     SeriesRegistry,
+    city_series,
+    presized,
 )
 from hub.sketch import LogHistogram
 from hub.water import classify_water
@@ -67,6 +69,7 @@ AQI_FIELDS = ["aqi", "category", "primary_mask", "final", "iaqi_pm2_5", "iaqi_pm
 AQI_INT = ["aqi", "category", "primary_mask", "final"]
 # Readings that are events or counters, not levels: no stuck/spike scoring for them.
 NOT_SCORED = {"occupied", "ai_event", "entries", "exits", "uv_minutes"}
+SCORED_NAMES = frozenset(GLOBAL_NAMES) - NOT_SCORED
 # Levels that legitimately hold one value for hours, so a flat line is no sign of a stuck
 # sensor: spikes are scored, stuck runs are not reported. (kind, measurement): a bay battery
 # drains ~1 mV a day in 10 mV steps (one value for days); a lot's free spaces sit at 0
@@ -232,9 +235,11 @@ class CityAnalytics:
         self.aqi_city = AirQualityTracker(self.cfg.aqi_standard)
         self.bays = BayTracker(n_bays=0, heartbeat_interval_s=self.cfg.bay_heartbeat_s)
         self.kitchen = kt.KitchenAlarms(config=self.cfg.kitchen)
-        self.stuck = StuckDetector(min_count=self.cfg.stuck_min_count,
+        # sized for every scored series of the city up front (address space, not RAM)
+        scored = presized(city_series(city, SCORED_NAMES))
+        self.stuck = StuckDetector(scored, min_count=self.cfg.stuck_min_count,
                                    min_duration_s=self.cfg.stuck_min_duration_s)
-        self.spikes = SpikeDetector(window=self.cfg.spike_window, k=self.cfg.spike_k)
+        self.spikes = SpikeDetector(scored, window=self.cfg.spike_window, k=self.cfg.spike_k)
         self.drift = DriftDetector(k=self.cfg.drift_k, min_windows=self.cfg.drift_hours,
                                    method="pooled_log")
         n_groups = len(self.districts) * len(GLOBAL_NAMES)

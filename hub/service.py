@@ -48,7 +48,7 @@ from hub.analytics import MINUTE_NS, AnalyticsConfig, AnalyticsOut, CityAnalytic
 from hub.latency import PipelineLatency
 from hub.lineproto import render_merged, render_multi
 from hub.live import LiveState
-from hub.series import SeriesRegistry
+from hub.series import SeriesRegistry, city_series, presized
 from hub.sinks import InfluxConfig, InfluxSink, ensure_target_with_retry, make_sink
 from hub.wal import HubWal
 from hub.warmup import warm_up
@@ -222,7 +222,8 @@ class Hub:
         self.city = city or City(cfg.scale)
         self.counters = Counters()
         self.windows = MultiResolutionWindows((cfg.window_s, *cfg.rollups_s),
-                                              cfg.allowed_lateness_s, cfg.max_ahead_s)
+                                              cfg.allowed_lateness_s, cfg.max_ahead_s,
+                                              capacity=presized(city_series(self.city)))
         self.registry = SeriesRegistry(self.city, agg_labels=tuple(self.windows.labels))
         self.live = LiveState(self.city)
         self.analytics = (CityAnalytics(self.city, self.registry, cfg.analytics_config,

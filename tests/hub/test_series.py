@@ -16,7 +16,7 @@ from hub.lineproto import (
     render_single,
     series_prefix,
 )
-from hub.series import SeriesRegistry
+from hub.series import PRESIZE_MAX, SeriesRegistry, city_series, presized
 from seeds.city import City
 from tests import naive
 
@@ -179,3 +179,23 @@ def test_merged_lines_join_a_message_and_refuse_aggregate_tables() -> None:
         render_merged(PrefixTable(), idx, np.arange(5.0), ts)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="must end with '='"):
         render_merged(reg.agg_prefixes["10s"], idx, np.arange(5.0), ts)
+
+
+def test_city_series_counts_what_a_registry_of_the_whole_city_holds() -> None:
+    """``city_series`` (what the hub sizes its per-series state for up front) is exactly the
+    series a registry holds once every device of the city has been seen; ``presized`` clamps
+    it to ``[floor, PRESIZE_MAX]``."""
+    city = City(1.0)
+    reg = SeriesRegistry(city)
+    for d in city.districts:
+        devs = list(city.devices({d.code}))
+        n = len(devs)
+        reg.resolve(decode_frame(encode_frame(
+            d.code, 1, 0, [x.device_id for x in devs], [x.system.system_id for x in devs],
+            ["battery"], np.arange(n), np.ones(n), np.zeros(n), np.arange(n), np.zeros(n))))
+    assert reg.n_devices == city.device_total
+    assert reg.n_series == city_series(city)
+    assert 0 < city_series(city, frozenset({"battery"})) == sum(
+        1 for i in range(reg.n_series) if reg.labels(i).name == "battery")
+    assert presized(10) == 1024 and presized(5000) == 5000
+    assert presized(10**12) == PRESIZE_MAX
