@@ -180,16 +180,32 @@ def test_counts_read_an_influxdb_that_wants_credentials(tmp_path: Path) -> None:
     """A deployment's InfluxDB 1.x with ``auth-enabled``: the hub's sink writes with its user
     (HTTP Basic) and the load test's count queries read with theirs; without credentials
     the query fails with an error that says which options to give."""
+    from urllib.error import HTTPError
     from urllib.parse import urlencode
-    from urllib.request import urlopen
+    from urllib.request import Request, urlopen
 
     from hub.sinks import InfluxConfig, InfluxV1Sink
     server = InfluxV1Server(tmp_path / "influxd", settings={"http": {"auth-enabled": True}})
     with server as influx:
-        # the first user may be created without credentials, and must be an admin
-        q = urlencode({"q": "CREATE USER ops WITH PASSWORD 'pw' WITH ALL PRIVILEGES"})
-        with urlopen(f"{influx.url}/query", data=q.encode(), timeout=10):
-            pass
+        def admin_ready() -> bool:
+            """Create the first user (allowed without credentials; it must be an admin)
+            until an authenticated query passes: influxd has answered the CREATE USER and
+            still refused the next request with "create admin user first" (seen once in CI)."""
+            q = urlencode({"q": "CREATE USER ops WITH PASSWORD 'pw' WITH ALL PRIVILEGES"})
+            try:
+                with urlopen(f"{influx.url}/query", data=q.encode(), timeout=10):
+                    pass
+            except HTTPError:  # a retry once the user exists: credentials now required
+                pass
+            check = Request(f"{influx.url}/query?" + urlencode({"q": "SHOW DATABASES"}),
+                            headers={"Authorization": influx_authorization("ops", "pw") or ""})
+            try:
+                with urlopen(check, timeout=10) as resp:
+                    return bool(resp.status == 200)
+            except HTTPError:
+                return False
+
+        wait_for(admin_ready, 20, lambda: "influxd to accept its first admin user")
         sink = InfluxV1Sink(InfluxConfig(url=influx.url, database="city", username="ops",
                                          password="pw"))
         sink.ensure_target()
