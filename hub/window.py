@@ -74,7 +74,7 @@ and combining their output with ``merge_partials``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -174,6 +174,11 @@ class WindowBatch:
     def take(self, rows: np.ndarray) -> WindowBatch:
         """The rows ``rows`` selects (a bool mask or indices), in that order."""
         return WindowBatch(*(getattr(self, name)[rows] for name in _BATCH_FIELDS))
+
+    def slices(self, size: int) -> Iterator[WindowBatch]:
+        """Consecutive runs of at most ``size`` rows (views), in order; none if empty."""
+        for lo in range(0, len(self), size):
+            yield WindowBatch(*(getattr(self, name)[lo:lo + size] for name in _BATCH_FIELDS))
 
     def variance(self, ddof: int = 1) -> np.ndarray:
         """``m2 / (count - ddof)``; NaN where ``count <= ddof``."""

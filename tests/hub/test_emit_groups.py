@@ -129,3 +129,21 @@ def test_unchanged_final_rows_are_not_written_again_but_still_marked_final() -> 
     assert hub.writer.stop(30) == 0
     hub.wal.settle(hub.writer.durable_ticket, force_save=True)
     assert hub.wal.checkpoint.final_through["10s"] == 30 * 10**9
+
+
+def test_a_large_group_is_rendered_and_queued_in_slices(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A group of more than ``EMIT_SLICE_ROWS`` rows goes as consecutive bodies with, joined,
+    exactly the lines of one body; the final mark waits for the last of them."""
+    import hub.service as service
+    monkeypatch.setattr(service, "EMIT_SLICE_ROWS", 2)
+    hub, submitted = _hub()
+    a = _rows([0, 1, 2, 0, 1], [0, 0, 0, 10, 10], seed=7)
+    hub.emit([Emission("10s", a, True)])
+    agg = [(body, lines) for kind, body, lines in submitted if kind == "agg"]
+    assert [lines for _, lines in agg] == [2, 2, 1]
+    assert b"".join(body for body, _ in agg) == _render(hub, "10s", a)
+    assert hub.writer.stop(10) == 0
+    hub.wal.settle(hub.writer.durable_ticket, force_save=True)
+    assert hub.wal.checkpoint.final_through["10s"] == 20 * 10**9
+    hub.wal.close()
