@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import threading
 import time
@@ -32,6 +33,7 @@ import numpy as np
 
 from citybrain.loadtest.devices import DevicePlan
 from citybrain.memory import keep_freed_memory
+from citybrain.stats import rss_bytes
 from hub.service import Hub, HubConfig
 from hub.sinks import InfluxConfig, ensure_target_with_retry
 
@@ -64,11 +66,7 @@ class _DiscardingInflux(BaseHTTPRequestHandler):
 
 
 def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    return rss_bytes(os.getpid()) / 2**20
 
 
 def peak_mb() -> float:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from hub.rollup import Rollup, snapshot_window
+from hub.rollup import Rollup
 from hub.window import WindowAggregator, WindowBatch, merge_partials
 
 
@@ -153,7 +153,9 @@ class MultiResolutionWindows:
         for w in self.fine.open_windows():
             w = int(w)
             if w <= due and (self._fired_upto is None or w > self._fired_upto):
-                rows = snapshot_window(self.fine, w)
+                # fired on time, kept open for late readings: the final close re-emits
+                # it with the same timestamp, which InfluxDB treats as an overwrite
+                rows = self.fine.snapshot(w)
                 if len(rows):
                     emissions.append(Emission(self.labels[0], rows, final=False))
         if self._fired_upto is None or due > self._fired_upto:

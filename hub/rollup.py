@@ -1,4 +1,5 @@
-"""Coarser windows from finer ones, and provisional snapshots of open windows.
+"""Coarser windows from finer ones (the on-time snapshots of open windows are
+``WindowAggregator.snapshot``).
 
 Windows at several resolutions (10 s, 1 min, 1 h by default) are not aggregated from
 readings three times: the 10 s ring aggregates readings, and each coarser resolution merges
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from hub.window import WindowAggregator, WindowBatch, merge_partials
+from hub.window import WindowBatch, merge_partials
 
 
 class Rollup:
@@ -55,15 +56,3 @@ class Rollup:
     def close_all(self) -> WindowBatch:
         p, self._pending = self._pending, WindowBatch.empty()
         return p
-
-
-
-
-def snapshot_window(agg: WindowAggregator, window: int) -> WindowBatch:
-    """The current state of open window ``window`` (index), without closing it.
-
-    Used to fire a window on time (when the watermark passes its end) while keeping it open
-    for late readings; the final close later re-emits it with the same timestamp, which
-    InfluxDB treats as an overwrite.
-    """
-    return agg.snapshot(window)
