@@ -20,6 +20,9 @@ load generator (plan, frame builders) is measured before the hub starts
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
+import ctypes.util
 import json
 import os
 import resource
@@ -73,11 +76,38 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def largest_arrays(root: object, min_bytes: int = 16 << 20) -> list[tuple[str, int]]:
-    """(attribute path, bytes) of the numpy arrays reachable from ``root`` through object
+def rss_after_trim_mb() -> float:
+    """RSS once glibc has returned the free memory it keeps (``malloc_trim(0)``)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    return rss_mb()
+
+
+def resident_bytes(a: np.ndarray) -> int | None:
+    """Bytes of ``a``'s pages that hold memory of this process (``/proc/self/pagemap``:
+    present and mapped only here), None where that cannot be read. Pages never written
+    are address space, not memory; pages only ever read map the kernel's shared zero page,
+    which ``mincore`` would count as resident, and are left out here."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    first = a.ctypes.data // page
+    last = (a.ctypes.data + max(a.nbytes, 1) - 1) // page
+    try:
+        with open("/proc/self/pagemap", "rb") as f:
+            f.seek(first * 8)
+            raw = f.read((last - first + 1) * 8)
+    except OSError:
+        return None
+    entries = np.frombuffer(raw, dtype=np.uint64)
+    own = (entries >> np.uint64(63)) & (entries >> np.uint64(56)) & np.uint64(1)
+    return int(np.count_nonzero(own)) * page
+
+
+def largest_arrays(root: object, min_bytes: int = 16 << 20
+                   ) -> list[tuple[str, int, np.ndarray]]:
+    """(attribute path, bytes, array) of the numpy arrays reachable from ``root`` through object
     attributes, lists and dicts (each buffer once), largest first. Sizes are allocated
-    bytes: pages never written are not resident (RSS says what is)."""
-    seen: dict[int, tuple[str, int]] = {}
+    bytes: pages never written are not resident (``resident_bytes`` says what is)."""
+    seen: dict[int, tuple[str, int, np.ndarray]] = {}
 
     def walk(obj: object, path: str, depth: int) -> None:
         if isinstance(obj, np.ndarray):
@@ -85,7 +115,7 @@ def largest_arrays(root: object, min_bytes: int = 16 << 20) -> list[tuple[str, i
             while isinstance(base.base, np.ndarray):
                 base = base.base
             if id(base) not in seen and base.nbytes >= min_bytes:
-                seen[id(base)] = (path, base.nbytes)
+                seen[id(base)] = (path, base.nbytes, base)
             return
         if depth > 6:
             return
@@ -160,8 +190,13 @@ def main() -> None:
             "rss_mb": round(rss_mb()), "peak_rss_mb": round(peak_mb()),
             "before_hub_mb": round(before_hub)}
         print(json.dumps(summary), flush=True)
-        for path, nbytes in largest_arrays(hub):
-            print(f"  {nbytes / 2**20:7.0f} MB  {path}")
+        print(f"RSS after malloc_trim(0): {rss_after_trim_mb():,.0f} MB (the rest of RSS is "
+              f"freed memory the allocator keeps for reuse, citybrain/memory.py)", flush=True)
+        print("  allocated  resident  array")
+        for path, nbytes, base in largest_arrays(hub):
+            res = resident_bytes(base)
+            shown = "?" if res is None else f"{res / 2**20:,.0f}"
+            print(f"  {nbytes / 2**20:7,.0f} MB  {shown:>5} MB  {path}")
     finally:
         hub.writer.stop(60)
         server.shutdown()

@@ -34,9 +34,12 @@ Ring of open windows (``WindowAggregator``)
 ``n_slots`` windows are open at once, shared by all series: window ``w`` lives in slot
 ``w % n_slots``; ``slot_window[slot]`` holds its ``w`` (``EMPTY_WINDOW`` = ``INT64_MIN`` when
 free -- not ``-1``, which is a real window for negative timestamps). The state is
-slot-major, one record per (slot, series): a 64-byte *hot* record (one cache line: all that a
-reading in time order touches) and a 16-byte *cold* one (``first``); see "Record layout"
-below. ``WindowAggregator.field(name)`` gives the ``[n_slots, capacity]`` array of one field.
+slot-major: per slot an index from series id to a record of the slot's pool, where a series
+gets a record when it first reports in the slot's window (so memory follows the records
+windows hold, not the series count); a record is a 64-byte *hot* part (one cache line: all
+that a reading in time order touches) and a 16-byte *cold* one (``first``); see "Record
+layout" below. ``WindowAggregator.field(name)`` gives the ``[n_slots, capacity]`` array of
+one field.
 Windows accepting readings are ``[floor, newest]`` with ``newest - floor < n_slots``:
 
 * ``add`` takes a batch's readings in order, as if each came on its own: a batch split
@@ -227,11 +230,23 @@ class AddResult:
 # --------------------------------------------------------------------------------------------
 
 
-# Record layout of the aggregation state: two float64 arrays, with int64 views of the same
-# memory for the integer fields, both aligned to 64-byte cache lines.
+# Record layout of the aggregation state: per slot, an *index* from series id to a record of
+# the slot's *pool*, and the pool's records in two float64 arrays, with int64 views of the
+# same memory for the integer fields, both aligned to 64-byte cache lines.
+#   index [n_slots, capacity] int32: 0 = the series has no record in the slot's window,
+#        p > 0 = its record is pool record p - 1;
 #   hot  [n_slots, capacity, N_HOT]: count, last_ts, s1, q, min, -max, shift, last -- 64
-#        bytes, one cache line per (slot, series);
+#        bytes, one cache line per record;
 #   cold [n_slots, capacity, N_COLD]: first, first_ts -- 16 bytes.
+# * Why a pool: a slot's records are taken from the front of its pool in the order their
+#   series first report in the window (``slot_rows[slot]`` of them), so the pool's resident
+#   memory is the most records any window of the slot has held, not the number of series.
+#   At a city's rates most series report every few minutes and a 10 s window holds ~3 % of
+#   them: at a million devices (4.5M series) the dense layout it replaced (a record per
+#   series and slot, live iff its ``last_ts`` was inside the slot's window) was 1.7 GB
+#   resident, the pool and index ~0.15 GB (bench/README.md, "Where a hub's memory goes").
+#   Pools are allocated at ``capacity`` records (a window never holds more records than
+#   series) and zeroed lazily by the OS: pages no record reached are never resident.
 # * The per-reading update is bound by instructions, not memory (it runs as fast with the
 #   state in L2 as in L3): (s1, q) and (min, -max) are 16-byte pairs, each updated with one
 #   vector load, add/min and store (``_add2``/``_min2``); max is kept negated so that both
@@ -245,16 +260,13 @@ class AddResult:
 #   1983); tests/hub/test_window.py checks it against exact references, outlier K included.
 #   (Only values beyond ~1e307 behave differently: ``v - K`` may overflow where a plain sum
 #   would not.)
-# * A reading in time order touches only the hot record: ``first_ts <= last_ts`` always
-#   holds, so a reading with ``t >= last_ts`` cannot be a new first. The cold record is
-#   written when a record opens and read only for readings older than the series' last one.
-# * A record is live iff ``last_ts >= `` the start of the window its slot holds
-#   (``_fresh_from``): records left from an older window of the slot, and never-used ones
-#   (``last_ts = 0`` while every window taking readings starts after 0, as with any real
-#   clock, so their pages are never written; INT64_MIN otherwise: ``_alloc_state``,
-#   ``WindowAggregator._zero_ok``), are empty. So closing a window only reads the state -- nothing
-#   is cleared -- and opening a record needs no separate count test. Other fields of an empty
-#   record are garbage.
+# * A reading in time order touches only the index entry and the hot record: ``first_ts <=
+#   last_ts`` always holds, so a reading with ``t >= last_ts`` cannot be a new first. The
+#   cold record is written when a record opens and read only for readings older than the
+#   series' last one.
+# * Closing a slot's window (``_emit_slots`` with ``release``) zeroes the index entries it
+#   emits and sets ``slot_rows`` back to 0: the pool's records are then free to be
+#   overwritten, nothing else is cleared. Fields of a free record are garbage.
 H_COUNT = 0  # int64: non-NaN readings
 H_LAST_TS = 1  # int64
 H_S1 = 2  # s1 and q: one 16-byte pair
@@ -323,11 +335,11 @@ def _min2_typer(typingctx: Any, arr: Any, idx: Any, x: Any, y: Any) -> Any:
 
 
 def _borrow_typer(typingctx: Any, arr: Any, start: Any, stop: Any, dtype: Any) -> Any:
-    """``arr[start:stop].view(dtype)`` for a 1-D C-contiguous ``arr`` of an 8-byte dtype,
-    without bounds clamping and *borrowed*: no meminfo, so no reference counting (numba's
-    slices and views each cost an atomic incref/decref pair, which in a loop over short runs
-    of readings costs more than folding them). Only for use while ``arr`` is alive, i.e.
-    inside the kernel that received it."""
+    """``arr[start:stop].view(dtype)`` for a 1-D C-contiguous ``arr`` and a ``dtype`` of the
+    same item size, without bounds clamping and *borrowed*: no meminfo, so no reference
+    counting (numba's slices and views each cost an atomic incref/decref pair, which in a
+    loop over short runs of readings costs more than folding them). Only for use while
+    ``arr`` is alive, i.e. inside the kernel that received it."""
     out = types.Array(dtype.dtype, 1, "C")
     sig = out(arr, start, stop, dtype)
 
@@ -338,7 +350,8 @@ def _borrow_typer(typingctx: Any, arr: Any, start: Any, stop: Any, dtype: Any) -
         stop = context.cast(builder, args[2], sig.args[2], types.intp)
         ptr_t = context.get_data_type(sig.return_type.dtype).as_pointer()
         data = builder.bitcast(builder.gep(src.data, [start]), ptr_t)
-        itemsize = context.get_constant(types.intp, 8)
+        itemsize = context.get_constant(
+            types.intp, context.get_abi_sizeof(context.get_data_type(sig.return_type.dtype)))
         context.populate_array(res, data=data, shape=[builder.sub(stop, start)],
                                strides=[itemsize], itemsize=itemsize, meminfo=None)
         return res._getvalue()
@@ -351,11 +364,11 @@ _min2: Any = intrinsic(_min2_typer)
 _borrow: Any = intrinsic(_borrow_typer)
 
 
-#: stored field name -> (in the hot record?, index, int64?); count/sum/m2/max are derived
-_FIELD_INDEX = {"min": (True, H_MIN, False), "first": (False, C_FIRST, False),
-                "first_ts": (False, C_FIRST_TS, True), "last": (True, H_LAST, False),
-                "last_ts": (True, H_LAST_TS, True)}
-_FIELDS = sorted([*_FIELD_INDEX, "count", "sum", "m2", "max"])
+#: ``WindowAggregator.field`` name -> (int64?, plane of ``_gather_fields``' output)
+_FIELD_PLANE = {"count": (True, 0), "first_ts": (True, 1), "last_ts": (True, 2),
+                "sum": (False, 0), "m2": (False, 1), "min": (False, 2), "max": (False, 3),
+                "first": (False, 4), "last": (False, 5)}
+_FIELDS = sorted(_FIELD_PLANE)
 
 
 def _zeros_aligned(shape: tuple[int, ...], align: int = 64) -> np.ndarray:
@@ -367,18 +380,13 @@ def _zeros_aligned(shape: tuple[int, ...], align: int = 64) -> np.ndarray:
     return buf[off:off + n].reshape(shape)
 
 
-def _alloc_state(n_slots: int, capacity: int, sentinels: bool
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Zeroed hot and cold state. With ``sentinels``, every record's ``last_ts`` is
-    INT64_MIN (no record: older than any window). Without, it is 0, which reads as "no
-    record" just as well for every window starting after 0 (``WindowAggregator._zero_ok``),
-    and the pages of ids never used are never written, so never resident: ids are dense but
-    capacity doubles, and a hub of a million devices would otherwise hold up to twice its
-    series' state in RAM (measured: 3.2 GB of ring for 4.5M series at capacity 8.4M)."""
-    hot = _zeros_aligned((n_slots, capacity, N_HOT))
-    if sentinels:
-        hot.view(np.int64)[:, :, H_LAST_TS] = I64_MIN
-    return hot, _zeros_aligned((n_slots, capacity, N_COLD))
+def _alloc_state(n_slots: int, capacity: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Zeroed index, hot and cold pools for ``capacity`` series ids per slot. Zeroed by the
+    OS on first touch: pages no record or index entry reached are never resident."""
+    index = np.zeros((n_slots, capacity), dtype=np.int32)
+    return (index, _zeros_aligned((n_slots, capacity, N_HOT)),
+            _zeros_aligned((n_slots, capacity, N_COLD)))
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
@@ -399,40 +407,44 @@ def _minmax2(series, ts_ns):
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
-def _fold_run(series, ts_ns, value, i0, n, lo, span, capacity, fresh, hot, hi, cold, ci):
-    """Fold readings ``i0, i0+1, ... < n`` into the records ``series[i]`` of one slot while
-    their timestamps stay in ``[lo, lo + span]`` (one window) and their series ids in ``[0,
-    capacity)``; returns (end, records opened, NaN values skipped, largest id met). ``end``
-    is the first reading not folded (``n`` if none): another window's, or an id out of range
-    (negative, or past the state: the caller tells which). ``hot``/``cold`` are the slot's
-    flat float64 state, ``hi``/``ci`` int64 views of the same memory (``_borrow``, see
-    ``_accumulate``). A record whose ``last_ts < fresh`` (the window's start) is left over
-    from an older window of the slot, i.e. empty. Indices are unsigned: no negative-index
-    wraparound code, and one compare tests an id against both ends of its range."""
-    new_rows = 0
+def _fold_run(series, ts_ns, value, i0, n, lo, span, capacity, rows, ix, hot, hi, cold, ci):
+    """Fold readings ``i0, i0+1, ... < n`` into the records of ``series[i]`` in one slot
+    while their timestamps stay in ``[lo, lo + span]`` (one window) and their series ids in
+    ``[0, capacity)``; returns (end, records opened, NaN values skipped, largest id met).
+    ``end`` is the first reading not folded (``n`` if none): another window's, or an id out
+    of range (negative, or past the state: the caller tells which). ``ix`` is the slot's
+    index (int32, ``capacity`` entries: 0 = no record, p = pool record p - 1), ``rows`` the
+    records the slot's pool holds; ``hot``/``cold`` are the slot's flat float64 pools,
+    ``hi``/``ci`` int64 views of the same memory (``_borrow``, see ``_accumulate``). A
+    series without a record takes the pool's next one. Indices are unsigned: no
+    negative-index wraparound code, and one compare tests an id against both ends of its
+    range."""
     nan_run = 0
     top = np.uint64(0)
     cap = np.uint64(capacity)
+    used = np.uint64(rows)
     i = i0
     while i < n:  # not range(i0, n): over unsigned bounds that keeps two counters
         t = ts_ns[i]
         r = np.uint64(series[i])
         if np.uint64(t - lo) > span or r >= cap:
-            return np.int64(i), new_rows, nan_run, np.int64(top)
+            return np.int64(i), np.int64(used - np.uint64(rows)), nan_run, np.int64(top)
         v = value[i]
         i += np.uint64(1)
         if v != v:
             nan_run += 1
             top = max(top, r)
             continue
-        k = r * _NH
-        last_ts = hi[k + _TS]
-        if last_ts < fresh:
+        p = np.uint64(ix[r])
+        if p == 0:
             # the largest id is tracked here, off the common path: an id not folded into
             # this window before (in this call or an earlier one, which already reported
             # it) always opens its record
             top = max(top, r)
-            new_rows += 1
+            k = used * _NH
+            kc = used * _NC
+            used += np.uint64(1)
+            ix[r] = np.int32(used)
             hi[k] = 1
             hi[k + _TS] = t
             if np.isfinite(v):
@@ -446,34 +458,34 @@ def _fold_run(series, ts_ns, value, i0, n, lo, span, capacity, fresh, hot, hi, c
             hot[k + _MIN] = v
             hot[k + _NMAX] = -v
             hot[k + _LAST] = v
-            kc = r * _NC
             cold[kc] = v
             ci[kc + _C1] = t
         else:
+            k = (p - np.uint64(1)) * _NH
             d = v - hot[k + _K]
             _add2(hot, k + _S1, d, d * d)
             _min2(hot, k + _MIN, v, -v)
             hi[k] += 1
-            if t >= last_ts:  # in time order: the new last
+            if t >= hi[k + _TS]:  # in time order: the new last
                 hi[k + _TS] = t
                 hot[k + _LAST] = v
             else:  # out of order: maybe a new first (first_ts <= last_ts)
-                kc = r * _NC
+                kc = (p - np.uint64(1)) * _NC
                 if t < ci[kc + _C1]:
                     ci[kc + _C1] = t
                     cold[kc] = v
-    return np.int64(n), new_rows, nan_run, np.int64(top)
+    return np.int64(n), np.int64(used - np.uint64(rows)), nan_run, np.int64(top)
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
 def _fold_window(series, ts_ns, value, i0, w, lo, window_ns, slot, slot_window, slot_rows,
-                 capacity, hf, cf):
+                 capacity, ixf, hf, cf):
     """Fold readings from ``i0`` on into window ``w`` (an open window of the ring, held by
-    ``slot``; ``lo`` its start, which fits int64 and is above INT64_MIN, so it is also
-    ``_fresh_from(w)``) until the first reading of another window or with a series id out of
-    ``[0, capacity)``: what ``_accumulate`` does with those readings, with the same results.
-    Returns (end, n_added, n_nan, largest id met); n_added == -1 signals a broken ring
-    invariant (``slot`` holds another window).
+    ``slot``; ``lo`` its start, which fits int64 and is above INT64_MIN) until the first
+    reading of another window or with a series id out of ``[0, capacity)``: what
+    ``_accumulate`` does with those readings, with the same results. Returns (end, n_added,
+    n_nan, largest id met); n_added == -1 signals a broken ring invariant (``slot`` holds
+    another window).
 
     Why a kernel of its own: compiled with little around it, its loop keeps every pointer and
     counter in a register (inlined into ``_accumulate``, ``_fold_run`` reloads three array
@@ -486,13 +498,15 @@ def _fold_window(series, ts_ns, value, i0, w, lo, window_ns, slot, slot_window, 
         if held != EMPTY_WINDOW:
             return i0, -1, 0, 0
         slot_window[slot] = w
-    h0 = slot * capacity * N_HOT
+    x0 = slot * capacity
+    h0 = x0 * N_HOT
     h1 = h0 + capacity * N_HOT
-    c0 = slot * capacity * N_COLD
+    c0 = x0 * N_COLD
     c1 = c0 + capacity * N_COLD
     end, new_rows, n_nan, top = _fold_run(
         series, ts_ns, value, np.uint64(i0), np.uint64(series.shape[0]), lo,
-        np.uint64(window_ns - 1), capacity, lo,
+        np.uint64(window_ns - 1), capacity, slot_rows[slot],
+        _borrow(ixf, x0, x0 + capacity, np.int32),
         _borrow(hf, h0, h1, np.float64), _borrow(hf, h0, h1, np.int64),
         _borrow(cf, c0, c1, np.float64), _borrow(cf, c0, c1, np.int64))
     slot_rows[slot] += new_rows
@@ -509,18 +523,18 @@ _GROW = 2
 
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
 def _accumulate(series, ts_ns, value, i0, window_ns, floor_w, newest_w, max_w, ring_lo,
-                ring_hi, t_max_ok, slot_window, slot_rows, capacity, hf, cf, late_out,
+                ring_hi, t_max_ok, slot_window, slot_rows, capacity, ixf, hf, cf, late_out,
                 early_out, invalid_out, tally):
     """Classify and fold readings from ``i0`` on, in order, until the end of the batch or a
-    reading the ring is not ready for. ``hf`` and ``cf`` are the flat float64 hot and cold
-    record state; the int64 fields are reached through views made here, which share the
-    arrays' base pointers: passed in as separate arrays they cost ``_fold_run``'s loop two
-    more registers, hence stack reloads for every reading (-18 % per reading, measured).
-    ``slot_rows[slot]`` counts the live records of each slot (what ``_emit_slots`` will
-    write, so closing needs no counting pass over the state).
+    reading the ring is not ready for. ``ixf`` is the flat int32 index, ``hf`` and ``cf``
+    the flat float64 hot and cold pools; the int64 fields are reached through views made
+    here, which share the arrays' base pointers: passed in as separate arrays they cost
+    ``_fold_run``'s loop two more registers, hence stack reloads for every reading (-18 % per
+    reading, measured). ``slot_rows[slot]`` counts the live records of each slot (the pool
+    records in use, and what ``_emit_slots`` will write).
 
-    A reading is, in this order: *invalid* if its timestamp is INT64_MIN (reserved: "no
-    record" in the state) or above ``t_max_ok`` (its window would end past INT64_MAX);
+    A reading is, in this order: *invalid* if its timestamp is INT64_MIN (reserved: the "no
+    timestamp" sentinel) or above ``t_max_ok`` (its window would end past INT64_MAX);
     *early* if its window is above ``max_w``; a stop (``_ADVANCE``) if its window is above
     ``newest_w``; *late* if below ``floor_w``; *invalid* if its series id is negative; a stop
     (``_GROW``) if its id is ``>= capacity``; otherwise folded (NaN values counted, not
@@ -594,14 +608,15 @@ def _accumulate(series, ts_ns, value, i0, window_ns, floor_w, newest_w, max_w, r
                 tally[0] = -1
                 return i, _DONE, w
             slot_window[slot] = w
-        h0 = slot * capacity * N_HOT
+        x0 = slot * capacity
+        h0 = x0 * N_HOT
         h1 = h0 + capacity * N_HOT
-        c0 = slot * capacity * N_COLD
+        c0 = x0 * N_COLD
         c1 = c0 + capacity * N_COLD
         start = i
         end, new_rows, nan_run, top = _fold_run(
             series, ts_ns, value, np.uint64(i), np.uint64(n), run_lo, run_span, capacity,
-            _fresh_from(w, window_ns),
+            slot_rows[slot], _borrow(ixf, x0, x0 + capacity, np.int32),
             _borrow(hf, h0, h1, np.float64), _borrow(hf, h0, h1, np.int64),
             _borrow(cf, c0, c1, np.float64), _borrow(cf, c0, c1, np.int64))
         i = end
@@ -639,25 +654,13 @@ def _lowest_whole_window(window_ns):
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
-def _fresh_from(w, window_ns):
-    """Records of window ``w`` have ``last_ts >= _fresh_from(w)``; older records less. Never
-    below INT64_MIN + 1: a never-used record's ``last_ts`` is INT64_MIN (no reading has that
-    timestamp) whenever a window starting at or before 0 can take readings, also when ``w``
-    starts exactly at INT64_MIN (``window_ns`` dividing 2**63)."""
-    if w >= _lowest_whole_window(window_ns):
-        return max(w * window_ns, np.int64(I64_MIN + 1))
-    return np.int64(I64_MIN + 1)
-
-
-@njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
-def _emit_slots(slots, slot_window, slot_rows, window_ns, n_series, capacity, hf, cf, o_i,
-                o_f, release):
-    """Write every live record of ``slots`` (in that order) into ``o_i`` (int64 rows: series,
-    window_start_ns, count, first_ts, last_ts) and ``o_f`` (float64 rows: sum, mean, m2,
-    min, max, first, last), sized by the sum of ``slot_rows`` over ``slots``. With
-    ``release``, also free the slots (``slot_rows`` back to 0). The state is only read: a
-    freed slot's records are recognised as old by their ``last_ts`` when the slot holds a
-    newer window, so closing writes nothing back.
+def _emit_slots(slots, slot_window, slot_rows, window_ns, n_series, capacity, ixf, hf, cf,
+                o_i, o_f, release):
+    """Write every live record of ``slots`` (in that order; within a slot by series id)
+    into ``o_i`` (int64 rows: series, window_start_ns, count, first_ts, last_ts) and ``o_f``
+    (float64 rows: sum, mean, m2, min, max, first, last), sized by the sum of ``slot_rows``
+    over ``slots``. With ``release``, also free the slots: their index entries back to 0
+    and ``slot_rows`` to 0 (the pool records are then free; nothing else is cleared).
 
     The outputs are allocated by the caller (numpy): numba's allocator hands back fresh pages
     every time, and page faults then cost ten times the copy itself.
@@ -667,15 +670,14 @@ def _emit_slots(slots, slot_window, slot_rows, window_ns, n_series, capacity, hf
     j = np.uint64(0)
     for q in range(slots.shape[0]):
         sl = slots[q]
-        rbase = np.uint64(sl) * np.uint64(capacity)
-        w = slot_window[sl]
-        start = w * window_ns
-        fresh = _fresh_from(w, window_ns)
+        base = np.uint64(sl) * np.uint64(capacity)
+        rec0 = base - np.uint64(1)  # pool record of index entry p: base + p - 1
+        start = slot_window[sl] * window_ns
         for s in range(np.uint64(n_series)):
-            r = rbase + s
-            k = r * _NH
-            last_ts = hi[k + _TS]
-            if last_ts >= fresh:
+            p = np.uint64(ixf[base + s])
+            if p != 0:
+                r = rec0 + p
+                k = r * _NH
                 kc = r * _NC
                 c = hi[k]
                 total, m2 = _record_stats(c, hf[k + _S1], hf[k + _Q], hf[k + _K])
@@ -683,7 +685,7 @@ def _emit_slots(slots, slot_window, slot_rows, window_ns, n_series, capacity, hf
                 o_i[1, j] = start
                 o_i[2, j] = c
                 o_i[3, j] = ci[kc + _C1]
-                o_i[4, j] = last_ts
+                o_i[4, j] = hi[k + _TS]
                 o_f[0, j] = total
                 o_f[1, j] = total / c
                 o_f[2, j] = m2
@@ -692,31 +694,45 @@ def _emit_slots(slots, slot_window, slot_rows, window_ns, n_series, capacity, hf
                 o_f[5, j] = cf[kc]
                 o_f[6, j] = hf[k + _LAST]
                 j += np.uint64(1)
-        if release:
+        if release:  # one sequential pass (a memset), not a store per emitted row
+            ixf[base:base + np.uint64(n_series)] = 0
             slot_window[sl] = EMPTY_WINDOW
             slot_rows[sl] = 0
     return j
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
-def _derived_fields(slot_window, window_ns, hf, out_count, out_sum, out_m2):
-    """``count`` (0 for records left over from older windows), ``sum`` and ``m2`` of every
-    record ``[n_slots, capacity]``, for ``WindowAggregator.field``."""
+def _gather_fields(ixf, hf, cf, out_i, out_f):
+    """Every state field as a ``[n_slots, capacity]`` plane (``WindowAggregator.field``):
+    ``out_i`` planes count, first_ts, last_ts; ``out_f`` planes sum, m2, min, max, first,
+    last. Series without a record in a slot read count 0 and zeros elsewhere."""
     hi = hf.view(np.int64)
-    for sl in range(out_count.shape[0]):
-        w = slot_window[sl]
-        fresh = _fresh_from(w, window_ns)
-        for s in range(out_count.shape[1]):
-            k = (np.uint64(sl) * np.uint64(out_count.shape[1]) + np.uint64(s)) * _NH
-            if w != EMPTY_WINDOW and hi[k + _TS] >= fresh:
-                c = hi[k]
-                out_count[sl, s] = c
-                out_sum[sl, s], out_m2[sl, s] = _record_stats(c, hf[k + _S1], hf[k + _Q],
-                                                              hf[k + _K])
-            else:
-                out_count[sl, s] = 0
-                out_sum[sl, s] = 0.0
-                out_m2[sl, s] = 0.0
+    ci = cf.view(np.int64)
+    n_slots = out_i.shape[1]
+    capacity = out_i.shape[2]
+    for sl in range(n_slots):
+        base = np.uint64(sl) * np.uint64(capacity)
+        for s in range(capacity):
+            p = np.uint64(ixf[base + np.uint64(s)])
+            if p == 0:
+                for f in range(out_i.shape[0]):
+                    out_i[f, sl, s] = 0
+                for f in range(out_f.shape[0]):
+                    out_f[f, sl, s] = 0.0
+                continue
+            r = base + p - np.uint64(1)
+            k = r * _NH
+            kc = r * _NC
+            c = hi[k]
+            out_i[0, sl, s] = c
+            out_i[1, sl, s] = ci[kc + _C1]
+            out_i[2, sl, s] = hi[k + _TS]
+            out_f[0, sl, s], out_f[1, sl, s] = _record_stats(c, hf[k + _S1], hf[k + _Q],
+                                                             hf[k + _K])
+            out_f[2, sl, s] = hf[k + _MIN]
+            out_f[3, sl, s] = -hf[k + _NMAX]
+            out_f[4, sl, s] = cf[kc]
+            out_f[5, sl, s] = hf[k + _LAST]
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
@@ -860,12 +876,10 @@ class WindowAggregator:
         self._capacity = int(capacity)
         self._n_series = 0
         self._slot_window = np.full(self._n_slots, EMPTY_WINDOW, dtype=np.int64)
-        # live records per slot, kept by _accumulate, reset by _emit_slots
+        # live records per slot (pool records in use), kept by _accumulate, reset by
+        # _emit_slots
         self._slot_rows = np.zeros(self._n_slots, dtype=np.int64)
-        # never-used records hold last_ts 0 (not INT64_MIN) while every window that takes
-        # readings starts after 0: see _alloc_state and _zero_ok
-        self._sentinels = False
-        self._hot, self._cold = _alloc_state(self._n_slots, self._capacity, self._sentinels)
+        self._index, self._hot, self._cold = _alloc_state(self._n_slots, self._capacity)
         self._views = self._flat_views()
         self._newest: int | None = None  # newest window index ever opened
         self._index_buf = np.empty(0, dtype=np.int64)  # late/early scratch, see add
@@ -913,30 +927,20 @@ class WindowAggregator:
         return self._newest
 
     def field(self, name: str) -> np.ndarray:
-        """Read-only ``[n_slots, capacity]`` array of one state field: ``count``, ``sum``,
-        ``m2``, ``min``, ``max``, ``first``, ``first_ts``, ``last`` or ``last_ts``. Values are
-        meaningful only where ``count > 0``. A view of the state, except ``count``, ``sum``,
-        ``m2`` and ``max``, which are computed (copies): the state keeps shifted sums and
-        ``-max``, and records of closed windows are not cleared (their count reads 0 here)."""
-        if name in ("count", "sum", "m2"):
-            shape = (self._n_slots, self._capacity)
-            count = np.empty(shape, dtype=np.int64)
-            total = np.empty(shape, dtype=np.float64)
-            m2 = np.empty(shape, dtype=np.float64)
-            _derived_fields(self._slot_window, self._window_ns, self._views[0], count,
-                            total, m2)
-            v = {"count": count, "sum": total, "m2": m2}[name]
-        elif name == "max":
-            v = -self._hot[:, :, H_NEG_MAX]
-        else:
-            try:
-                hot, idx, is_int = _FIELD_INDEX[name]
-            except KeyError:
-                raise ValueError(f"unknown field {name!r}; one of {_FIELDS}") from None
-            base = self._hot if hot else self._cold
-            if is_int:
-                base = base.view(np.int64)
-            v = base[:, :, idx]
+        """Read-only ``[n_slots, capacity]`` array (a copy) of one field of every (slot,
+        series): ``count``, ``sum``, ``m2``, ``min``, ``max``, ``first``, ``first_ts``,
+        ``last`` or ``last_ts``. Where a series has no record in a slot's window, ``count``
+        is 0 and the other fields read 0. For inspection and tests: it costs nine ``[n_slots,
+        capacity]`` planes (``snapshot`` gives a window's rows)."""
+        try:
+            is_int, plane = _FIELD_PLANE[name]
+        except KeyError:
+            raise ValueError(f"unknown field {name!r}; one of {_FIELDS}") from None
+        shape = (self._n_slots, self._capacity)
+        out_i = np.empty((3, *shape), dtype=np.int64)
+        out_f = np.empty((6, *shape), dtype=np.float64)
+        _gather_fields(*self._views, out_i, out_f)
+        v = (out_i if is_int else out_f)[plane]
         v.flags.writeable = False
         return v
 
@@ -974,7 +978,7 @@ class WindowAggregator:
                 s, t, v, i, self._window_ns, floor_w,
                 I64_MIN if self._newest is None else self._newest, max_w, ring_lo, ring_hi,
                 self._t_max_ok, self._slot_window, self._slot_rows, self._capacity,
-                self._views[0], self._views[1], late, early, invalid, tally)
+                *self._views, late, early, invalid, tally)
             if tally[0] < 0:  # pragma: no cover - internal invariant
                 raise RuntimeError("window ring invariant broken: a slot holds a stale window")
             self._n_series = max(self._n_series, int(tally[5]) + 1)
@@ -1008,7 +1012,7 @@ class WindowAggregator:
             return i, 0, 0  # late: _accumulate counts it
         end, n_added, n_nan, top = _fold_window(
             s, t, v, i, w, w * wn, wn, w % self._n_slots, self._slot_window,
-            self._slot_rows, self._capacity, self._views[0], self._views[1])
+            self._slot_rows, self._capacity, *self._views)
         if n_added < 0:  # pragma: no cover - internal invariant
             raise RuntimeError("window ring invariant broken: a slot holds a stale window")
         if end > i:  # emission scans ids 0 .. n_series-1 (before any window closes)
@@ -1021,21 +1025,7 @@ class WindowAggregator:
         self._newest = w
         ring_floor = w - self._n_slots + 1
         self._floor = ring_floor if self._floor is None else max(self._floor, ring_floor)
-        self._zero_ok()
         return self._close_below(self._floor)
-
-    def _zero_ok(self) -> None:
-        """Keep "no record" readable after the floor moved (every window taking readings is
-        ``>= floor``; the floor only rises). A never-used record holds ``last_ts`` 0 and a
-        record is live when ``last_ts >= `` its window's start: so 0 is no record for
-        windows starting after 0, i.e. while ``floor * window_ns > 0`` -- always, with
-        real clocks. Otherwise (timestamps up to 1970) every never-used record gets the
-        INT64_MIN sentinel, once: every record written before has ``last_ts > 0``."""
-        if self._sentinels or self._floor is None or self._floor * self._window_ns > 0:
-            return
-        self._sentinels = True
-        last_ts = self._hot.view(np.int64)[:, :, H_LAST_TS]
-        last_ts[last_ts == 0] = I64_MIN
 
     def _ring_span(self) -> tuple[int, int, int]:
         """(floor window, first and last ns of the ring's windows) for ``_accumulate``; the
@@ -1068,7 +1058,6 @@ class WindowAggregator:
         ``<= watermark_ns``; readings for those windows are late from now on."""
         wm_w = int(watermark_ns) // self._window_ns
         self._floor = wm_w if self._floor is None else max(self._floor, wm_w)
-        self._zero_ok()
         return self._close_below(wm_w)
 
     def close_all(self) -> WindowBatch:
@@ -1098,8 +1087,8 @@ class WindowAggregator:
         o_i = np.empty((5, n_out), dtype=np.int64)
         o_f = np.empty((7, n_out), dtype=np.float64)
         n_emitted = _emit_slots(slots, self._slot_window, self._slot_rows, self._window_ns,
-                                self._n_series, self._capacity, self._views[0],
-                                self._views[1], o_i, o_f, release)
+                                self._n_series, self._capacity, *self._views, o_i, o_f,
+                                release)
         if n_emitted != n_out:  # pragma: no cover - internal invariant
             raise RuntimeError("window ring invariant broken: slot row counts out of sync")
         return _batch_from_rows(o_i, o_f)
@@ -1123,18 +1112,22 @@ class WindowAggregator:
         cap = self._capacity
         while cap < needed:
             cap *= 2
-        hot, cold = _alloc_state(self._n_slots, cap, self._sentinels)
-        # only ids below n_series have ever been written: the rest stay untouched pages
+        index, hot, cold = _alloc_state(self._n_slots, cap)
+        # index entries past n_series and pool records past slot_rows were never written:
+        # they stay untouched pages
         n = self._n_series
-        hot[:, :n] = self._hot[:, :n]
-        cold[:, :n] = self._cold[:, :n]
-        self._hot, self._cold = hot, cold
+        index[:, :n] = self._index[:, :n]
+        rows = int(self._slot_rows.max())
+        hot[:, :rows] = self._hot[:, :rows]
+        cold[:, :rows] = self._cold[:, :rows]
+        self._index, self._hot, self._cold = index, hot, cold
         self._capacity = cap
         self._views = self._flat_views()
 
-    def _flat_views(self) -> tuple[np.ndarray, np.ndarray]:
-        """The hot and cold state as flat float64 arrays (kernels view their int64 fields)."""
-        return self._hot.reshape(-1), self._cold.reshape(-1)
+    def _flat_views(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The index (int32) and the hot and cold pools (float64) as flat arrays (kernels
+        view the pools' int64 fields)."""
+        return self._index.reshape(-1), self._hot.reshape(-1), self._cold.reshape(-1)
 
 
 def _check_batch(name: str, b: object) -> WindowBatch:

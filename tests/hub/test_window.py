@@ -183,8 +183,7 @@ def test_ring_matches_naive_model(data: st.DataObject) -> None:
     cap = data.draw(st.sampled_from([1, 4, 64]), label="capacity")
     agg = WindowAggregator(wn, n_slots, capacity=cap)
     ref = NaiveRing(wn, n_slots)
-    # around 0 (never-used records get the INT64_MIN sentinel) or far after it, as with
-    # real clocks (never-used records stay zero: WindowAggregator._zero_ok)
+    # around 0 or far after it, as with real clocks
     epoch = data.draw(st.sampled_from([0, 10**6]), label="epoch")
     clock = (epoch + data.draw(st.integers(-30, 30))) * wn
     for _ in range(data.draw(st.integers(1, 7), label="steps")):
@@ -246,7 +245,8 @@ def test_one_window_batches_match_the_run_path_bit_for_bit(data: st.DataObject) 
 
     def one_via_runs(s: np.ndarray, t: np.ndarray, v: np.ndarray, i0: int, w: int, lo: int,
                      window_ns: int, slot: int, sw: np.ndarray, sr: np.ndarray, capacity: int,
-                     hf: np.ndarray, cf: np.ndarray) -> tuple[int, int, int, int]:
+                     ixf: np.ndarray, hf: np.ndarray, cf: np.ndarray
+                     ) -> tuple[int, int, int, int]:
         # the prefix _fold_window folds: readings of window w with ids in range
         j = i0
         while j < len(s) and t[j] // window_ns == w and 0 <= s[j] < capacity:
@@ -254,8 +254,8 @@ def test_one_window_batches_match_the_run_path_bit_for_bit(data: st.DataObject) 
         buf = np.empty(len(s), np.int64)
         tally = np.zeros(6, np.int64)
         end, stop, _ = hw._accumulate(s[:j], t[:j], v[:j], i0, window_ns, w, w, w, 1, 0,
-                                      hw.I64_MAX, sw, sr, capacity, hf, cf, buf, buf, buf,
-                                      tally)
+                                      hw.I64_MAX, sw, sr, capacity, ixf, hf, cf, buf, buf,
+                                      buf, tally)
         assert end == j and stop == hw._DONE and tally[2:5].tolist() == [0, 0, 0]
         return end, int(tally[0]), int(tally[1]), int(tally[5])
 
@@ -297,7 +297,7 @@ def test_one_window_batches_match_the_run_path_bit_for_bit(data: st.DataObject) 
         assert got.early_idx.tolist() == other.early_idx.tolist()
         _same_batch(got.closed, other.closed)
         for a, b in zip(fast._views, twin._views, strict=True):  # the raw state, bit for bit
-            assert np.array_equal(a.view(np.int64), b.view(np.int64))
+            assert np.array_equal(a.view(np.uint8), b.view(np.uint8))
         assert np.array_equal(fast.slot_window, twin.slot_window)
         assert np.array_equal(fast._slot_rows, twin._slot_rows)
         assert fast.n_series == twin.n_series and fast.capacity == twin.capacity
@@ -416,24 +416,40 @@ def test_capacity_grows_by_doubling_and_keeps_state() -> None:
 
 
 def test_never_used_records_are_empty_in_windows_starting_at_or_before_zero() -> None:
-    # a window starting at 0: never-used records (last_ts 0 while every window started
-    # after 0) must not read as live ones once such a window takes readings
+    # windows starting at 0 and before: zeroed (never-used) state must not read as records
     for first in (0, -5):  # windows starting at 0 and at -10
         agg = WindowAggregator(10, 3, capacity=8)
         agg.add(_ids(5, 2), _ids(first, first + 1), _arr(1, 2))
-        assert agg._sentinels
         agg.add(_ids(7), _ids(first + 3), _arr(3))
         rows = agg.close_all()
         assert rows.series.tolist() == [2, 5, 7] and rows.count.tolist() == [1, 1, 1]
 
 
-def test_state_grows_from_zeroed_pages_with_real_clocks() -> None:
+def test_records_come_from_the_front_of_the_slot_pool_and_closing_frees_them() -> None:
+    # memory follows the records windows hold, not the series count: a series takes the
+    # slot pool's next record when it first reports in the window
+    agg = WindowAggregator(10, 2, capacity=1 << 16)
+    agg.add(_ids(900, 7, 900, 40_000), _ids(1, 2, 3, 4), _arr(1, 2, 3, 4))
+    slot = 0  # window 0
+    ix = agg._index[slot]
+    assert ix[900] == 1 and ix[7] == 2 and ix[40_000] == 3
+    assert np.count_nonzero(agg._index) == 3 and agg._slot_rows.tolist() == [3, 0]
+    first = agg.close_until(10)
+    assert first.series.tolist() == [7, 900, 40_000] and first.count.tolist() == [1, 2, 1]
+    assert np.count_nonzero(agg._index) == 0 and agg._slot_rows.tolist() == [0, 0]
+    agg.add(_ids(5), _ids(21), _arr(9))  # window 2: slot 0 again, its pool from record 0
+    assert agg._index[slot][5] == 1 and agg._slot_rows.tolist() == [1, 0]
+    again = agg.close_all()
+    assert again.series.tolist() == [5] and again.sum.tolist() == [9.0]
+    assert again.first.tolist() == [9.0] and again.first_ts.tolist() == [21]
+
+
+def test_state_grows_and_keeps_records_with_real_clocks() -> None:
     t0 = 1_763_712_000_000_000_000
     agg = WindowAggregator(10_000_000_000, 5, capacity=4)
     agg.add(_ids(0, 3), _ids(t0, t0 + 1), _arr(1, 2))
-    assert not agg._sentinels  # ids never used keep zeroed (untouched) pages
     agg.add(_ids(3, 40, 0), _ids(t0 + 2, t0 + 3, t0 + 4), _arr(3, 4, 5))  # grows past 4
-    assert agg.capacity == 64 and not agg._sentinels
+    assert agg.capacity == 64
     out = agg.close_all()
     assert out.series.tolist() == [0, 3, 40]
     assert out.count.tolist() == [2, 2, 1]
