@@ -125,6 +125,8 @@ def largest_arrays(root: object, min_bytes: int = 16 << 20
             items = [(str(i), v) for i, v in enumerate(obj)]
         elif type(obj).__module__.split(".")[0] in ("hub", "citybrain"):
             items = list(getattr(obj, "__dict__", {}).items())
+            items += [(k, getattr(obj, k)) for cls in type(obj).__mro__
+                      for k in getattr(cls, "__slots__", ()) if hasattr(obj, k)]
         else:
             return
         for k, v in items:

@@ -84,7 +84,7 @@ class MultiResolutionWindows:
         fine = res[0]
         self.fine = WindowAggregator(fine, n_slots=math.ceil(self.lateness_ns / fine) + 2,
                                      capacity=capacity)
-        self.rollups = [Rollup(r) for r in res[1:]]
+        self.rollups = [Rollup(r, capacity) for r in res[1:]]
         self._fired_upto: int | None = None  # newest fine window emitted on time
         #: fine windows at or below ``_fired_upto`` that readings reached after they fired
         #: (until they close): their final rows differ from the on-time ones
@@ -178,9 +178,7 @@ class MultiResolutionWindows:
         size = self.resolutions_ns[i]
         merged = WindowBatch.empty()
         for rollup in self.rollups[:i]:
-            part = rollup.pending()
-            if len(part) and select is not None:
-                part = part.take(np.flatnonzero(select(part.series)))
+            part = rollup.pending(select)
             if len(part):
                 start = (part.window_start_ns // size) * size
                 merged = merge_partials(merged, replace(part, window_start_ns=start))

@@ -3,16 +3,163 @@
 
 Windows at several resolutions (10 s, 1 min, 1 h by default) are not aggregated from
 readings three times: the 10 s ring aggregates readings, and each coarser resolution merges
-the *partial states* (count, sum, M2, min, max, first, last) of the finer windows it covers
-with ``hub.window.merge_partials`` — the same merge an edge or a second hub would use. So
-``agg_1h`` equals aggregating the hour's readings directly (tested), at a fraction of the cost.
+the *partial states* (count, sum, M2, min, max, first, last) of the finer windows it covers,
+with the arithmetic of ``hub.window.merge_partials`` — the same merge an edge or a second hub
+would use. So ``agg_1h`` equals aggregating the hour's readings directly (tested), at a
+fraction of the cost.
+
+State, in place: each open coarse window keeps an index from series id to a record of its
+pool (like the 10 s ring, ``hub.window``), and a finer row is merged into its series' record
+where it lies. Why not a sorted table merged with ``merge_partials`` on every add (the
+layout this replaced): at a million devices the hour's table holds 4.5M rows, and merging a
+minute's 0.9M rows into it built the concatenation, its sort order and the merged copy, ~1 GB
+of temporaries once a minute, which set the hub's peak memory (bench/README.md). Index and
+pool are anonymous mappings sized for every series id: pages no record reached are never
+resident, and a closed window's memory goes back to the OS at once.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+import mmap
+from collections.abc import Callable
 
-from hub.window import WindowBatch, merge_partials
+import numpy as np
+from numba import njit
+
+from hub.kernel_config import CACHE, FASTMATH, NOGIL
+from hub.window import WindowBatch
+
+# Record of a (series, coarse window): float64 fields, int64 ones through a view.
+R_COUNT = 0  # int64
+R_SUM = 1
+R_M2 = 2
+R_MIN = 3
+R_MAX = 4
+R_FIRST = 5
+R_FIRST_TS = 6  # int64
+R_LAST = 7
+R_LAST_TS = 8  # int64
+N_REC = 9
+
+
+def lazy_zeros(shape: tuple[int, ...], dtype: type[np.generic]) -> np.ndarray:
+    """Zeros in a private anonymous mapping: the OS zeroes a page when it is first touched,
+    so untouched pages are never resident, and the mapping is unmapped (RSS returned) when
+    the array is freed. ``np.zeros`` gives neither for sizes the allocator serves from its
+    heap (``citybrain.memory`` raises that limit to 512 MiB): it clears reused memory, all
+    of it resident, and keeps it after ``free``."""
+    count = int(np.prod(shape))
+    nbytes = max(count * np.dtype(dtype).itemsize, 1)
+    buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return np.frombuffer(buf, dtype=dtype, count=count).reshape(shape)
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
+def _fold_rows(ix, rec, used, i0, series, count, total, m2, vmin, vmax, first, first_ts,
+               last, last_ts):  # pragma: no cover - compiled
+    """Merge rows ``i0 ..`` into the records of their series (``ix``: int32, 0 = none, p =
+    record p - 1; ``rec``: ``[capacity, N_REC]`` float64; ``used`` records taken). Rows with
+    ``count <= 0`` are identities. Returns the records taken afterwards. The arithmetic, in
+    row order, is ``hub.window._merge_sorted``'s (Chan et al.; ties: ``first`` keeps the
+    earlier row, ``last`` takes the later), so results are bit for bit those of merging
+    with ``merge_partials``. The caller sizes ``ix`` past every id and ``rec`` for every
+    series, so a new record always fits."""
+    ri = rec.view(np.int64)
+    for i in range(i0, series.shape[0]):
+        cb = count[i]
+        if cb <= 0:
+            continue
+        s = series[i]
+        p = ix[s]
+        if p == 0:
+            k = used
+            used += 1
+            ix[s] = np.int32(used)
+            ri[k, R_COUNT] = cb
+            rec[k, R_SUM] = total[i]
+            rec[k, R_M2] = m2[i]
+            rec[k, R_MIN] = vmin[i]
+            rec[k, R_MAX] = vmax[i]
+            rec[k, R_FIRST] = first[i]
+            ri[k, R_FIRST_TS] = first_ts[i]
+            rec[k, R_LAST] = last[i]
+            ri[k, R_LAST_TS] = last_ts[i]
+            continue
+        k = p - 1
+        ca = ri[k, R_COUNT]
+        fa = np.float64(ca)
+        fb = np.float64(cb)
+        delta = total[i] / fb - rec[k, R_SUM] / fa
+        rec[k, R_M2] += m2[i] + delta * delta * (fa * fb / (fa + fb))
+        rec[k, R_SUM] += total[i]
+        ri[k, R_COUNT] = ca + cb
+        if vmin[i] < rec[k, R_MIN]:
+            rec[k, R_MIN] = vmin[i]
+        if vmax[i] > rec[k, R_MAX]:
+            rec[k, R_MAX] = vmax[i]
+        if first_ts[i] < ri[k, R_FIRST_TS]:
+            ri[k, R_FIRST_TS] = first_ts[i]
+            rec[k, R_FIRST] = first[i]
+        if last_ts[i] >= ri[k, R_LAST_TS]:
+            ri[k, R_LAST_TS] = last_ts[i]
+            rec[k, R_LAST] = last[i]
+    return used
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
+def _gather(ix, rec, ids, start, o_i, o_f):  # pragma: no cover - compiled
+    """Rows of series ``ids`` (each with a record) in that order, in ``hub.window``'s
+    row-major output layout: ``o_i`` series, window_start_ns, count, first_ts, last_ts;
+    ``o_f`` sum, mean, m2, min, max, first, last."""
+    ri = rec.view(np.int64)
+    for j in range(ids.shape[0]):
+        s = ids[j]
+        k = ix[s] - 1
+        c = ri[k, R_COUNT]
+        o_i[0, j] = s
+        o_i[1, j] = start
+        o_i[2, j] = c
+        o_i[3, j] = ri[k, R_FIRST_TS]
+        o_i[4, j] = ri[k, R_LAST_TS]
+        o_f[0, j] = rec[k, R_SUM]
+        o_f[1, j] = rec[k, R_SUM] / c
+        o_f[2, j] = rec[k, R_M2]
+        o_f[3, j] = rec[k, R_MIN]
+        o_f[4, j] = rec[k, R_MAX]
+        o_f[5, j] = rec[k, R_FIRST]
+        o_f[6, j] = rec[k, R_LAST]
+
+
+class _OpenWindow:
+    """One coarse window's index and record pool."""
+
+    __slots__ = ("index", "rec", "used")
+
+    def __init__(self, capacity: int) -> None:
+        self.index = lazy_zeros((capacity,), np.int32)
+        self.rec = lazy_zeros((capacity, N_REC), np.float64)
+        self.used = 0
+
+    def grow(self, capacity: int) -> None:
+        """Room for series ids below ``capacity`` (copies what is held)."""
+        index = lazy_zeros((capacity,), np.int32)
+        rec = lazy_zeros((capacity, N_REC), np.float64)
+        index[:len(self.index)] = self.index
+        rec[:self.used] = self.rec[:self.used]
+        self.index, self.rec = index, rec
+
+    def rows(self, start_ns: int, select: Callable[[np.ndarray], np.ndarray] | None
+             ) -> WindowBatch:
+        """The window's rows (series ascending), only ``select``'s series if given."""
+        ids = np.flatnonzero(self.index).astype(np.int64)
+        if select is not None:
+            ids = ids[np.asarray(select(ids), dtype=bool)]
+        o_i = np.empty((5, len(ids)), dtype=np.int64)
+        o_f = np.empty((7, len(ids)), dtype=np.float64)
+        _gather(self.index, self.rec, ids, np.int64(start_ns), o_i, o_f)
+        return WindowBatch(series=o_i[0], window_start_ns=o_i[1], count=o_i[2], sum=o_f[0],
+                           mean=o_f[1], m2=o_f[2], min=o_f[3], max=o_f[4], first=o_f[5],
+                           first_ts=o_i[3], last=o_f[6], last_ts=o_i[4])
 
 
 class Rollup:
@@ -20,39 +167,62 @@ class Rollup:
 
     Contract: ``add_partials`` takes *final* rows of a finer resolution whose window length
     divides ``window_ns``; ``close_until(watermark)`` returns every coarse window whose end
-    is ≤ ``watermark`` and forgets it.
+    is ≤ ``watermark`` and forgets it. Rows come out ordered by window start, then series.
+    ``capacity``: series ids held before the state grows (``hub.series.presized``; address
+    space, resident only where written).
     """
 
-    def __init__(self, window_ns: int) -> None:
+    def __init__(self, window_ns: int, capacity: int = 1024) -> None:
         if window_ns < 1:
             raise ValueError(f"window_ns must be ≥ 1, got {window_ns}")
+        if capacity < 1:
+            raise ValueError(f"capacity must be ≥ 1, got {capacity}")
         self.window_ns = int(window_ns)
-        self._pending = WindowBatch.empty()
+        self._capacity = int(capacity)
+        self._open: dict[int, _OpenWindow] = {}  # window start (ns) -> state
 
     def __len__(self) -> int:
         """Open (series, coarse window) rows."""
-        return len(self._pending)
+        return sum(w.used for w in self._open.values())
 
     def add_partials(self, rows: WindowBatch) -> None:
+        """Merge finer rows into their coarse windows (rows with ``count <= 0`` add
+        nothing)."""
         if len(rows) == 0:
             return
+        if int(rows.series.min()) < 0:
+            raise ValueError("series ids must be >= 0")
+        top = int(rows.series.max()) + 1
+        while self._capacity < top:
+            self._capacity *= 2
         start = (rows.window_start_ns // self.window_ns) * self.window_ns
-        self._pending = merge_partials(self._pending, replace(rows, window_start_ns=start))
+        first = int(start[0])
+        if (start == first).all():  # the usual case: one coarse window
+            self._fold(first, rows)
+            return
+        for s in np.unique(start).tolist():
+            self._fold(int(s), rows.take(start == s))
+
+    def _fold(self, start_ns: int, rows: WindowBatch) -> None:
+        w = self._open.get(start_ns)
+        if w is None:
+            w = self._open[start_ns] = _OpenWindow(self._capacity)
+        elif len(w.index) < self._capacity:
+            w.grow(self._capacity)
+        w.used = int(_fold_rows(w.index, w.rec, w.used, 0, rows.series, rows.count,
+                                rows.sum, rows.m2, rows.min, rows.max, rows.first,
+                                rows.first_ts, rows.last, rows.last_ts))
 
     def close_until(self, watermark_ns: int) -> WindowBatch:
-        p = self._pending
-        if len(p) == 0:
-            return p
-        done = p.window_start_ns + self.window_ns <= watermark_ns
-        if not done.any():
-            return WindowBatch.empty()
-        self._pending = p.take(~done)
-        return p.take(done)
+        done = sorted(s for s in self._open if s + self.window_ns <= watermark_ns)
+        return WindowBatch.concat([self._open.pop(s).rows(s, None) for s in done])
 
-    def pending(self) -> WindowBatch:
-        """The open coarse windows' partial state so far (a snapshot; nothing is closed)."""
-        return self._pending
+    def pending(self, select: Callable[[np.ndarray], np.ndarray] | None = None
+                ) -> WindowBatch:
+        """The open coarse windows' partial state so far (a snapshot; nothing is closed).
+        ``select(series ids) -> bool mask`` keeps only those series' rows."""
+        return WindowBatch.concat([self._open[s].rows(s, select) for s in sorted(self._open)])
 
     def close_all(self) -> WindowBatch:
-        p, self._pending = self._pending, WindowBatch.empty()
-        return p
+        """Every open window's rows (shutdown); the rollup is empty afterwards."""
+        return WindowBatch.concat([self._open.pop(s).rows(s, None) for s in sorted(self._open)])
