@@ -53,8 +53,10 @@ history is kept sorted (a vectorised count places the new value, the values betw
 place and the evicted one's shift by one), with a byte per ring slot giving the rank of
 the value that arrived in it (so the value to evict is found without a search, and the
 ranks are updated 8 to a 64-bit word); the MAD a binary search over the two sorted runs of
-deviations either side of the median. State: one 288-byte record per series for W = 31
-(``SpikeDetector``).
+deviations either side of the median. The history holds each value rounded to float32
+(``history_value``: ~7 significant digits, finer than any sensor's resolution; the score's
+deviation is the reading's own float64 value from that median). State: one 168-byte record
+per series for W = 31 (``SpikeDetector``).
 
 (c) Peer drift -- ``peer_scores`` / ``DriftDetector``
 -----------------------------------------------------
@@ -128,6 +130,7 @@ __all__ = [
     "SpikeResult",
     "StuckDetector",
     "StuckResult",
+    "history_value",
     "peer_scores",
     "pooled_log_scores",
     "scan_stuck_and_spikes",
@@ -268,6 +271,22 @@ def _stuck_kernel(series, ts_ns, value, anchor, run_count, run_start, min_count,
         o_flag[i] = c >= min_count and d >= min_ns
 
 
+#: Largest finite float32: ``history_value`` keeps finite readings finite.
+_F32_MAX: Final = float(np.finfo(np.float32).max)
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
+def history_value(v):
+    """The value a spike history keeps for a finite reading ``v``: ``v`` rounded to float32
+    (round to nearest even), clamped to the largest finite float32 beyond it. Returned as
+    float64. Callable from Python (reference implementations use it)."""
+    if v > _F32_MAX:
+        return _F32_MAX
+    if v < -_F32_MAX:
+        return -_F32_MAX
+    return np.float64(np.float32(v))
+
+
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
 def _median_mad_sorted(a, off, c):
     """Median and MAD (unscaled) of ``a[off:off + c]`` (1-D, sorted ascending, ``c >= 1``)
@@ -279,14 +298,16 @@ def _median_mad_sorted(a, off, c):
     even ``c``), found by binary search on how many of the ``k + 1`` smallest come from
     ``L``: O(log c), no data-dependent branch per element. Each deviation is the same float
     subtraction numpy does (``|a - med|``), so median and MAD equal ``np.median``'s exactly.
+    Values are read as float64 (the spike histories are float32): the arithmetic is
+    ``np.median``'s over the float64 values of ``a``.
     """
     h = c // 2
     if c % 2 == 1:
-        med = a[off + h]
+        med = np.float64(a[off + h])
         lo0 = h
         hi0 = h + 1
     else:
-        med = (a[off + h - 1] + a[off + h]) / 2.0
+        med = (np.float64(a[off + h - 1]) + np.float64(a[off + h])) / 2.0
         lo0 = h - 1
         hi0 = h
     nl = lo0 + 1
@@ -297,7 +318,7 @@ def _median_mad_sorted(a, off, c):
     # smallest i in [lo, hi] with i == hi or L[i] >= R[k - i]
     while lo < hi:
         i = (lo + hi) // 2
-        if med - a[off + lo0 - i] >= a[off + hi0 + k - i] - med:
+        if med - np.float64(a[off + lo0 - i]) >= np.float64(a[off + hi0 + k - i]) - med:
             hi = i
         else:
             lo = i + 1
@@ -305,29 +326,30 @@ def _median_mad_sorted(a, off, c):
     j = k + 1 - i  # taken from R
     kth = -np.inf
     if i > 0:
-        kth = med - a[off + lo0 - i + 1]
+        kth = med - np.float64(a[off + lo0 - i + 1])
     if j > 0:
-        kth = max(kth, a[off + hi0 + j - 1] - med)
+        kth = max(kth, np.float64(a[off + hi0 + j - 1]) - med)
     if c % 2 == 1:
         return med, kth
     nxt = np.inf
     if i < nl:
-        nxt = med - a[off + lo0 - i]
+        nxt = med - np.float64(a[off + lo0 - i])
     if j < nr:
-        nxt = min(nxt, a[off + hi0 + j] - med)
+        nxt = min(nxt, np.float64(a[off + hi0 + j]) - med)
     return med, (kth + nxt) / 2.0
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
-def _spike_kernel(series, value, f, b, u, rw, w, nrw, last_mask, min_periods, kc, floor,
+def _spike_kernel(series, value, f, b, u, rw, vw, w, nrw, last_mask, min_periods, kc, floor,
                   o_flag, o_score, o_med, o_mad):
     """Per reading: score against the history, then add the reading to it.
 
-    ``f``/``b``/``u``: flat float64, uint8 and uint64 views of the same records
-    (``SpikeDetector``'s ``[capacity, 8 * rw]`` bytes: the sorted values, the ring of ranks,
-    count and ring position; 2-D views per reading would cost two atomic reference-count
-    updates each). ``nrw``: uint64 words of ranks; ``last_mask``: ``_SWAR_HI`` over the
-    bytes of the last word that are ranks (the rest is padding).
+    ``f``/``b``/``u``: flat float32, uint8 and uint64 views of the same records
+    (``SpikeDetector``'s ``[capacity, 8 * rw]`` bytes: the sorted values in ``vw`` words,
+    the ring of ranks, count and ring position; 2-D views per reading would cost two atomic
+    reference-count updates each). ``nrw``: uint64 words of ranks; ``last_mask``:
+    ``_SWAR_HI`` over the bytes of the last word that are ranks (the rest is padding). The
+    reading is scored as float64; the history keeps ``history_value(v)``.
 
     History update: the evicted value is at ``jo = rank[pos]`` (or, while the history
     fills, the free place ``jo = c``); ``v`` goes to ``jn`` = the number of values below it
@@ -340,7 +362,6 @@ def _spike_kernel(series, value, f, b, u, rw, w, nrw, last_mask, min_periods, kc
     borrow). A value equal to the evicted one takes its place, ranks unchanged. The loops
     index with unsigned integers: numba wraps negative signed indices around, a select per
     access that keeps LLVM from vectorising them (2-3x slower measured)."""
-    ow = 8 * w
     for i in range(value.shape[0]):
         v = value[i]
         if not np.isfinite(v):
@@ -350,8 +371,8 @@ def _spike_kernel(series, value, f, b, u, rw, w, nrw, last_mask, min_periods, kc
             o_mad[i] = np.nan
             continue
         s = series[i]
-        fb = s * rw  # the record: values at f[fb:fb + w]
-        rb = 8 * fb + ow  # ranks at b[rb:rb + w] (u[fb + w:fb + w + nrw])
+        fb = 2 * s * rw  # the record: values at f[fb:fb + w]
+        rb = 8 * (s * rw + vw)  # ranks at b[rb:rb + w] (u[s * rw + vw:][:nrw])
         cb = rb + 8 * nrw  # count at b[cb], ring position at b[cb + 1]
         c = np.int64(b[cb])
         p = np.int64(b[cb + 1])
@@ -374,18 +395,20 @@ def _spike_kernel(series, value, f, b, u, rw, w, nrw, last_mask, min_periods, kc
         # -- history update (the same in _spike_kernel and _scan_kernel: keep them in step)
         if c == w:  # full: evict the oldest value, the one ring slot p ranks
             jo = np.int64(b[rb + p])
-            old = f[fb + jo]
+            old = np.float64(f[fb + jo])
         else:  # filling: "evict" the free place after the values
             jo = c
-            old = np.inf
+            old = np.float64(np.inf)
+        v = history_value(v)  # as the history keeps it
+        v32 = np.float32(v)
         if old == v:  # v repeats the value it evicts (a steady sensor): it takes its place,
-            f[fb + jo] = v  # ranks unchanged (the bits may differ only for -0.0 / 0.0)
+            f[fb + jo] = v32  # ranks unchanged (the bits may differ only for -0.0 / 0.0)
         else:
             old_below = old < v
             lt = 0  # values below v (unsigned indices: see the docstring)
             fu = np.uint64(fb)
             for j in range(np.uint64(c)):
-                lt += f[fu + j] < v
+                lt += f[fu + j] < v32
             jn = lt - old_below  # v's index once the evicted value is out
             if jn > jo:  # the values between move one place toward jo
                 for j in range(np.uint64(fb + jo), np.uint64(fb + jn)):
@@ -394,12 +417,12 @@ def _spike_kernel(series, value, f, b, u, rw, w, nrw, last_mask, min_periods, kc
                 top = np.uint64(fb + jo)
                 for j in range(np.uint64(jo - jn)):
                     f[top - j] = f[top - j - _U1]
-            f[fb + jn] = v
+            f[fb + jn] = v32
             # so do their ranks (SWAR, see the docstring), then slot p gets v's
             lo = np.uint64(jn if jn < jo else jo + 1) * _SWAR_LO
             hi1 = np.uint64(jo if jn < jo else jn + 1) * _SWAR_LO  # one past the last to step
             up = np.uint64(0) - np.uint64(jn < jo)  # all ones when stepping up
-            wu = np.uint64(fb + w)
+            wu = np.uint64(s * rw + vw)
             last = np.uint64(nrw - 1)
             for q in range(last + _U1):
                 x = u[wu + q]
@@ -415,8 +438,8 @@ def _spike_kernel(series, value, f, b, u, rw, w, nrw, last_mask, min_periods, kc
 
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
 def _scan_kernel(series, ts_ns, value, slot, anchor, run_count, run_start, min_count,
-                 min_ns, tolerance, f, b, u, rw, w, nrw, last_mask, min_periods, kc, floor,
-                 stuck_open, spike_open, o_row, o_stuck, o_run_ns, o_spike, o_spiked,
+                 min_ns, tolerance, f, b, u, rw, vw, w, nrw, last_mask, min_periods, kc,
+                 floor, stuck_open, spike_open, o_row, o_stuck, o_run_ns, o_spike, o_spiked,
                  o_start):
     """``_stuck_kernel`` and ``_spike_kernel`` over the readings whose series has a state
     ``slot`` (``slot[series] >= 0``; the detectors' and ``stuck_open``'s row), in one pass,
@@ -446,7 +469,6 @@ def _scan_kernel(series, ts_ns, value, slot, anchor, run_count, run_start, min_c
     ``dev == 0 <= floor[s]``. The probe ``i = h // 2`` (about the quartiles) makes ``lb``
     close to the MAD for a roughly symmetric history, so in practice only readings beyond
     about ``k`` robust units take the search (and every reading of an even count)."""
-    ow = 8 * w
     k = 0
     n_slots = stuck_open.shape[0]
     for i in range(value.shape[0]):
@@ -486,8 +508,8 @@ def _scan_kernel(series, ts_ns, value, slot, anchor, run_count, run_start, min_c
         start = False
         score = np.nan
         if np.isfinite(v):
-            fb = s * rw
-            rb = 8 * fb + ow
+            fb = 2 * s * rw
+            rb = 8 * (s * rw + vw)
             cb = rb + 8 * nrw
             c = np.int64(b[cb])
             p = np.int64(b[cb + 1])
@@ -495,9 +517,10 @@ def _scan_kernel(series, ts_ns, value, slot, anchor, run_count, run_start, min_c
                 maybe = True
                 if c % 2 == 1:  # the MAD's lower bound (see above)
                     h = c // 2
-                    med = f[fb + h]
+                    med = np.float64(f[fb + h])
                     lq = h // 2  # the probe: about the lower quartile
-                    maybe = abs(v - med) > kc * min(med - f[fb + lq], f[fb + lq + h] - med)
+                    maybe = abs(v - med) > kc * min(med - np.float64(f[fb + lq]),
+                                                    np.float64(f[fb + lq + h]) - med)
                 if maybe:
                     med, mad = _median_mad_sorted(f, fb, c)
                     dev = abs(v - med)
@@ -513,18 +536,20 @@ def _scan_kernel(series, ts_ns, value, slot, anchor, run_count, run_start, min_c
             # -- history update (the same in _spike_kernel and _scan_kernel: keep them in step)
             if c == w:  # full: evict the oldest value, the one ring slot p ranks
                 jo = np.int64(b[rb + p])
-                old = f[fb + jo]
+                old = np.float64(f[fb + jo])
             else:  # filling: "evict" the free place after the values
                 jo = c
-                old = np.inf
+                old = np.float64(np.inf)
+            v = history_value(v)  # as the history keeps it
+            v32 = np.float32(v)
             if old == v:  # v repeats the value it evicts (a steady sensor): it takes its place,
-                f[fb + jo] = v  # ranks unchanged (the bits may differ only for -0.0 / 0.0)
+                f[fb + jo] = v32  # ranks unchanged (the bits may differ only for -0.0 / 0.0)
             else:
                 old_below = old < v
                 lt = 0  # values below v (unsigned indices: see the docstring)
                 fu = np.uint64(fb)
                 for j in range(np.uint64(c)):
-                    lt += f[fu + j] < v
+                    lt += f[fu + j] < v32
                 jn = lt - old_below  # v's index once the evicted value is out
                 if jn > jo:  # the values between move one place toward jo
                     for j in range(np.uint64(fb + jo), np.uint64(fb + jn)):
@@ -533,12 +558,12 @@ def _scan_kernel(series, ts_ns, value, slot, anchor, run_count, run_start, min_c
                     top = np.uint64(fb + jo)
                     for j in range(np.uint64(jo - jn)):
                         f[top - j] = f[top - j - _U1]
-                f[fb + jn] = v
+                f[fb + jn] = v32
                 # so do their ranks (SWAR, see the docstring), then slot p gets v's
                 lo = np.uint64(jn if jn < jo else jo + 1) * _SWAR_LO
                 hi1 = np.uint64(jo if jn < jo else jn + 1) * _SWAR_LO  # one past the last to step
                 up = np.uint64(0) - np.uint64(jn < jo)  # all ones when stepping up
-                wu = np.uint64(fb + w)
+                wu = np.uint64(s * rw + vw)
                 last = np.uint64(nrw - 1)
                 for q in range(last + _U1):
                     x = u[wu + q]
@@ -707,9 +732,10 @@ class SpikeDetector:
     (history needed to score, default W), ``abs_floor`` (deviation that counts when the MAD
     is 0, for every series whose own floor is not set with ``set_floor``).
 
-    State: one record per series id, ``8 * (W + ceil(W / 8) + 1)`` bytes (288 for W = 31),
-    so a reading touches one contiguous block: the history sorted ascending (W float64,
-    each value's own bits), the ring of *ranks* (a byte per ring slot: where in the sorted
+    State: one record per series id, ``8 * (ceil(W / 2) + ceil(W / 8) + 1)`` bytes (168 for
+    W = 31; 288 when the values were float64), so a reading touches one contiguous block:
+    the history sorted ascending (W float32, ``history_value`` of each reading, padded to
+    whole 8-byte words), the ring of *ranks* (a byte per ring slot: where in the sorted
     values the value that arrived in that slot is; padded to whole 8-byte words), then the
     count of values held and the next ring slot (a byte each). The ranks stand in for a
     ring of the values: the value to evict is at ``rank[pos]``, and ``history`` reads the
@@ -733,10 +759,12 @@ class SpikeDetector:
         self.k = float(k)
         self.min_periods = mp
         self.abs_floor = float(abs_floor)
+        #: 8-byte words of float32 values per record
+        self._value_words = (w + 1) // 2
         #: uint64 words of ranks per record; the last holds ``w - 8 * (words - 1)`` ranks
         self._rank_words = (w + 7) // 8
         #: record length in 8-byte words: values, ranks, then count and position
-        self._rec_words = w + self._rank_words + 1
+        self._rec_words = self._value_words + self._rank_words + 1
         in_last = w - 8 * (self._rank_words - 1)  # ranks in the last word: 1..8
         self._last_mask = np.uint64(int(_SWAR_HI) & ((1 << 8 * in_last) - 1))
         self._rec = np.zeros((int(n_series), 8 * self._rec_words), dtype=np.uint8)
@@ -778,17 +806,17 @@ class SpikeDetector:
         v.flags.writeable = False
         return v
 
-    def _kernel_args(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int, int,
+    def _kernel_args(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int, int, int,
                                     np.uint64]:
-        """``(f, b, u, rw, w, nrw, last_mask)`` as the kernels take the state: flat
-        float64, uint8 and uint64 views of the records and their geometry."""
+        """``(f, b, u, rw, vw, w, nrw, last_mask)`` as the kernels take the state: flat
+        float32, uint8 and uint64 views of the records and their geometry."""
         flat = self._rec.reshape(-1)
-        return (flat.view(np.float64), flat, flat.view(np.uint64), self._rec_words,
-                self.window, self._rank_words, self._last_mask)
+        return (flat.view(np.float32), flat, flat.view(np.uint64), self._rec_words,
+                self._value_words, self.window, self._rank_words, self._last_mask)
 
     def _offsets(self) -> tuple[int, int]:
         """Byte offsets in a record of the ranks and of the count (the position follows)."""
-        return 8 * self.window, 8 * (self.window + self._rank_words)
+        return 8 * self._value_words, 8 * (self._value_words + self._rank_words)
 
     def update(self, series: np.ndarray, value: np.ndarray) -> SpikeResult:
         """Score a batch (int64 ids, float64 values, in arrival order per series), then add
@@ -818,7 +846,7 @@ class SpikeDetector:
         # ring slots oldest first: 0 .. c - 1 while filling, then p, p + 1, .., p - 1
         slots = np.arange(c) if c < w else (np.arange(w) + p) % w
         ranks = rec[rank_at:rank_at + w][slots].astype(np.intp)
-        return rec[:rank_at].view(np.float64)[ranks]
+        return rec[:rank_at].view(np.float32)[ranks].astype(np.float64)
 
     def reset(self, series: np.ndarray | None = None) -> None:
         """Forget the histories of ``series`` (int64 ids; None = all)."""

@@ -135,8 +135,15 @@ class NaiveSpike:
                     out.append((dev > floor, math.inf if dev > 0 else 0.0, med, mad))
             else:
                 out.append((False, math.nan, math.nan, math.nan))
-            h.append(v)
+            h.append(float32_kept(v))
         return out
+
+
+def float32_kept(v: float) -> float:
+    """A spike history keeps float32 values: ``v`` clamped to the finite float32 range, then
+    rounded to float32."""
+    big = float(np.finfo(np.float32).max)
+    return float(np.float32(min(max(v, -big), big)))
 
 
 def naive_peer(group: Sequence[int], value: Sequence[float], k: float, min_group_size: int,

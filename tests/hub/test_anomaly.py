@@ -20,6 +20,7 @@ from hub.anomaly import (
     ScanRows,
     SpikeDetector,
     StuckDetector,
+    history_value,
     peer_scores,
     pooled_log_scores,
     scan_stuck_and_spikes,
@@ -28,6 +29,7 @@ from tests.naive_analytics import (
     NaiveDrift,
     NaiveSpike,
     NaiveStuck,
+    float32_kept,
     median_mad,
     naive_peer,
     naive_pooled_log,
@@ -360,14 +362,16 @@ def test_scan_skips_the_mad_only_where_no_spike_can_be(window: int) -> None:
     assert _scan_vs_update(window, window, k, 0.0, series, value) > 0
     assert _scan_vs_update(window, max(1, window // 3), k, 0.5, series, value) > 0
     # on the threshold: readings at med +- k * 1.4826 * mad of the history they meet, and
-    # one ulp either side
+    # one ulp either side (a fresh draw once the spread has grown: placed on the threshold
+    # reading after reading, it grows geometrically, up to where the float32 histories
+    # clamp)
     ref = NaiveSpike(window, k, window)
     vals: list[float] = []
     n_flagged = 0
     for i in range(2000):
         h = ref.hist.get(0)
-        if h is not None and len(h) >= window and i % 4:
-            med, mad = median_mad(list(h))
+        med, mad = median_mad(list(h)) if h is not None and len(h) >= window else (0.0, 1e9)
+        if mad < 1e3 and i % 4:
             x = med + (kc * mad if i % 2 else -kc * mad)
             x = float([x, np.nextafter(x, np.inf), np.nextafter(x, -np.inf)][i % 3])
         else:
@@ -379,11 +383,13 @@ def test_scan_skips_the_mad_only_where_no_spike_can_be(window: int) -> None:
 
 
 def test_spike_state_is_one_record_per_series() -> None:
-    """288 bytes per series for W = 31 (was 529: ring, sorted copy, count, position and
-    cached median/MAD); the history keeps each value's bits, signed zeros included."""
+    """168 bytes per series for W = 31 (288 with float64 values; 529 with a ring, a sorted
+    copy, count, position and a cached median/MAD); the history keeps each value's float32
+    bits, signed zeros included."""
     det = SpikeDetector(3, window=31)
-    assert det.bytes_per_series == 288 and det._rec.nbytes == 3 * 288
-    assert SpikeDetector(1, window=127).bytes_per_series == 8 * (127 + 16 + 1)
+    assert det.bytes_per_series == 168 and det._rec.nbytes == 3 * 168
+    assert SpikeDetector(1, window=127).bytes_per_series == 8 * (64 + 16 + 1)
+    assert SpikeDetector(1, window=1).bytes_per_series == 8 * (1 + 1 + 1)
     with pytest.raises(ValueError, match="window"):
         SpikeDetector(1, window=128)
     v = np.array([0.0, -0.0, 1.0, -0.0, 0.0, -1.0, -0.0] * 9)
@@ -416,6 +422,18 @@ def test_scan_validates() -> None:
     assert spikes.history(0).shape == (0,) and not opened.any()
 
 
+def test_histories_keep_finite_readings_finite_at_float32_precision() -> None:
+    big = float(np.finfo(np.float32).max)
+    assert history_value(1e39) == big and history_value(-1e300) == -big
+    assert history_value(0.1) == float(np.float32(0.1)) and history_value(-0.0) == 0.0
+    assert history_value(big) == big
+    det = SpikeDetector(1, window=3, min_periods=3)
+    r = det.update(np.zeros(4, np.int64), np.array([1e300, 1e300, -1e300, 1e300]))
+    assert det.history(0).tolist() == [big, big, -big, big][-3:]
+    assert r.median[3] == big and r.mad[3] == 0.0  # finite statistics, as the reference's
+    assert float32_kept(1e300) == big
+
+
 def test_spike_semantics() -> None:
     det = SpikeDetector(1, window=5, k=6.0, abs_floor=0.5)
     s = np.zeros(9, np.int64)
@@ -428,7 +446,8 @@ def test_spike_semantics() -> None:
     assert r.median[6] == 2.0 and r.mad[6] == 1.0
     assert math.isclose(r.score[6], 0.6 / MAD_SCALE) and not r.flag[6]
     assert np.isnan(r.score[7]) and not r.flag[7]  # inf is missing for robust statistics
-    assert det.history(0).tolist() == [2.0, 1.0, 100.0, 1.4, 1.0]  # inf not added
+    # inf not added; values kept at float32 precision
+    assert det.history(0).tolist() == [2.0, 1.0, 100.0, float(np.float32(1.4)), 1.0]
     assert r.reason[5] == REASON_SPIKE and REASON_NAMES[REASON_SPIKE] == "spike"
 
 
