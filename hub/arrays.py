@@ -53,9 +53,12 @@ class Column:
     taken before a later ``extend`` may point at a replaced buffer: re-read it after extending.
     """
 
-    def __init__(self, dtype: type[np.generic], fill: float | int | bool = 0) -> None:
+    def __init__(self, dtype: type[np.generic], fill: float | int | bool = 0,
+                 capacity: int = 16) -> None:
+        """``capacity``: elements held before the first growth (size it for the expected
+        count: doubling copies, and leaves up to half the final buffer unused)."""
         self._fill = fill
-        self._buf = np.full(16, fill, dtype=dtype)
+        self._buf = grown(np.empty(0, dtype=dtype), max(int(capacity), 16), fill)
         self._n = 0
 
     def __len__(self) -> int:
