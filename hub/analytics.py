@@ -234,8 +234,11 @@ class CityAnalytics:
         self.aqi_district = AirQualityTracker(self.cfg.aqi_standard)
         self.aqi_city = AirQualityTracker(self.cfg.aqi_standard)
         self.bays = BayTracker(n_bays=0, heartbeat_interval_s=self.cfg.bay_heartbeat_s)
-        self.kitchen = kt.KitchenAlarms(config=self.cfg.kitchen)
-        # sized for every scored series of the city up front (address space, not RAM)
+        # restaurants are numbered among kitchens (one per kitchen device): sized for the
+        # city's kitchens up front, as the detectors below for every scored series
+        kitchens = sum(s.device_count(city.scale) for s in city.systems if s.kind == "kitchen")
+        self.kitchen = kt.KitchenAlarms(config=self.cfg.kitchen,
+                                        capacity=presized(kitchens))
         scored = presized(city_series(city, SCORED_NAMES))
         self.stuck = StuckDetector(scored, min_count=self.cfg.stuck_min_count,
                                    min_duration_s=self.cfg.stuck_min_duration_s)

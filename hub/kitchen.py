@@ -554,7 +554,9 @@ class KitchenAlarms:
     _ai_cnt: np.ndarray
 
     def __init__(self, n_restaurants: int = 1024, config: KitchenConfig | None = None,
-                 start_ns: int | None = None) -> None:
+                 start_ns: int | None = None, capacity: int = 0) -> None:
+        """``capacity``: restaurants held before the state grows (default ``n_restaurants``;
+        size it for the expected count: growth doubles, every new row written)."""
         if int(n_restaurants) < 0:
             raise ValueError(f"n_restaurants must be >= 0, got {n_restaurants}")
         self.config = KitchenConfig() if config is None else config
@@ -574,7 +576,7 @@ class KitchenAlarms:
                                      c.fume_limit_mg_m3])
         self._n = 0
         self._cap = 0
-        self._alloc(max(int(n_restaurants), 1))
+        self._alloc(max(int(n_restaurants), int(capacity), 1))
         self._n = int(n_restaurants)
         self._day: int | None = None if start_ns is None else self.local_day(int(start_ns))
 
