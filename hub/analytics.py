@@ -256,7 +256,7 @@ class CityAnalytics:
         # Sized for the whole city up front: grown by doubling, a million devices' columns
         # ended at 8.4M entries for 4.5M series, the copies' pages all written.
         n_s = presized(city_series(city))
-        n_d = presized(sum(system.device_count(city.scale) for system in city.systems))
+        n_d = presized(city.device_total)
         self._cols = {name: Column(np.int64, 0, n_s) for name in (
             "s_kind", "s_name", "s_device", "s_pct_group")}
         self._cols |= {name: Column(np.int64, 0, n_d) for name in (
@@ -275,7 +275,7 @@ class CityAnalytics:
         #: series -> scored by the stuck and spike detectors (its measurement is a level)
         self.s_scored = self._cols["s_scored"].extend([])
         #: series -> its row in the stuck and spike detectors (numbered among the scored
-        #: series: ~28 % of a city's are counters or events, and a history is 288 B), -1
+        #: series: ~28 % of a city's are counters or events, and a history is 168 B), -1
         self.s_slot = self._cols["s_slot"].extend([])
         #: series -> ROLE_* (the tracker its readings feed), 0 for none
         self.s_role = self._cols["s_role"].extend([])

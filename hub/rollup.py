@@ -108,9 +108,8 @@ def _fold_rows(ix, rec, used, i0, series, count, total, m2, vmin, vmax, first, f
 
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
 def _gather(ix, rec, ids, start, o_i, o_f):  # pragma: no cover - compiled
-    """Rows of series ``ids`` (each with a record) in that order, in ``hub.window``'s
-    row-major output layout: ``o_i`` series, window_start_ns, count, first_ts, last_ts;
-    ``o_f`` sum, mean, m2, min, max, first, last."""
+    """Rows of series ``ids`` (each with a record) in that order, in the row-major layout
+    of ``WindowBatch.from_rows``."""
     ri = rec.view(np.int64)
     for j in range(ids.shape[0]):
         s = ids[j]
@@ -157,9 +156,7 @@ class _OpenWindow:
         o_i = np.empty((5, len(ids)), dtype=np.int64)
         o_f = np.empty((7, len(ids)), dtype=np.float64)
         _gather(self.index, self.rec, ids, np.int64(start_ns), o_i, o_f)
-        return WindowBatch(series=o_i[0], window_start_ns=o_i[1], count=o_i[2], sum=o_f[0],
-                           mean=o_f[1], m2=o_f[2], min=o_f[3], max=o_f[4], first=o_f[5],
-                           first_ts=o_i[3], last=o_f[6], last_ts=o_i[4])
+        return WindowBatch.from_rows(o_i, o_f)
 
 
 class Rollup:

@@ -174,6 +174,15 @@ class WindowBatch:
         return WindowBatch(*(np.concatenate([getattr(b, name) for b in batches])
                              for name in _BATCH_FIELDS))
 
+    @staticmethod
+    def from_rows(o_i: np.ndarray, o_f: np.ndarray) -> WindowBatch:
+        """A batch over the kernels' row-major outputs (views, no copy): ``o_i`` int64
+        ``[5, n]`` series, window_start_ns, count, first_ts, last_ts; ``o_f`` float64 ``[7,
+        n]`` sum, mean, m2, min, max, first, last."""
+        return WindowBatch(series=o_i[0], window_start_ns=o_i[1], count=o_i[2], sum=o_f[0],
+                           mean=o_f[1], m2=o_f[2], min=o_f[3], max=o_f[4], first=o_f[5],
+                           first_ts=o_i[3], last=o_f[6], last_ts=o_i[4])
+
     def take(self, rows: np.ndarray) -> WindowBatch:
         """The rows ``rows`` selects (a bool mask or indices), in that order."""
         return WindowBatch(*(getattr(self, name)[rows] for name in _BATCH_FIELDS))
@@ -832,13 +841,6 @@ def _clamp(x: int) -> int:
     return max(I64_MIN, min(I64_MAX, x))
 
 
-def _batch_from_rows(o_i: np.ndarray, o_f: np.ndarray) -> WindowBatch:
-    """A batch over ``_emit_slots``' row-major outputs (views, no copy)."""
-    return WindowBatch(series=o_i[0], window_start_ns=o_i[1], count=o_i[2], sum=o_f[0],
-                       mean=o_f[1], m2=o_f[2], min=o_f[3], max=o_f[4], first=o_f[5],
-                       first_ts=o_i[3], last=o_f[6], last_ts=o_i[4])
-
-
 def _batch_from_tuple(t: tuple[np.ndarray, ...]) -> WindowBatch:
     return WindowBatch(*t)
 
@@ -1091,7 +1093,7 @@ class WindowAggregator:
                                 release)
         if n_emitted != n_out:  # pragma: no cover - internal invariant
             raise RuntimeError("window ring invariant broken: slot row counts out of sync")
-        return _batch_from_rows(o_i, o_f)
+        return WindowBatch.from_rows(o_i, o_f)
 
     def snapshot(self, window: int) -> WindowBatch:
         """The rows of open window ``window`` (index) so far, without closing it: what
