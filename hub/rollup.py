@@ -55,9 +55,9 @@ def lazy_zeros(shape: tuple[int, ...], dtype: type[np.generic]) -> np.ndarray:
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
-def _fold_rows(ix, rec, used, i0, series, count, total, m2, vmin, vmax, first, first_ts,
-               last, last_ts):  # pragma: no cover - compiled
-    """Merge rows ``i0 ..`` into the records of their series (``ix``: int32, 0 = none, p =
+def _fold_rows(ix, rec, used, series, count, total, m2, vmin, vmax, first, first_ts, last,
+               last_ts):  # pragma: no cover - compiled
+    """Merge the rows into the records of their series (``ix``: int32, 0 = none, p =
     record p - 1; ``rec``: ``[capacity, N_REC]`` float64; ``used`` records taken). Rows with
     ``count <= 0`` are identities. Returns the records taken afterwards. The arithmetic, in
     row order, is ``hub.window._merge_sorted``'s (Chan et al.; ties: ``first`` keeps the
@@ -65,7 +65,7 @@ def _fold_rows(ix, rec, used, i0, series, count, total, m2, vmin, vmax, first, f
     with ``merge_partials``. The caller sizes ``ix`` past every id and ``rec`` for every
     series, so a new record always fits."""
     ri = rec.view(np.int64)
-    for i in range(i0, series.shape[0]):
+    for i in range(series.shape[0]):
         cb = count[i]
         if cb <= 0:
             continue
@@ -206,9 +206,9 @@ class Rollup:
             w = self._open[start_ns] = _OpenWindow(self._capacity)
         elif len(w.index) < self._capacity:
             w.grow(self._capacity)
-        w.used = int(_fold_rows(w.index, w.rec, w.used, 0, rows.series, rows.count,
-                                rows.sum, rows.m2, rows.min, rows.max, rows.first,
-                                rows.first_ts, rows.last, rows.last_ts))
+        w.used = int(_fold_rows(w.index, w.rec, w.used, rows.series, rows.count, rows.sum,
+                                rows.m2, rows.min, rows.max, rows.first, rows.first_ts,
+                                rows.last, rows.last_ts))
 
     def close_until(self, watermark_ns: int) -> WindowBatch:
         done = sorted(s for s in self._open if s + self.window_ns <= watermark_ns)
