@@ -6,6 +6,8 @@ once per call and say how to fix a bad argument.
 
 from __future__ import annotations
 
+import mmap
+
 import numpy as np
 
 
@@ -78,3 +80,15 @@ class Column:
         self._buf[self._n:need] = add
         self._n = need
         return self._buf[:need]
+
+
+def lazy_zeros(shape: tuple[int, ...], dtype: type[np.generic]) -> np.ndarray:
+    """Zeros in a private anonymous mapping: the OS zeroes a page when it is first touched,
+    so untouched pages are never resident, and the mapping is unmapped (RSS returned) when
+    the array is freed. ``np.zeros`` gives neither for sizes the allocator serves from its
+    heap (``citybrain.memory`` raises that limit to 512 MiB): it clears reused memory, all
+    of it resident, and keeps it after ``free``."""
+    count = int(np.prod(shape))
+    nbytes = max(count * np.dtype(dtype).itemsize, 1)
+    buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return np.frombuffer(buf, dtype=dtype, count=count).reshape(shape)

@@ -20,12 +20,12 @@ resident, and a closed window's memory goes back to the OS at once.
 
 from __future__ import annotations
 
-import mmap
 from collections.abc import Callable
 
 import numpy as np
 from numba import njit
 
+from hub.arrays import lazy_zeros
 from hub.kernel_config import CACHE, FASTMATH, NOGIL
 from hub.window import WindowBatch
 
@@ -40,18 +40,6 @@ R_FIRST_TS = 6  # int64
 R_LAST = 7
 R_LAST_TS = 8  # int64
 N_REC = 9
-
-
-def lazy_zeros(shape: tuple[int, ...], dtype: type[np.generic]) -> np.ndarray:
-    """Zeros in a private anonymous mapping: the OS zeroes a page when it is first touched,
-    so untouched pages are never resident, and the mapping is unmapped (RSS returned) when
-    the array is freed. ``np.zeros`` gives neither for sizes the allocator serves from its
-    heap (``citybrain.memory`` raises that limit to 512 MiB): it clears reused memory, all
-    of it resident, and keeps it after ``free``."""
-    count = int(np.prod(shape))
-    nbytes = max(count * np.dtype(dtype).itemsize, 1)
-    buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    return np.frombuffer(buf, dtype=dtype, count=count).reshape(shape)
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)

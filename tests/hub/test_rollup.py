@@ -8,7 +8,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hub.rollup import Rollup, lazy_zeros
+from hub.arrays import lazy_zeros
+from hub.rollup import Rollup
 from hub.window import WindowBatch, aggregate_batch, merge_partials
 from tests.hub.test_window import _assert_sorted, _same_batch, readings
 
