@@ -28,8 +28,17 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from hub.rollup import Rollup
+from hub.rollup import ClosedWindow, Rollup
 from hub.window import WindowAggregator, WindowBatch, merge_partials
+
+#: An emission's rows: a batch, or a closed coarse window whose rows are gathered as they
+#: are read (``ClosedWindow``: an hour's close at a million devices is 4.5M rows). Both have
+#: ``len``, ``slices(size)`` and ``select(keep)``.
+Rows = WindowBatch | ClosedWindow
+
+#: finer rows merged into a coarser resolution per call (a closed window gathered this
+#: many rows at a time: ~25 MB)
+FOLD_SLICE_ROWS = 1 << 18
 
 
 def resolution_label(window_ns: int) -> str:
@@ -44,12 +53,16 @@ def resolution_label(window_ns: int) -> str:
 @dataclass(frozen=True, slots=True)
 class Emission:
     label: str  # resolution, e.g. "10s"
-    rows: WindowBatch
+    rows: Rows  # a coarse resolution's closed window is a ClosedWindow, the rest batches
     final: bool
     #: bool per row of a final emission (or None: all False): the row's window was emitted
     #: on time and no reading has changed it since, so it holds exactly what was stored then
     #: (writing it again would rewrite the same values)
     unchanged: np.ndarray | None = None
+
+    def batch(self) -> WindowBatch:
+        """Every row in one batch (a closed window gathered whole: small windows, tests)."""
+        return self.rows.batch() if isinstance(self.rows, ClosedWindow) else self.rows
 
 
 @dataclass(slots=True)
@@ -213,14 +226,17 @@ class MultiResolutionWindows:
         emissions = [Emission(self.labels[0], rows, True, self._unchanged(rows))] if len(
             rows) else []
         floor = self.fine.floor_window
+        finer: list[Rows] = [rows]
         for label, rollup in zip(self.labels[1:], self.rollups, strict=True):
-            rollup.add_partials(rows)
+            for part in finer:
+                for b in part.slices(FOLD_SLICE_ROWS):
+                    rollup.add_partials(b)
             if final:
-                rows = rollup.close_all()
+                closed = rollup.close_all_windows()
             elif floor is None:
                 break
             else:
-                rows = rollup.close_until(floor * self.fine_ns)
-            if len(rows):
-                emissions.append(Emission(label, rows, final=True))
+                closed = rollup.close_windows(floor * self.fine_ns)
+            emissions += [Emission(label, w, final=True) for w in closed if len(w)]
+            finer = list(closed)
         return emissions

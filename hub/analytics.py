@@ -571,14 +571,24 @@ class CityAnalytics:
         for e in emissions:
             if not e.final or len(e.rows) == 0:
                 continue
+            # the few series read here are gathered alone from a closed coarse window
             if e.label == "1m":
-                out.add(self._noise(e.rows))
+                out.add(self._noise(e.rows.select(self._is_noise)))
             elif e.label == "1h":
-                out.extend(self._hourly(e.rows, final=True))
+                out.extend(self._hourly(e.rows.select(self._is_hourly), final=True))
         return out
 
+    def _is_noise(self, series: np.ndarray) -> np.ndarray:
+        """Bool per series id: a noise level (LAeq), which ``_noise`` reads."""
+        return self.s_name[series] == GLOBAL_CODE["laeq"]
+
+    def _is_hourly(self, series: np.ndarray) -> np.ndarray:
+        """Bool per series id: an air or water station's, which ``_hourly`` reads."""
+        kinds = self.s_kind[series]
+        return (kinds == KIND_CODE["air"]) | (kinds == KIND_CODE["water"])
+
     def _noise(self, rows: WindowBatch) -> tuple[bytes, int]:
-        sel = self.s_name[rows.series] == GLOBAL_CODE["laeq"]
+        sel = self._is_noise(rows.series)
         if not sel.any():
             return b"", 0
         series = rows.series[sel]

@@ -29,6 +29,7 @@ import logging
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,11 +44,12 @@ from citybrain.durable_log import unpack_message
 from citybrain.frame import Frame, FrameError, decode_frame
 from citybrain.mqtt import BrokerConfig, Subscription, connect_and_wait, make_client
 from citybrain.stats import Counters, StatsWriter
-from hub.aggregation import Emission, MultiResolutionWindows
+from hub.aggregation import Emission, MultiResolutionWindows, Rows
 from hub.analytics import MINUTE_NS, AnalyticsConfig, AnalyticsOut, CityAnalytics
 from hub.latency import PipelineLatency
 from hub.lineproto import render_merged, render_multi
 from hub.live import LiveState
+from hub.rollup import ClosedWindow
 from hub.series import SeriesRegistry, city_series, presized
 from hub.sinks import InfluxConfig, InfluxSink, ensure_target_with_retry, make_sink
 from hub.wal import HubWal
@@ -173,6 +175,36 @@ def _frame_clock(ts_ns: np.ndarray) -> int | None:
     if np.logical_and.reduce(ts_ns[1:] >= ts_ns[:-1]):  # non-decreasing
         return int(ts_ns[k])
     return int(np.partition(ts_ns, k)[k])
+
+
+def _newest_start(rows: Rows) -> int:
+    """The newest window start (ns) among ``rows`` (not empty)."""
+    if isinstance(rows, ClosedWindow):
+        return rows.start_ns
+    return int(rows.window_start_ns.max())
+
+
+def _coalesced(parts: list[Rows], size: int) -> Iterator[WindowBatch]:
+    """The rows of ``parts``, in order, as batches of ``size`` rows (the last one shorter):
+    small parts joined, large ones cut, a closed window gathered slice by slice. The
+    batches are those of slicing all the parts concatenated, without ever holding them
+    concatenated."""
+    held: list[WindowBatch] = []
+    n = 0
+    for part in parts:
+        for b in part.slices(size):
+            held.append(b)
+            n += len(b)
+            if n >= size:
+                joined = WindowBatch.concat(held)
+                held, n = [], 0
+                for cut in joined.slices(size):
+                    if len(cut) == size:
+                        yield cut
+                    else:  # the rest starts the next batch
+                        held, n = [cut], len(cut)
+    if n:
+        yield WindowBatch.concat(held)
 
 
 def _subscriptions(districts: tuple[str, ...] | None) -> list[tuple[str, int]]:
@@ -660,15 +692,16 @@ class Hub:
         # is most final 10 s rows (no late reading reached them): about half the aggregate
         # lines influxd would parse. Its final mark then waits for the writer's last ticket,
         # which the on-time body's precedes.
-        groups: dict[tuple[str, bool], list[WindowBatch]] = {}
+        groups: dict[tuple[str, bool], list[Rows]] = {}
         ends: dict[tuple[str, bool], int] = {}
         for e in emissions:
             if len(e.rows) == 0:
                 continue
             key = (e.label, e.final)
-            ends[key] = max(ends.get(key, -(2**63)), int(e.rows.window_start_ns.max()))
+            ends[key] = max(ends.get(key, -(2**63)), _newest_start(e.rows))
             rows = e.rows
             if e.unchanged is not None and e.unchanged.any():
+                assert isinstance(rows, WindowBatch)  # set on the finest resolution's only
                 self.counters.inc_label("windows_final_unchanged", e.label,
                                         int(np.count_nonzero(e.unchanged)))
                 rows = rows.take(~e.unchanged)
@@ -678,9 +711,10 @@ class Hub:
         for (label, final), parts in groups.items():
             ticket = self.writer.last_ticket  # if there is nothing to write
             # Rendered and queued a slice at a time: an hour's close at a million devices
-            # is 4.5M rows, ~1 GB of lines in one body (and the peak RSS of the hub). The
-            # writer takes the slices in order, so the last one's ticket covers them all.
-            for b in WindowBatch.concat(parts).slices(EMIT_SLICE_ROWS):
+            # is 4.5M rows, ~1 GB of lines in one body (and the peak RSS of the hub), and a
+            # closed coarse window is gathered a slice at a time too. The writer takes the
+            # slices in order, so the last one's ticket covers them all.
+            for b in _coalesced(parts, EMIT_SLICE_ROWS):
                 values = np.column_stack([b.count.astype(np.float64), b.mean, b.min, b.max,
                                           b.sum, b.first, b.last, np.sqrt(b.variance())])
                 body, lines = render_multi(self.registry.agg_prefixes[label], b.series,
@@ -696,6 +730,11 @@ class Hub:
         through = self.wal.checkpoint.final_through.get(e.label)
         if through is None or len(e.rows) == 0:
             return e
+        if isinstance(e.rows, ClosedWindow):  # one window: all or nothing
+            if e.rows.start_ns + self.wal.window_ns[e.label] > through:
+                return e
+            self.counters.inc_label("windows_already_stored", e.label, len(e.rows))
+            return Emission(e.label, WindowBatch.empty(), e.final)
         keep = e.rows.window_start_ns + self.wal.window_ns[e.label] > through
         if keep.all():
             return e

@@ -77,7 +77,7 @@ and combining their output with ``merge_partials``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -186,6 +186,10 @@ class WindowBatch:
     def take(self, rows: np.ndarray) -> WindowBatch:
         """The rows ``rows`` selects (a bool mask or indices), in that order."""
         return WindowBatch(*(getattr(self, name)[rows] for name in _BATCH_FIELDS))
+
+    def select(self, keep: Callable[[np.ndarray], np.ndarray]) -> WindowBatch:
+        """The rows of the series ``keep(series ids) -> bool mask`` keeps, in order."""
+        return self.take(np.asarray(keep(self.series), dtype=bool))
 
     def slices(self, size: int) -> Iterator[WindowBatch]:
         """Consecutive runs of at most ``size`` rows (views), in order; none if empty."""

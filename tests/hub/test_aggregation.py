@@ -14,7 +14,7 @@ T0 = 1_763_712_000 * S
 
 
 def finals(emissions: list, label: str) -> WindowBatch:
-    return WindowBatch.concat([e.rows for e in emissions if e.label == label and e.final])
+    return WindowBatch.concat([e.batch() for e in emissions if e.label == label and e.final])
 
 
 def keyed(b: WindowBatch) -> dict[tuple[int, int], tuple[int, float, float, float]]:
@@ -64,15 +64,15 @@ def test_on_time_firing_then_reaggregation_then_late() -> None:
     assert out.added == 1 and not out.emissions
     # The clock passes the end of window [T0, T0+10s): it fires on time, not final.
     em = mrw.advance(T0 + 11 * S)
-    assert [(e.label, e.final, int(e.rows.count[0])) for e in em] == [("10s", False, 1)]
+    assert [(e.label, e.final, int(e.batch().count[0])) for e in em] == [("10s", False, 1)]
     # A late reading inside the lateness is still aggregated and counted as such.
     out = mrw.add(one, np.array([T0 + 5 * S]), np.array([3.0]), T0 + 12 * S)
     assert (out.added, out.reaggregated, out.late) == (1, 1, 0)
     # The watermark (clock − 30 s) passes the window end: final emission with both readings.
     em = mrw.advance(T0 + 41 * S)
     final = [e for e in em if e.final and e.label == "10s"]
-    assert len(final) == 1 and int(final[0].rows.count[0]) == 2
-    assert float(final[0].rows.sum[0]) == 4.0
+    assert len(final) == 1 and int(final[0].batch().count[0]) == 2
+    assert float(final[0].batch().sum[0]) == 4.0
     # Too late now: not aggregated, counted.
     out = mrw.add(one, np.array([T0 + 6 * S]), np.array([5.0]), T0 + 42 * S)
     assert (out.added, out.late) == (0, 1)
@@ -94,7 +94,7 @@ def test_final_rows_say_whether_they_changed_since_their_on_time_emission() -> N
     assert out.reaggregated == 1  # window [T0+10s, T0+20s) changed after it fired
     em = [e for e in mrw.advance(T0 + 51 * S) if e.final and e.label == "10s"]
     assert len(em) == 1 and em[0].unchanged is not None
-    by_window = dict(zip(em[0].rows.window_start_ns.tolist(), em[0].unchanged.tolist(),
+    by_window = dict(zip(em[0].batch().window_start_ns.tolist(), em[0].unchanged.tolist(),
                          strict=True))
     assert by_window == {T0: True, T0 + 10 * S: False}
     # never on time: a reading 60 s ahead advances the ring past a window that has not fired

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from citybrain.frame import decode_frame
 from edge.batcher import FrameBuilder
@@ -12,11 +14,13 @@ from hub import analytics as analytics_module
 from hub.aggregation import Emission
 from hub.anomaly import ScanRows
 from hub.lineproto import render_multi
-from hub.service import AGG_FIELDS, AGG_IS_INT, Hub, HubConfig
+from hub.rollup import ClosedWindow, Rollup
+from hub.service import AGG_FIELDS, AGG_IS_INT, Hub, HubConfig, _coalesced
 from hub.sinks import InfluxConfig
 from hub.warmup import CountingSink
 from hub.window import WindowBatch
 from seeds.city import City
+from tests.hub.test_window import _same_batch
 
 STATION, SYSTEM = "500103-air-01-00000", "500103-air-01"
 
@@ -146,4 +150,49 @@ def test_a_large_group_is_rendered_and_queued_in_slices(
     assert hub.writer.stop(10) == 0
     hub.wal.settle(hub.writer.durable_ticket, force_save=True)
     assert hub.wal.checkpoint.final_through["10s"] == 20 * 10**9
+    hub.wal.close()
+
+
+def _closed_hour(series: list[int], seed: int) -> ClosedWindow:
+    """The hour [0, 1 h) of a rollup fed ``_rows`` of ``series``, closed."""
+    rollup = Rollup(3600 * 10**9, capacity=4)
+    rollup.add_partials(_rows(series, [0] * len(series), seed))
+    (hour,) = rollup.close_windows(3600 * 10**9)
+    return hour
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.one_of(st.integers(0, 7), st.sets(st.integers(0, 9), min_size=1, max_size=6)),
+                max_size=6), st.integers(1, 5))
+def test_coalesced_slices_are_those_of_the_parts_concatenated(
+        shapes: list[int | set[int]], size: int) -> None:
+    """Batches (an int: that many rows) and closed windows (a set: its series) in any mix
+    come out as the concatenation's slices, never holding it whole."""
+    parts: list[WindowBatch | ClosedWindow] = [
+        _rows(list(range(k)), [0] * k, seed=k) if isinstance(k, int)
+        else _closed_hour(sorted(k), seed=len(k)) for k in shapes]
+    whole = WindowBatch.concat([p if isinstance(p, WindowBatch) else p.batch() for p in parts])
+    got = list(_coalesced(parts, size))
+    want = list(whole.slices(size))
+    assert [len(b) for b in got] == [len(b) for b in want]
+    for g, w in zip(got, want, strict=True):
+        _same_batch(g, w)
+
+
+def test_a_closed_hour_is_stored_slice_by_slice_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A closed coarse window is rendered a slice at a time with exactly the lines of its
+    rows in one body, and not again once the WAL says its hour is stored."""
+    import hub.service as service
+    monkeypatch.setattr(service, "EMIT_SLICE_ROWS", 2)
+    hub, submitted = _hub()
+    hour = _closed_hour([2, 0, 1], seed=3)
+    hub.emit([Emission("1h", hour, True)])
+    agg = [(body, lines) for kind, body, lines in submitted if kind == "agg"]
+    assert [lines for _, lines in agg] == [2, 1]
+    assert b"".join(body for body, _ in agg) == _render(hub, "1h", hour.batch())
+    assert hub.writer.stop(10) == 0
+    hub.wal.settle(hub.writer.durable_ticket, force_save=True)
+    assert hub.wal.checkpoint.final_through["1h"] == 3600 * 10**9
+    again = hub._not_yet_stored(Emission("1h", _closed_hour([1], seed=4), True))
+    assert len(again.rows) == 0 and hub.counters.labelled["windows_already_stored"]["1h"] == 1
     hub.wal.close()
