@@ -42,6 +42,7 @@ from citybrain import topics
 from citybrain.dedup import Deduplicator, Seen
 from citybrain.durable_log import unpack_message
 from citybrain.frame import Frame, FrameError, decode_frame
+from citybrain.memory import release_freed_memory
 from citybrain.mqtt import BrokerConfig, Subscription, connect_and_wait, make_client
 from citybrain.stats import Counters, StatsWriter
 from hub.aggregation import Emission, MultiResolutionWindows, Rows
@@ -86,10 +87,12 @@ class SnapshotClock:
 
     EARLY_S = (15.0, 45.0)
 
-    def __init__(self, started_monotonic: float, min_gap_s: float) -> None:
+    def __init__(self, started_monotonic: float, min_gap_s: float, early: bool = True
+                 ) -> None:
+        """``early=False``: no early snapshots, one per event minute only."""
         self._started = started_monotonic
         self._min_gap_s = min_gap_s
-        self._early = list(self.EARLY_S)
+        self._early = list(self.EARLY_S) if early else []
         self._last = started_monotonic
         self._minute: int | None = None  # event minute of the last snapshot
 
@@ -130,6 +133,9 @@ class HubConfig:
     #: one a minute in real time; a replay or a simulation at 120x gets one every ~4 event
     #: minutes (not one every 2 event hours, as with a snapshot per minute of hub time)
     snapshot_min_gap_s: float = 2.0
+    #: return the heap's freed memory to the OS once per event minute (at most once per
+    #: ``snapshot_min_gap_s``): ``citybrain.memory.release_freed_memory``
+    release_freed_memory: bool = True
     http_host: str = "127.0.0.1"
     http_port: int | None = None  # None: no HTTP server (dashboard, API, /metrics)
     write_batch_lines: int = 10_000
@@ -263,6 +269,7 @@ class Hub:
         self.analytics = (CityAnalytics(self.city, self.registry, cfg.analytics_config,
                                         self.live) if cfg.analytics else None)
         self._snapshots = SnapshotClock(time.monotonic(), cfg.snapshot_min_gap_s)
+        self._trims = SnapshotClock(time.monotonic(), cfg.snapshot_min_gap_s, early=False)
         self._last_live = 0.0
         self.http: HubHttp | None = None
         self.sink = sink or make_sink(cfg.influx)
@@ -623,6 +630,9 @@ class Hub:
             self.event_clock_ns += int(idle * 1e9)
             self._event_clock_wall = now_monotonic
         self.emit(self.windows.advance(self.event_clock_ns))
+        if self.cfg.release_freed_memory and self._trims.due(now_monotonic,
+                                                              self.event_clock_ns):
+            self._release_freed_memory()
         if self.analytics is None:
             return
         clock = self.event_clock_ns
@@ -630,6 +640,14 @@ class Hub:
         self._analytics(lambda a: a.on_tick(clock, lateness))
         if self._snapshots.due(now_monotonic, clock):
             self.minute_snapshots(clock)
+
+    def _release_freed_memory(self) -> None:
+        """Hand the heap's freed memory back to the OS, counting the calls and their time
+        (``heap_trims``, ``heap_trim_us``)."""
+        t0 = time.perf_counter()
+        if release_freed_memory():
+            self.counters.inc("heap_trims")
+            self.counters.inc("heap_trim_us", int((time.perf_counter() - t0) * 1e6))
 
     def minute_snapshots(self, clock_ns: int) -> None:
         """The analytics' once-a-minute points at hub time ``clock_ns``, with the hour in

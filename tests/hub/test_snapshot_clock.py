@@ -40,3 +40,11 @@ def test_a_stalled_event_clock_takes_no_snapshot() -> None:
     clock = SnapshotClock(0.0, min_gap_s=2.0)
     assert _taken(clock, [(60.0 + t, T0 + 5 * S) for t in range(300)]) == [
         (60.0, T0 + 5 * S)]  # only the early one (both early times had passed)
+
+
+def test_without_early_snapshots_only_minutes_count() -> None:
+    """The hub's heap trims (``early=False``): once per event minute, none in between."""
+    clock = SnapshotClock(0.0, min_gap_s=2.0, early=False)
+    ticks = [(float(t), T0 + (20 + t) * S) for t in range(181)]
+    assert _taken(clock, ticks) == [(40.0, T0 + MINUTE_NS), (100.0, T0 + 2 * MINUTE_NS),
+                                    (160.0, T0 + 3 * MINUTE_NS)]
