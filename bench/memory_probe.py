@@ -190,7 +190,9 @@ def main() -> None:
             "aggregated": hub.counters.snapshot().get("aggregated_readings"),
             "wall_s": round(time.perf_counter() - wall0, 1),
             "rss_mb": round(rss_mb()), "peak_rss_mb": round(peak_mb()),
-            "before_hub_mb": round(before_hub)}
+            "before_hub_mb": round(before_hub),
+            "heap_trims": hub.counters.get("heap_trims"),
+            "heap_trim_ms": round(hub.counters.get("heap_trim_us") / 1e3)}
         print(json.dumps(summary), flush=True)
         print(f"RSS after malloc_trim(0): {rss_after_trim_mb():,.0f} MB (the rest of RSS is "
               f"freed memory the allocator keeps for reuse, citybrain/memory.py)", flush=True)
@@ -199,6 +201,11 @@ def main() -> None:
             res = resident_bytes(base)
             shown = "?" if res is None else f"{res / 2**20:,.0f}"
             print(f"  {nbytes / 2**20:7,.0f} MB  {shown:>5} MB  {path}")
+        every = largest_arrays(hub, min_bytes=1)
+        held = sum(resident_bytes(base) or 0 for _, _, base in every)
+        print(f"  {sum(n for _, n, _ in every) / 2**20:7,.0f} MB  {held / 2**20:5,.0f} MB  "
+              f"all {len(every):,} arrays the hub holds (the rest of its RSS: Python objects, "
+              f"compiled code, the allocator's free lists)")
     finally:
         hub.writer.stop(60)
         server.shutdown()
