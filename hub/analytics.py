@@ -257,16 +257,24 @@ class CityAnalytics:
         # ended at 8.4M entries for 4.5M series, the copies' pages all written.
         n_s = presized(city_series(city))
         n_d = presized(city.device_total)
-        self._cols = {name: Column(np.int64, 0, n_s) for name in (
-            "s_kind", "s_name", "s_device", "s_pct_group")}
+        # Per-series columns in the narrowest dtype of their range: 4.5M series at a million
+        # devices make each int64 one 34 MB. Column.extend raises on a value that does not
+        # fit (no wrapping). Arithmetic with them is done in int64 (under NEP 50 a narrow
+        # array times a Python int stays narrow and may wrap); numba widens their integer
+        # arithmetic to int64 itself.
+        # int8: KIND_CODE (6 kinds), GLOBAL_CODE (28 measurements)
+        self._cols = {name: Column(np.int8, 0, n_s) for name in ("s_kind", "s_name")}
+        # int32: device gids (as the registry's series_gid) and percentile groups
+        # (districts * measurements)
+        self._cols |= {name: Column(np.int32, 0, n_s) for name in ("s_device", "s_pct_group")}
         self._cols |= {name: Column(np.int64, 0, n_d) for name in (
             "d_district", "d_system", "d_kind", "d_restaurant", "restaurant_gid", "d_air")}
         self._cols["_stuck_open"] = Column(np.bool_, False, scored)
         self._cols["_spike_open"] = Column(np.bool_, False, scored)
         self._cols["s_scored"] = Column(np.bool_, False, n_s)
-        self._cols["s_slot"] = Column(np.int64, -1, n_s)
+        self._cols["s_slot"] = Column(np.int32, -1, n_s)  # int32: fewer slots than series
         self._cols["s_role"] = Column(np.int8, 0, n_s)
-        self._cols["s_kitchen_code"] = Column(np.int64, 0, n_s)
+        self._cols["s_kitchen_code"] = Column(np.int8, 0, n_s)  # int8: 8 kitchen.M_* codes
         self._cols["lot_free"] = Column(np.float64, np.nan, n_d)
         self._cols["lot_ts"] = Column(np.int64, -(2**63), n_d)
         self._stuck_open = self._cols["_stuck_open"].extend([])
@@ -367,8 +375,10 @@ class CityAnalytics:
                 self._apply_attrs(reg.device_ids[gid], gid)
         if n > len(self.s_pct_group):  # after the devices: a new series' device may be new
             k0 = len(self.s_pct_group)
+            # in int64 (d_district's dtype, made explicit): never in s_name's int8
+            district = self.d_district[self.s_device[k0:n]].astype(np.int64, copy=False)
             self.s_pct_group = cols["s_pct_group"].extend(
-                self.d_district[self.s_device[k0:n]] * len(GLOBAL_NAMES) + self.s_name[k0:n])
+                district * len(GLOBAL_NAMES) + self.s_name[k0:n])
 
     def _apply_attrs(self, device: str, gid: int) -> None:
         attrs = self.attrs.get(device)
@@ -525,7 +535,7 @@ class CityAnalytics:
         first = int(np.minimum.reduce(ts_ns)) // MINUTE_NS
         last = int(np.maximum.reduce(ts_ns)) // MINUTE_NS
         if last - first >= PCT_SPLIT_MINUTES:  # a wide spread: the distinct minutes
-            group = self.s_pct_group[series]
+            group = self.s_pct_group[series].astype(np.int64)  # sketch ids are int64
             minute = ts_ns // MINUTE_NS
             for m in np.unique(minute).tolist():
                 sketch = self._pct_sketch(m)

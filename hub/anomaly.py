@@ -887,13 +887,13 @@ def scan_stuck_and_spikes(stuck: StuckDetector, spikes: SpikeDetector, series: n
     readings that start a stuck episode or spike, in one compiled pass.
 
     ``series``/``ts_ns``/``value``: the batch (int64 ids, int64 ns, float64; equal-length
-    contiguous 1-D). ``slot``: int64 per series id (every id must be below its length), the
-    row of the series' state in both detectors and in ``stuck_open``, or ``< 0`` for a
-    series that is not scored (its readings are skipped): state only for the series scored
-    (a city's counters and event codes are not), numbered as the caller likes. ``stuck_open``:
-    bool per slot, True while its stuck episode has been reported; updated in place; its
-    length is the number of slots (the detectors grow to it), and a slot past it is a
-    ValueError. ``spike_open``: bool per slot (the same length), True while its series'
+    contiguous 1-D). ``slot``: int64 or int32 per series id (every id must be below its
+    length), the row of the series' state in both detectors and in ``stuck_open``, or ``< 0``
+    for a series that is not scored (its readings are skipped): state only for the series
+    scored (a city's counters and event codes are not), numbered as the caller likes.
+    ``stuck_open``: bool per slot, True while its stuck episode has been reported; updated
+    in place; its length is the number of slots (the detectors grow to it), and a slot past
+    it is a ValueError. ``spike_open``: bool per slot (the same length), True while its series'
     last scored finite reading spiked; updated in place, so ``spike_start`` does not depend
     on batch boundaries either (None: a scratch array, episodes not carried over).
 
@@ -920,7 +920,9 @@ def scan_stuck_and_spikes(stuck: StuckDetector, spikes: SpikeDetector, series: n
     s = _check_1d("series", series, np.int64)
     t = _check_1d("ts_ns", ts_ns, np.int64)
     v = _check_1d("value", value, np.float64)
-    sl = _check_1d("slot", slot, np.int64)
+    # int32 too: the analytics' per-series slots (the kernel's offsets are int64 either way)
+    sl = _check_1d("slot", slot, np.int32 if getattr(slot, "dtype", None) == np.int32
+                   else np.int64)
     op = _check_1d("stuck_open", stuck_open, np.bool_)
     if spike_open is None:  # episodes not carried between calls
         sp_open = np.zeros(op.shape[0], dtype=np.bool_)

@@ -72,7 +72,17 @@ class Column:
         return self._buf[: self._n]
 
     def extend(self, values: np.ndarray | list[float] | list[int]) -> np.ndarray:
-        add = np.asarray(values, dtype=self._buf.dtype)
+        """Append ``values``; integers outside a narrower integer column's range are an
+        OverflowError, not wrapped."""
+        add = np.asarray(values)
+        dt = self._buf.dtype
+        if (add.dtype.kind in "iu" and dt.kind in "iu" and len(add)
+                and not np.can_cast(add.dtype, dt)):
+            lo, hi, info = int(add.min()), int(add.max()), np.iinfo(dt)
+            if lo < info.min or hi > info.max:
+                raise OverflowError(f"values {lo}..{hi} do not fit this {dt.name} column "
+                                    f"({info.min}..{info.max}): widen its dtype")
+        add = add.astype(dt, copy=False)
         need = self._n + len(add)
         if need > len(self._buf):
             self._buf = grown(self._buf[: self._n], doubled_capacity(len(self._buf), need),

@@ -280,8 +280,9 @@ def test_scan_does_not_depend_on_batch_boundaries(data: st.DataObject, min_count
     cuts = sorted(data.draw(st.lists(st.integers(0, n), max_size=6), label="cuts"))
     stuck, spikes, opened_b = detectors()
     rows, flags, scores = [], [], []
+    slot32 = slot.astype(np.int32)  # int32 slots (as the analytics' column) scan alike
     for a, b in zip([0, *cuts], [*cuts, n], strict=True):
-        got = scan_stuck_and_spikes(stuck, spikes, series[a:b], ts[a:b], value[a:b], slot,
+        got = scan_stuck_and_spikes(stuck, spikes, series[a:b], ts[a:b], value[a:b], slot32,
                                     opened_b)
         rows.append(got.row + a)
         flags.append(got.stuck)

@@ -129,7 +129,7 @@ def test_percentiles_of_each_minute_are_a_sketch_of_its_readings() -> None:
     series = np.concatenate([b[0] for b in batches])
     ts = np.concatenate([b[2] for b in batches])
     value = np.concatenate([b[3] for b in batches])
-    group = an.s_pct_group[series]
+    group = an.s_pct_group[series].astype(np.int64)  # int32 column; sketch ids int64
     want = []
     for m in np.unique(ts // MINUTE_NS).tolist():
         sel = ts // MINUTE_NS == m
@@ -215,7 +215,7 @@ def test_percentiles_of_a_batch_spread_over_hours() -> None:
     an.on_readings(series, device, ts, value, int(ts.max()))
     minutes = np.unique(ts // MINUTE_NS).tolist()
     assert len(minutes) > 3 and sorted(an._pct) == minutes[:3]
-    group = an.s_pct_group[series]
+    group = an.s_pct_group[series].astype(np.int64)  # int32 column; sketch ids int64
     for m in minutes[:3]:
         sel = ts // MINUTE_NS == m
         h = LogHistogram(0.02, an._pct_groups, 1e-3, 1e6)
