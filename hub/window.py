@@ -188,8 +188,10 @@ class WindowBatch:
         return WindowBatch(*(getattr(self, name)[rows] for name in _BATCH_FIELDS))
 
     def select(self, keep: Callable[[np.ndarray], np.ndarray]) -> WindowBatch:
-        """The rows of the series ``keep(series ids) -> bool mask`` keeps, in order."""
-        return self.take(np.asarray(keep(self.series), dtype=bool))
+        """The rows of the series ``keep(series ids) -> bool mask`` keeps, in order (this
+        batch itself, not a copy, if that is every row)."""
+        mask = np.asarray(keep(self.series), dtype=bool)
+        return self if mask.all() else self.take(mask)
 
     def slices(self, size: int) -> Iterator[WindowBatch]:
         """Consecutive runs of at most ``size`` rows (views), in order; none if empty."""
