@@ -873,7 +873,7 @@ class CityAnalytics:
             return out
         is_bay = self.d_kind == KIND_CODE["bay"]
         nd_ = len(self.districts)
-        snap = self.bays.snapshot(now_ns, np.where(is_bay, self.d_district, -1), nd_)
+        snap = self.bays.group_snapshot(now_ns, np.where(is_bay, self.d_district, -1), nd_)
         p = self._points["parking_1m"]
         has = snap.group_n_bays > 0
         ents = [p.entity(["district", self.districts[d]]) for d in np.flatnonzero(has)]

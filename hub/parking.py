@@ -53,7 +53,7 @@ snapshots and lot maths are vectorised numpy over bays/lots (no Python per readi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Final
 
 import numpy as np
@@ -150,6 +150,24 @@ class BaySnapshot:
     group_sessions: np.ndarray  #: int64
     group_turnover: np.ndarray  #: float64 sessions per bay per day
     group_dwell_mean_s: np.ndarray  #: float64
+
+
+@dataclass(frozen=True, slots=True)
+class BayGroups:
+    """``BayTracker.group_snapshot``: ``BaySnapshot``'s per-group part, computed in one pass
+    over the bays without per-bay arrays (a million devices make half a million bays)."""
+
+    period_days: float
+    group_n_bays: np.ndarray
+    group_n_reporting: np.ndarray
+    group_n_occupied: np.ndarray
+    group_occupancy: np.ndarray
+    group_n_stale: np.ndarray
+    group_n_battery_low: np.ndarray
+    group_n_battery_critical: np.ndarray
+    group_sessions: np.ndarray
+    group_turnover: np.ndarray
+    group_dwell_mean_s: np.ndarray
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +296,40 @@ def battery_status(volts: np.ndarray, low_v: float = 3.0,
     out[(v >= critical_v) & (v < low_v)] = BATTERY_LOW
     out[v < critical_v] = BATTERY_CRITICAL
     return out
+
+
+@njit(cache=CACHE, nogil=NOGIL)  # no fastmath: the float sums are bincount's, in bay order
+def _group_counts(group, state, last_seen, battery_v, sessions, dwell_sum, dwell_n, now,
+                  limit_ns, low_v, critical_v, n_groups):  # pragma: no cover - compiled
+    """Per group of bays (``group`` int64 per bay, -1 = none): int64 ``[7, n_groups]``
+    bays, reporting, occupied, stale, battery low, battery critical, sessions; float64
+    ``[2, n_groups]`` the dwell sum (s) and count of departures. The rules are
+    ``BayTracker.snapshot``'s (module doc)."""
+    counts = np.zeros((7, n_groups), dtype=np.int64)
+    dwell = np.zeros((2, n_groups), dtype=np.float64)
+    for i in range(group.shape[0]):
+        k = group[i]
+        if k < 0:
+            continue
+        seen = last_seen[i]
+        stale = seen == NO_TS or now - seen > limit_ns
+        reporting = state[i] >= 0 and not stale
+        v = battery_v[i]
+        counts[0, k] += 1
+        if reporting:
+            counts[1, k] += 1
+            if state[i] == 1:
+                counts[2, k] += 1
+        if stale:
+            counts[3, k] += 1
+        if v >= critical_v and v < low_v:  # (NaN: neither)
+            counts[4, k] += 1
+        elif v < critical_v:
+            counts[5, k] += 1
+        counts[6, k] += sessions[i]
+        dwell[0, k] += np.float64(dwell_sum[i])
+        dwell[1, k] += np.float64(dwell_n[i])
+    return counts, dwell
 
 
 # --------------------------------------------------------------------------------------------
@@ -410,12 +462,8 @@ class BayTracker:
         self._period_start = int(start_ns)
 
     # -- queries ---------------------------------------------------------------------------
-    def snapshot(self, now_ns: int, group_ids: np.ndarray,
-                 n_groups: int | None = None) -> BaySnapshot:
-        """State at ``now_ns``. ``group_ids``: int64 group (lot or district) per bay, ``-1``
-        for none; its length is the number of registered bays (``>= n_bays``; the tracker
-        extends to it, bays never heard from are unknown and stale). ``n_groups`` defaults
-        to ``max(group_ids) + 1``."""
+    def _groups(self, group_ids: np.ndarray, n_groups: int | None) -> tuple[np.ndarray, int]:
+        """Checked ``group_ids`` (the tracker extended to them) and the number of groups."""
         g = _check_1d("group_ids", group_ids, np.int64)
         if g.shape[0] < self._n:
             raise ValueError(f"group_ids has {g.shape[0]} entries but bays 0..{self._n - 1} "
@@ -427,59 +475,75 @@ class BayTracker:
         ng = (int(g.max()) + 1 if n else 0) if n_groups is None else int(n_groups)
         if n and int(g.max()) >= ng:
             raise ValueError(f"n_groups={ng} but group ids reach {int(g.max())}")
+        return g, ng
+
+    def _period_days(self, now: int) -> float:
+        """Days of the counting period at ``now`` (NaN before it started)."""
+        if self._period_start is None:
+            return float("nan")
+        return (now - self._period_start) / NS_PER_DAY
+
+    def group_snapshot(self, now_ns: int, group_ids: np.ndarray,
+                       n_groups: int | None = None) -> BayGroups:
+        """``snapshot``'s per-group figures alone (same arguments), without its per-bay
+        arrays: what the hub reads once a minute."""
+        g, ng = self._groups(group_ids, n_groups)
+        n = g.shape[0]
         now = int(now_ns)
-        state = self._state[:n].copy()
+        counts, dwell = _group_counts(
+            g, self._state[:n], self._last_seen[:n], self._battery_v[:n], self._sessions[:n],
+            self._dwell_sum[:n], self._dwell_n[:n], np.int64(now),
+            float(self.stale_factor * self.heartbeat_interval_s * NS_PER_S),
+            float(self.battery_low_v), float(self.battery_critical_v), ng)
+        days = self._period_days(now)
+        n_bays, n_rep, n_occ = counts[0], counts[1], counts[2]
+        occ_rate = np.full(ng, np.nan)
+        np.divide(n_occ, n_rep, out=occ_rate, where=n_rep > 0)
+        g_turn = np.full(ng, np.nan)
+        if days > 0:
+            np.divide(counts[6], n_bays * days, out=g_turn, where=n_bays > 0)
+        g_dwell = np.full(ng, np.nan)
+        np.divide(dwell[0] / NS_PER_S, dwell[1], out=g_dwell, where=dwell[1] > 0)
+        return BayGroups(
+            period_days=days, group_n_bays=n_bays, group_n_reporting=n_rep,
+            group_n_occupied=n_occ, group_occupancy=occ_rate, group_n_stale=counts[3],
+            group_n_battery_low=counts[4], group_n_battery_critical=counts[5],
+            group_sessions=counts[6], group_turnover=g_turn, group_dwell_mean_s=g_dwell)
+
+    def snapshot(self, now_ns: int, group_ids: np.ndarray,
+                 n_groups: int | None = None) -> BaySnapshot:
+        """State at ``now_ns``. ``group_ids``: int64 group (lot or district) per bay, ``-1``
+        for none; its length is the number of registered bays (``>= n_bays``; the tracker
+        extends to it, bays never heard from are unknown and stale). ``n_groups`` defaults
+        to ``max(group_ids) + 1``. The per-group part is ``group_snapshot``'s."""
+        groups = self.group_snapshot(now_ns, group_ids, n_groups)
+        n = len(group_ids)
+        now = int(now_ns)
         last_seen = self._last_seen[:n].copy()
         limit_ns = self.stale_factor * self.heartbeat_interval_s * NS_PER_S
         never = last_seen == NO_TS
         age = np.int64(now) - np.where(never, np.int64(now), last_seen)  # no NO_TS overflow
-        stale = never | (age > limit_ns)
         volts = self._battery_v[:n].copy()
-        bstat = battery_status(volts, self.battery_low_v, self.battery_critical_v)
         sessions = self._sessions[:n].copy()
-        dsum = self._dwell_sum[:n].astype(np.float64)
         dn = self._dwell_n[:n].copy()
         dwell_mean = np.full(n, np.nan)
-        np.divide(dsum / NS_PER_S, dn, out=dwell_mean, where=dn > 0)
-        if self._period_start is None:
-            days = float("nan")
-        else:
-            days = (now - self._period_start) / NS_PER_DAY
+        np.divide(self._dwell_sum[:n].astype(np.float64) / NS_PER_S, dn, out=dwell_mean,
+                  where=dn > 0)
+        days = groups.period_days
         turnover = sessions / days if days > 0 else np.full(n, np.nan)
+        state = self._state[:n].copy()
         since = self._since[:n]
         occ_known = (state == 1) & (since != NO_TS)
         occupied_for = np.full(n, np.nan)
         occupied_for[occ_known] = (np.int64(now) - since[occ_known]) / NS_PER_S
-
-        grouped = g >= 0
-        gg = g[grouped]
-
-        def gsum(x: np.ndarray) -> np.ndarray:
-            return np.bincount(gg, weights=x[grouped].astype(np.float64), minlength=ng)
-
-        reporting = (state >= 0) & ~stale
-        n_bays = np.bincount(gg, minlength=ng).astype(np.int64)
-        n_rep = gsum(reporting).astype(np.int64)
-        n_occ = gsum(reporting & (state == 1)).astype(np.int64)
-        occ_rate = np.full(ng, np.nan)
-        np.divide(n_occ, n_rep, out=occ_rate, where=n_rep > 0)
-        g_sessions = gsum(sessions).astype(np.int64)
-        g_turn = np.full(ng, np.nan)
-        if days > 0:
-            np.divide(g_sessions, n_bays * days, out=g_turn, where=n_bays > 0)
-        g_dn = gsum(dn)
-        g_dwell = np.full(ng, np.nan)
-        np.divide(gsum(dsum) / NS_PER_S, g_dn, out=g_dwell, where=g_dn > 0)
         return BaySnapshot(
-            state=state, last_seen_ns=last_seen, stale=stale, battery_v=volts,
-            battery_status=bstat, sessions=sessions, dwell_mean_s=dwell_mean,
+            state=state, last_seen_ns=last_seen, stale=never | (age > limit_ns),
+            battery_v=volts,
+            battery_status=battery_status(volts, self.battery_low_v, self.battery_critical_v),
+            sessions=sessions, dwell_mean_s=dwell_mean,
             turnover_per_day=np.asarray(turnover, dtype=np.float64),
-            occupied_for_s=occupied_for, period_days=days, group_n_bays=n_bays,
-            group_n_reporting=n_rep, group_n_occupied=n_occ, group_occupancy=occ_rate,
-            group_n_stale=gsum(stale).astype(np.int64),
-            group_n_battery_low=gsum(bstat == BATTERY_LOW).astype(np.int64),
-            group_n_battery_critical=gsum(bstat == BATTERY_CRITICAL).astype(np.int64),
-            group_sessions=g_sessions, group_turnover=g_turn, group_dwell_mean_s=g_dwell)
+            occupied_for_s=occupied_for,
+            **{f.name: getattr(groups, f.name) for f in fields(BayGroups)})
 
 
 # --------------------------------------------------------------------------------------------
