@@ -183,8 +183,11 @@ class SeriesRegistry:
     def __init__(self, city: City, agg_labels: tuple[str, ...] = ("10s",)) -> None:
         self.city = city
         self.agg_labels = agg_labels
-        self._series_gid = Column(np.int32)  # series id -> device gid
-        self._series_key = Column(np.int16)  # series id -> key (KEY_KIND, KEY_NAME)
+        # sized for the city up front: grown by doubling, a million devices' columns ended
+        # at 8.4M series and 2M devices, every entry written
+        n_s, n_d = presized(city_series(city)), presized(city.device_total)
+        self._series_gid = Column(np.int32, 0, n_s)  # series id -> device gid
+        self._series_key = Column(np.int16, 0, n_s)  # series id -> key (KEY_KIND, KEY_NAME)
         #: two escaped pieces per device gid: ``device=…,district=…`` and ``,system=…``
         self._device_parts = PrefixTable()
         self.raw_prefixes = self._spliced("")
@@ -196,8 +199,8 @@ class SeriesRegistry:
         self._new_parts: list[bytes] = []
         self._n_series = 0
         self._devices: dict[str, int] = {}  # device id -> device gid
-        self._device_base = Column(np.int64)  # device gid -> its first series id
-        self._device_kind = Column(np.int64)  # device gid -> KIND_CODE
+        self._device_base = Column(np.int64, 0, n_d)  # device gid -> its first series id
+        self._device_kind = Column(np.int8, 0, n_d)  # device gid -> KIND_CODE
         self.system_index = {sys.system_id: i for i, sys in enumerate(city.systems)}
         self.device_system: list[int] = []  # device gid -> index into city.systems
         self.device_ids: list[str] = []  # device gid -> device id
