@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from hub.rollup import ClosedWindow, Rollup
-from hub.window import WindowAggregator, WindowBatch, merge_partials
+from hub.window import WindowAggregator, WindowBatch, merge_into
 
 #: An emission's rows: a batch, or a closed coarse window whose rows are gathered as they
 #: are read (``ClosedWindow``: an hour's close at a million devices is 4.5M rows). Both have
@@ -189,12 +189,14 @@ class MultiResolutionWindows:
         if i == 0:
             raise ValueError("the finest resolution has no pending partials; use snapshots")
         size = self.resolutions_ns[i]
-        merged = WindowBatch.empty()
-        for rollup in self.rollups[:i]:
+        # this resolution's own open windows (one row per key, sorted), then the finer
+        # ones' rows merged into them in place (``merge_into``)
+        merged = self.rollups[i - 1].pending(select)
+        for rollup in self.rollups[:i - 1]:
             part = rollup.pending(select)
             if len(part):
                 start = (part.window_start_ns // size) * size
-                merged = merge_partials(merged, replace(part, window_start_ns=start))
+                merged = merge_into(merged, replace(part, window_start_ns=start))
         return merged
 
     def close_all(self) -> list[Emission]:

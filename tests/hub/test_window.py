@@ -17,6 +17,7 @@ from hub.window import (
     WindowAggregator,
     WindowBatch,
     aggregate_batch,
+    merge_into,
     merge_partials,
 )
 from tests.naive import (
@@ -130,6 +131,29 @@ def test_merge_of_partials_equals_aggregate_of_union(r: tuple, data: st.DataObje
     assert_rows_match(batch_rows(whole), want)
     # merging with nothing is the identity; merging is order-sensitive only in ties
     assert_rows_match(batch_rows(merge_partials(whole, WindowBatch.empty())), want)
+
+
+@settings(max_examples=200, deadline=None)
+@given(readings(max_series=6), st.data())
+def test_merge_into_is_merge_partials_bit_for_bit(r: tuple, data: st.DataObject) -> None:
+    """Rows whose keys the base holds (the in-place path; duplicates among them, and
+    identity rows of count 0, included) and rows with new keys (the fallback) alike."""
+    series, ts, value, wn = r
+    cut = data.draw(st.integers(0, len(series)))
+    base = aggregate_batch(series[:cut], ts[:cut], value[:cut], wn)
+    later = aggregate_batch(series[cut:], ts[cut:], value[cut:], wn)
+    if data.draw(st.booleans(), label="rows in the base's keys only"):
+        later = later.take(np.isin(later.series * 2**20 + later.window_start_ns,
+                                   base.series * 2**20 + base.window_start_ns))
+    parts = [later.take(np.arange(len(later)) % 2 == k) for k in (0, 1)]
+    rows = WindowBatch.concat([parts[0], *(parts[1:] if data.draw(st.booleans()) else []),
+                               parts[1]])  # a key twice, sometimes
+    if len(rows) and data.draw(st.booleans(), label="an identity row"):
+        rows = WindowBatch.concat([rows, dataclasses.replace(rows.take(np.array([0])),
+                                                 count=np.zeros(1, np.int64))])
+    want = merge_partials(base, rows)
+    copy = WindowBatch(*(getattr(base, n).copy() for n in hw._BATCH_FIELDS))
+    _same_batch(merge_into(copy, rows), want)
 
 
 def test_numpy_reference_agrees_with_python_reference() -> None:
