@@ -233,10 +233,12 @@ class CityAnalytics:
         self.aqi_station = AirQualityTracker(self.cfg.aqi_standard)
         self.aqi_district = AirQualityTracker(self.cfg.aqi_standard)
         self.aqi_city = AirQualityTracker(self.cfg.aqi_standard)
-        self.bays = BayTracker(n_bays=0, heartbeat_interval_s=self.cfg.bay_heartbeat_s)
-        # restaurants are numbered among kitchens (one per kitchen device): sized for the
-        # city's kitchens up front, as the detectors below for every scored series
-        kitchens = sum(s.device_count(city.scale) for s in city.systems if s.kind == "kitchen")
+        # bays and restaurants are numbered among their own kind (one per bay or kitchen
+        # device): sized for the city's up front, as the detectors below for every scored
+        # series
+        self.bays = BayTracker(n_bays=0, heartbeat_interval_s=self.cfg.bay_heartbeat_s,
+                               capacity=presized(_devices_of_kind(city, "bay")))
+        kitchens = _devices_of_kind(city, "kitchen")
         self.kitchen = kt.KitchenAlarms(config=self.cfg.kitchen,
                                         capacity=presized(kitchens))
         scored = presized(city_series(city, SCORED_NAMES))
@@ -268,7 +270,8 @@ class CityAnalytics:
         # (districts * measurements)
         self._cols |= {name: Column(np.int32, 0, n_s) for name in ("s_device", "s_pct_group")}
         self._cols |= {name: Column(np.int64, 0, n_d) for name in (
-            "d_district", "d_system", "d_kind", "d_restaurant", "restaurant_gid", "d_air")}
+            "d_district", "d_system", "d_kind", "d_restaurant", "restaurant_gid", "d_air",
+            "d_bay", "bay_gid")}
         self._cols["_stuck_open"] = Column(np.bool_, False, scored)
         self._cols["_spike_open"] = Column(np.bool_, False, scored)
         self._cols["s_scored"] = Column(np.bool_, False, n_s)
@@ -307,6 +310,11 @@ class CityAnalytics:
         # each): numbered among air stations, ~6 % of a city's devices, not by device gid.
         #: device gid -> its air station number in ``self.aqi_station``, -1 for other kinds
         self.d_air = self._cols["d_air"].extend([])
+        # Bays likewise, in ``self.bays`` (half a city's devices, ~65 B of state each).
+        #: device gid -> its bay number in ``self.bays``, -1 for other kinds
+        self.d_bay = self._cols["d_bay"].extend([])
+        #: bay number -> device gid
+        self.bay_gid = self._cols["bay_gid"].extend([])
         self._n_air = 0
         self.lot_free = self._cols["lot_free"].extend([])
         self.lot_ts = self._cols["lot_ts"].extend([])
@@ -363,6 +371,11 @@ class CityAnalytics:
             number[kitchens] = len(self.restaurant_gid) + np.arange(len(kitchens))
             self.d_restaurant = cols["d_restaurant"].extend(number)
             self.restaurant_gid = cols["restaurant_gid"].extend(kitchens + d0)
+            bays = np.flatnonzero(self.d_kind[d0:nd] == KIND_CODE["bay"])
+            number = np.full(nd - d0, -1, dtype=np.int64)
+            number[bays] = len(self.bay_gid) + np.arange(len(bays))
+            self.d_bay = cols["d_bay"].extend(number)
+            self.bay_gid = cols["bay_gid"].extend(bays + d0)
             airs = np.flatnonzero(self.d_kind[d0:nd] == KIND_CODE["air"])
             number = np.full(nd - d0, -1, dtype=np.int64)
             number[airs] = self._n_air + np.arange(len(airs))
@@ -445,14 +458,16 @@ class CityAnalytics:
         ``clock_ns`` if given."""
         _, device, ts_ns, value = occupied
         if len(device):
-            self.bays.update(device, ts_ns, value)
+            bay = self.d_bay[device]
+            self.bays.update(bay, ts_ns, value)
             if clock_ns is not None:
-                self.bays.heard(device, clock_ns)
+                self.bays.heard(bay, clock_ns)
         _, device, ts_ns, value = battery
         if len(device):
-            self.bays.update_battery(device, ts_ns, value)
+            bay = self.d_bay[device]
+            self.bays.update_battery(bay, ts_ns, value)
             if clock_ns is not None:
-                self.bays.heard(device, clock_ns)
+                self.bays.heard(bay, clock_ns)
         _, device, ts_ns, value = free
         if len(device):
             order = np.argsort(ts_ns, kind="stable")  # latest reading wins
@@ -873,9 +888,8 @@ class CityAnalytics:
         nd = len(self.d_kind)
         if nd == 0:
             return out
-        is_bay = self.d_kind == KIND_CODE["bay"]
         nd_ = len(self.districts)
-        snap = self.bays.group_snapshot(now_ns, np.where(is_bay, self.d_district, -1), nd_)
+        snap = self.bays.group_snapshot(now_ns, self.d_district[self.bay_gid], nd_)
         p = self._points["parking_1m"]
         has = snap.group_n_bays > 0
         ents = [p.entity(["district", self.districts[d]]) for d in np.flatnonzero(has)]
@@ -910,6 +924,11 @@ class CityAnalytics:
 
 
 # -- helpers -----------------------------------------------------------------------------------
+def _devices_of_kind(city: City, kind: str) -> int:
+    """Devices of ``kind`` (a catalogue kind) the whole city has."""
+    return sum(s.device_count(city.scale) for s in city.systems if s.kind == kind)
+
+
 KITCHEN_CODE = np.full(len(GLOBAL_NAMES), 0, dtype=np.int64)
 for _i, _n in enumerate(GLOBAL_NAMES):
     if _n in kt.MEASUREMENTS:

@@ -352,7 +352,10 @@ class BayTracker:
 
     def __init__(self, n_bays: int = 1024, heartbeat_interval_s: float = 3600.0,
                  stale_factor: float = 3.0, battery_low_v: float = 3.0,
-                 battery_critical_v: float = 2.9, period_start_ns: int | None = None) -> None:
+                 battery_critical_v: float = 2.9, period_start_ns: int | None = None,
+                 capacity: int = 0) -> None:
+        """``capacity``: bays held before the state grows (default ``n_bays``; size it for
+        the expected count: growth doubles, every new entry written)."""
         if int(n_bays) < 0:
             raise ValueError(f"n_bays must be >= 0, got {n_bays}")
         if not float(heartbeat_interval_s) > 0.0 or not float(stale_factor) > 0.0:
@@ -367,7 +370,7 @@ class BayTracker:
             period_start_ns)
         self._n = 0
         self._cap = 0
-        self._alloc(max(int(n_bays), 1))
+        self._alloc(max(int(n_bays), int(capacity), 1))
         self._n = int(n_bays)
 
     # -- state -----------------------------------------------------------------------------

@@ -286,8 +286,10 @@ def test_bays_count_as_heard_at_the_event_clock() -> None:
     lag = 3600 * 10**9  # the limit: 3 heartbeats of bay_heartbeat_s (10 min)
     assert 3 * an.cfg.bay_heartbeat_s * 10**9 < lag
     clock = int(ts.max()) + 2 * lag
-    groups = np.full(registry.n_devices, -1, dtype=np.int64)
+    groups = np.full(len(an.bay_gid), -1, dtype=np.int64)  # bays are numbered apart
+    number = an.d_bay[device[bay]]
+    assert (number >= 0).all() and (an.bay_gid[number] == device[bay]).all()
     an.on_readings(series[bay], device[bay], ts[bay] + lag, value[bay], 0)  # no clock
-    assert an.bays.snapshot(clock, groups).stale[device[bay]].all()
+    assert an.bays.snapshot(clock, groups).stale[number].all()
     an.on_readings(series[bay], device[bay], ts[bay] + lag, value[bay], 0, clock_ns=clock)
-    assert not an.bays.snapshot(clock, groups).stale[device[bay]].any()
+    assert not an.bays.snapshot(clock, groups).stale[number].any()
