@@ -651,7 +651,7 @@ class Hub:
 
     def minute_snapshots(self, clock_ns: int) -> None:
         """The analytics' once-a-minute points at hub time ``clock_ns``, with the hour in
-        progress of the series they read (the air stations')."""
+        progress of the series they read (the air stations' pollutants)."""
         self._analytics(lambda a: a.on_minute(
             clock_ns, self.windows.pending("1h", select=a.reads_hour_partial)))
 

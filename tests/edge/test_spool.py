@@ -683,6 +683,47 @@ def test_a_crash_between_journal_and_spool_fsync_forgets_the_journal_record(
     again.journal.close()
 
 
+def test_a_crash_after_the_spool_fsync_never_hands_a_frame_id_out_again(
+        tmp_path: Path) -> None:
+    """The frames of a commit are durable before the state that counts them is written. A
+    crash between the two must not restart the frame counter below them: the hub drops a
+    frame whose id it has seen, so the next frames' readings would be lost as duplicates
+    (seen in the edge-killed fault test)."""
+    spool = EdgeSpool(tmp_path, Counters(), fsync=False, segment_bytes=1024)
+    dev = f"{AIR_SYSTEM}-00000"
+    ids = []
+    for k in range(2):  # the second commit dies after the spool's fsync
+        seq = spool.next_frame_seq(DISTRICT)
+        ids.append(seq)
+        frame, n = spool_frame(DISTRICT, seq, dev, range(5 * k, 5 * k + 5))
+        spool.put(topics.frames_topic(DISTRICT), frame, n)
+        if k == 1:
+            class Died(Exception):
+                pass
+
+            real = spool._save_state
+
+            def save_then_die(counters: dict[str, Any], real: Any = real) -> None:
+                if counters.get("readings_in") == 10:  # the state after the fsync
+                    raise Died
+                real(counters)
+
+            spool._save_state = save_then_die  # type: ignore[method-assign]
+            with pytest.raises(Died):
+                spool.commit({"readings_in": 10}, [(dev, s) for s in range(5, 10)])
+        else:
+            spool.commit({"readings_in": 5}, [(dev, s) for s in range(5)])
+    spool.journal.close()
+    spool.log.close()
+
+    again = EdgeSpool(tmp_path, Counters(), fsync=False, segment_bytes=1024)
+    assert again.log.committed_offset == 2  # both frames survived
+    assert again.next_frame_seq(DISTRICT) > max(ids)
+    assert again.saved_counters == {"readings_in": 5}  # the stats of what was acknowledged
+    again.log.close()
+    again.journal.close()
+
+
 def test_dedup_snapshot_never_covers_a_message_that_is_not_on_disk(tmp_path: Path) -> None:
     """A crash right after a periodic de-duplication snapshot: the broker re-delivers every
     message not yet acknowledged, and the restored window must not call those duplicates
