@@ -47,8 +47,9 @@ over- or under-counts does not give an occupancy outside ``[0, 1]``); NaN when `
 NaN or ``capacity`` is not ``> 0``. Per group: ``1 - sum(free) / sum(capacity)`` over the
 lots with a valid pair (capacity-weighted).
 
-Kernels: ``_bay_update``, ``_battery_update`` (``@njit``, one pass over the batch);
-snapshots and lot maths are vectorised numpy over bays/lots (no Python per reading).
+Kernels: ``_bay_update``, ``_battery_update`` (``@njit``, one pass over the batch) and
+``_group_counts`` (one pass over the bays: the per-group figures); the per-bay snapshot and
+lot maths are vectorised numpy over bays/lots (no Python per reading).
 """
 
 from __future__ import annotations
@@ -303,7 +304,7 @@ def _group_counts(group, state, last_seen, battery_v, sessions, dwell_sum, dwell
                   limit_ns, low_v, critical_v, n_groups):  # pragma: no cover - compiled
     """Per group of bays (``group`` int64 per bay, -1 = none): int64 ``[7, n_groups]``
     bays, reporting, occupied, stale, battery low, battery critical, sessions; float64
-    ``[2, n_groups]`` the dwell sum (s) and count of departures. The rules are
+    ``[2, n_groups]`` the dwell sum (ns) and count of departures. The rules are
     ``BayTracker.snapshot``'s (module doc)."""
     counts = np.zeros((7, n_groups), dtype=np.int64)
     dwell = np.zeros((2, n_groups), dtype=np.float64)
