@@ -32,7 +32,7 @@ from numba import njit
 
 from hub.arrays import lazy_zeros
 from hub.kernel_config import CACHE, FASTMATH, NOGIL
-from hub.window import WindowBatch
+from hub.window import WindowBatch, chan_merge
 
 # Record of a (series, coarse window): float64 fields, int64 ones through a view.
 R_COUNT = 0  # int64
@@ -79,13 +79,8 @@ def _fold_rows(ix, rec, used, series, count, total, m2, vmin, vmax, first, first
             ri[k, R_LAST_TS] = last_ts[i]
             continue
         k = p - 1
-        ca = ri[k, R_COUNT]
-        fa = np.float64(ca)
-        fb = np.float64(cb)
-        delta = total[i] / fb - rec[k, R_SUM] / fa
-        rec[k, R_M2] += m2[i] + delta * delta * (fa * fb / (fa + fb))
-        rec[k, R_SUM] += total[i]
-        ri[k, R_COUNT] = ca + cb
+        ri[k, R_COUNT], rec[k, R_SUM], rec[k, R_M2] = chan_merge(
+            ri[k, R_COUNT], rec[k, R_SUM], rec[k, R_M2], cb, total[i], m2[i])
         if vmin[i] < rec[k, R_MIN]:
             rec[k, R_MIN] = vmin[i]
         if vmax[i] > rec[k, R_MAX]:

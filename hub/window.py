@@ -750,6 +750,38 @@ def _gather_fields(ixf, hf, cf, out_i, out_f):
             out_f[5, sl, s] = hf[k + _LAST]
 
 
+@njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL, inline="always")
+def chan_merge(ca, sa, m2a, cb, sb, m2b):  # pragma: no cover - compiled
+    """(count, sum, M2) of partial a merged with partial b (counts >= 1), Chan et al.:
+    ``M2 = M2a + M2b + (mb - ma)^2 * a*b/(a+b)``. Every merge of partial states (here, in
+    ``hub.rollup``) goes through this one expression, so they agree bit for bit."""
+    fa = np.float64(ca)
+    fb = np.float64(cb)
+    delta = sb / fb - sa / fa
+    return ca + cb, sa + sb, m2a + (m2b + delta * delta * (fa * fb / (fa + fb)))
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL, inline="always")
+def _merge_row(j, i, o_count, o_sum, o_m2, o_min, o_max, o_first, o_first_ts, o_last,
+               o_last_ts, count, total, m2, vmin, vmax, first, first_ts, last,
+               last_ts):  # pragma: no cover - compiled
+    """Row ``i`` of the input columns (count >= 1) merged into row ``j`` of the output
+    columns (count >= 1). Ties: ``first`` keeps the output's on equal ``first_ts``;
+    ``last`` takes the input's."""
+    o_count[j], o_sum[j], o_m2[j] = chan_merge(o_count[j], o_sum[j], o_m2[j], count[i],
+                                               total[i], m2[i])
+    if vmin[i] < o_min[j]:
+        o_min[j] = vmin[i]
+    if vmax[i] > o_max[j]:
+        o_max[j] = vmax[i]
+    if first_ts[i] < o_first_ts[j]:
+        o_first_ts[j] = first_ts[i]
+        o_first[j] = first[i]
+    if last_ts[i] >= o_last_ts[j]:
+        o_last_ts[j] = last_ts[i]
+        o_last[j] = last[i]
+
+
 @njit(cache=CACHE, fastmath=FASTMATH, nogil=NOGIL)
 def _merge_sorted(order, series, start, count, total, m2, vmin, vmax,
                   first, first_ts, last, last_ts):
@@ -779,23 +811,9 @@ def _merge_sorted(order, series, start, count, total, m2, vmin, vmax,
         if cb <= 0:
             continue
         if j >= 0 and o_series[j] == series[r] and o_start[j] == start[r]:
-            ca = o_count[j]
-            fa = np.float64(ca)
-            fb = np.float64(cb)
-            delta = total[r] / fb - o_sum[j] / fa
-            o_m2[j] += m2[r] + delta * delta * (fa * fb / (fa + fb))
-            o_sum[j] += total[r]
-            o_count[j] = ca + cb
-            if vmin[r] < o_min[j]:
-                o_min[j] = vmin[r]
-            if vmax[r] > o_max[j]:
-                o_max[j] = vmax[r]
-            if first_ts[r] < o_first_ts[j]:
-                o_first_ts[j] = first_ts[r]
-                o_first[j] = first[r]
-            if last_ts[r] >= o_last_ts[j]:
-                o_last_ts[j] = last_ts[r]
-                o_last[j] = last[r]
+            _merge_row(j, r, o_count, o_sum, o_m2, o_min, o_max, o_first, o_first_ts, o_last,
+                       o_last_ts, count, total, m2, vmin, vmax, first, first_ts, last,
+                       last_ts)
         else:
             j += 1
             o_series[j] = series[r]
@@ -1209,24 +1227,9 @@ def _merge_at(pos, o_count, o_sum, o_mean, o_m2, o_min, o_max, o_first, o_first_
         if cb <= 0:
             continue
         j = pos[i]
-        ca = o_count[j]
-        fa = np.float64(ca)
-        fb = np.float64(cb)
-        delta = total[i] / fb - o_sum[j] / fa
-        o_m2[j] += m2[i] + delta * delta * (fa * fb / (fa + fb))
-        o_sum[j] += total[i]
-        o_count[j] = ca + cb
+        _merge_row(j, i, o_count, o_sum, o_m2, o_min, o_max, o_first, o_first_ts, o_last,
+                   o_last_ts, count, total, m2, vmin, vmax, first, first_ts, last, last_ts)
         o_mean[j] = o_sum[j] / o_count[j]
-        if vmin[i] < o_min[j]:
-            o_min[j] = vmin[i]
-        if vmax[i] > o_max[j]:
-            o_max[j] = vmax[i]
-        if first_ts[i] < o_first_ts[j]:
-            o_first_ts[j] = first_ts[i]
-            o_first[j] = first[i]
-        if last_ts[i] >= o_last_ts[j]:
-            o_last_ts[j] = last_ts[i]
-            o_last[j] = last[i]
 
 
 def _combine(c: WindowBatch) -> WindowBatch:
