@@ -216,6 +216,7 @@ def cmd_hub(args: argparse.Namespace) -> int:
                     client_id=args.client_id, window_s=args.window_s,
                     allowed_lateness_s=args.lateness_s, store_raw=not args.no_raw,
                     raw_every=args.raw_every,
+                    store_fine_windows=args.store_fine_windows,
                     analytics=not args.no_analytics, analytics_config=analytics,
                     http_host=args.http_host,
                     http_port=None if args.http_port < 0 else args.http_port,
@@ -415,6 +416,12 @@ def build_parser() -> argparse.ArgumentParser:
     env_option(p, "--raw-every", default=1, type=int,
                help="store 1 raw reading in N (all are aggregated; the rest are counted as "
                     "raw_sampled_out): load tests above InfluxDB's write limit")
+    env_option(p, "--store-fine-windows", default="all", choices=["all", "fast"],
+               help="whose finest windows (agg_10s) go to InfluxDB: all series, or 'fast': "
+                    "only series whose system reports more often than once a window (a "
+                    "slower one's window holds its one reading, which its raw point and "
+                    "agg_1m row hold too); every window is still computed, the rows not "
+                    "stored are counted as windows_not_stored")
     env_flag(p, "--no-analytics", "windows only: no AQI, alarms, quality and other analytics")
     env_option(p, "--http-host", default="127.0.0.1",
                help="address of the dashboard, /api/state, /events and /metrics")

@@ -195,12 +195,14 @@ class SeriesRegistry:
         #: registered while resolving a frame, not yet in the columns: (gid, key base,
         #: measurements), kind code, and the device's two pieces
         self._new_series: list[tuple[int, int, int]] = []
-        self._new_devices: list[tuple[int, int]] = []  # (base, kind)
+        self._new_devices: list[tuple[int, int, int]] = []  # (base, kind, system index)
         self._new_parts: list[bytes] = []
         self._n_series = 0
         self._devices: dict[str, int] = {}  # device id -> device gid
         self._device_base = Column(np.int64, 0, n_d)  # device gid -> its first series id
         self._device_kind = Column(np.int8, 0, n_d)  # device gid -> KIND_CODE
+        #: device gid -> index into city.systems (``device_system`` as an array)
+        self._device_system = Column(np.int16, 0, n_d)
         self.system_index = {sys.system_id: i for i, sys in enumerate(city.systems)}
         self.device_system: list[int] = []  # device gid -> index into city.systems
         self.device_ids: list[str] = []  # device gid -> device id
@@ -228,6 +230,12 @@ class SeriesRegistry:
         """int16[n_series]: each series' key, an index into ``KEY_KIND``/``KEY_NAME`` (a
         view: re-read after resolving)."""
         return self._series_key.values
+
+    @property
+    def device_system_index(self) -> np.ndarray:
+        """int16[n_devices]: each device's index into ``city.systems`` (a view: re-read
+        after resolving)."""
+        return self._device_system.values
 
     def labels(self, series: int) -> SeriesLabels:
         """Device, district, system, kind and measurement of a registered series."""
@@ -269,17 +277,19 @@ class SeriesRegistry:
         self._new_parts += (head, tail)
         self._n_series += m
         self._devices[device] = gid
-        self._new_devices.append((base, KIND_CODE[kind]))
+        system_index = self.system_index[system_id]
+        self._new_devices.append((base, KIND_CODE[kind], system_index))
         self.device_ids.append(device)
-        self.device_system.append(self.system_index[system_id])
+        self.device_system.append(system_index)
         return gid
 
     def _flush_new_devices(self) -> None:
         """Append what ``_register`` queued to the columns, in one copy each, before any
         kernel or renderer reads them."""
-        bases, kinds = zip(*self._new_devices, strict=True)
+        bases, kinds, systems = zip(*self._new_devices, strict=True)
         self._device_base.extend(list(bases))
         self._device_kind.extend(list(kinds))
+        self._device_system.extend(list(systems))
         gid, key0, m = (np.array(c, dtype=np.int64) for c in zip(*self._new_series,
                                                                   strict=True))
         # series j of the new block belongs to device gid[d] and has key key0[d] + (its

@@ -126,6 +126,14 @@ class HubConfig:
     #: rates above InfluxDB's write limit. Readings not stored raw are counted
     #: (``raw_sampled_out``).
     raw_every: int = 1
+    #: Which series' finest windows (``agg_10s``) are stored: "all", or "fast": only those of
+    #: series whose system reports more often than once a window (``interval_s`` below
+    #: ``window_s``). A slower series' finest window holds one reading, so its row repeats
+    #: that reading, and its ``agg_1m`` and ``agg_1h`` rows hold it too; every seeded system
+    #: reports every 60 s or slower, and those rows are most of what a city writes
+    #: (docs/capacity.md). The windows are still computed (rollups, analytics); rows not
+    #: stored are counted (``windows_not_stored``).
+    store_fine_windows: str = "all"
     analytics: bool = True
     analytics_config: AnalyticsConfig = field(default_factory=AnalyticsConfig)
     #: the minute snapshots (quality_1m, parking, open alarms, provisional AQI) are taken as
@@ -255,6 +263,17 @@ class _ReadingBatch:
         return s, d, t, v
 
 
+def _fine_not_stored(cfg: HubConfig, city: City) -> np.ndarray | None:
+    """bool per system of ``city``: its series' finest windows are not stored (None: all
+    are, ``store_fine_windows="all"``)."""
+    if cfg.store_fine_windows == "all":
+        return None
+    if cfg.store_fine_windows != "fast":
+        raise ValueError(f"store_fine_windows must be 'all' or 'fast', got "
+                         f"{cfg.store_fine_windows!r}")
+    return np.array([s.interval_s >= cfg.window_s for s in city.systems], dtype=np.bool_)
+
+
 class Hub:
     def __init__(self, cfg: HubConfig, city: City | None = None,
                  sink: InfluxSink | None = None) -> None:
@@ -265,6 +284,8 @@ class Hub:
                                               cfg.allowed_lateness_s, cfg.max_ahead_s,
                                               capacity=presized(city_series(self.city)))
         self.registry = SeriesRegistry(self.city, agg_labels=tuple(self.windows.labels))
+        #: per system (index into city.systems): its finest windows are not stored
+        self._fine_not_stored = _fine_not_stored(cfg, self.city)
         self.live = LiveState(self.city)
         self.analytics = (CityAnalytics(self.city, self.registry, cfg.analytics_config,
                                         self.live) if cfg.analytics else None)
@@ -725,6 +746,8 @@ class Hub:
                 rows = rows.take(~e.unchanged)
             self.counters.inc_label("windows_final" if e.final else "windows_ontime",
                                     e.label, len(e.rows))
+            if self._fine_not_stored is not None and e.label == self.windows.labels[0]:
+                rows = self._fast_series_rows(e.label, rows)
             groups.setdefault(key, []).append(rows)
         for (label, final), parts in groups.items():
             ticket = self.writer.last_ticket  # if there is nothing to write
@@ -743,6 +766,19 @@ class Hub:
                 self.wal.mark_final(label, ends[label, final] + width, ticket)
         if self.analytics is not None and emissions:
             self._analytics(lambda a: a.on_emissions(emissions))
+
+    def _fast_series_rows(self, label: str, rows: Rows) -> Rows:
+        """The finest windows' rows of series whose system reports faster than a window
+        (``store_fine_windows="fast"``); the rest counted in ``windows_not_stored``."""
+        assert isinstance(rows, WindowBatch) and self._fine_not_stored is not None
+        reg = self.registry
+        system = reg.device_system_index[reg.series_gid[rows.series]]
+        skip = self._fine_not_stored[system]
+        n_skip = int(np.count_nonzero(skip))
+        if not n_skip:
+            return rows
+        self.counters.inc_label("windows_not_stored", label, n_skip)
+        return rows.take(~skip)
 
     def _not_yet_stored(self, e: Emission) -> Emission:
         through = self.wal.checkpoint.final_through.get(e.label)

@@ -22,16 +22,23 @@ from hub.window import WindowBatch
 from seeds.city import City
 from tests.hub.test_window import _same_batch
 
-STATION, SYSTEM = "500103-air-01-00000", "500103-air-01"
+STATION, SYSTEM = "500103-air-01-00000", "500103-air-01"  # reports every 60 s
+WATER_STATION, WATER_SYSTEM = "500103-water-01-00000", "500103-water-01"  # every 600 s
 
 
-def _hub() -> tuple[Hub, list[tuple[str, bytes, int]]]:
-    """A hub that stores nothing, its series registered, recording what it submits."""
+def _hub(**cfg: object) -> tuple[Hub, list[tuple[str, bytes, int]]]:
+    """A hub that stores nothing, its series registered, recording what it submits; with
+    ``cfg`` (``HubConfig`` fields) also a water station's two series after the air
+    station's three."""
     hub = Hub(HubConfig(client_id="emit", influx=InfluxConfig(url="http://127.0.0.1:9"),
-                        write_connections=1), City(1.0), sink=CountingSink())
+                        write_connections=1, **cfg),  # type: ignore[arg-type]
+              City(1.0), sink=CountingSink())
     builder = FrameBuilder("500103")
     for seq, name in enumerate(("pm2_5", "pm10", "no2")):
         builder.add(STATION, SYSTEM, seq, 1_790_000_000.0, name, 1.0)
+    if cfg:
+        for seq, name in enumerate(("ph", "do")):
+            builder.add(WATER_STATION, WATER_SYSTEM, seq, 1_790_000_000.0, name, 7.0)
     hub.registry.resolve(decode_frame(builder.seal()[0]))
     submitted: list[tuple[str, bytes, int]] = []
     real = hub.writer.submit
@@ -196,3 +203,40 @@ def test_a_closed_hour_is_stored_slice_by_slice_once(monkeypatch: pytest.MonkeyP
     again = hub._not_yet_stored(Emission("1h", _closed_hour([1], seed=4), True))
     assert len(again.rows) == 0 and hub.counters.labelled["windows_already_stored"]["1h"] == 1
     hub.wal.close()
+
+
+def test_fast_fine_windows_store_only_series_reporting_faster_than_a_window() -> None:
+    # 2 min windows: the air station (60 s) reports faster than one, the water station
+    # (600 s) does not; its finest rows are counted, not stored, and its coarser rows are
+    hub, submitted = _hub(window_s=120.0, rollups_s=(600.0, 3600.0),
+                          store_fine_windows="fast")
+    fine, coarse = hub.windows.labels[:2]
+    reg = hub.registry
+    assert reg.device_system_index.tolist() == reg.device_system
+    air, water = (np.flatnonzero(reg.series_gid == g).tolist() for g in (0, 1))
+    a = _rows([air[0], water[0], air[1], water[1], air[2]], [1_790_000_040] * 5, 1)
+    b = _rows([water[0], air[0], water[1]], [1_790_000_200] * 3, 2)
+    c = _rows([air[0], water[0]], [1_790_000_000, 1_790_000_000], 3)
+    hub.emit([Emission(fine, a, False), Emission(fine, b, True), Emission(coarse, c, True)])
+    assert [(k, n) for k, _, n in submitted] == [("agg", 3), ("agg", 1), ("agg", 2)]
+    assert submitted[0][1] == _render(hub, fine, a.take(np.array([0, 2, 4])))
+    assert submitted[1][1] == _render(hub, fine, b.take(np.array([1])))
+    assert submitted[2][1] == _render(hub, coarse, c)
+    counts = hub.counters.snapshot()
+    assert counts["windows_not_stored"] == {fine: 4}
+    assert counts["windows_ontime"] == {fine: 5}
+    assert counts["windows_final"] == {fine: 3, coarse: 2}
+    assert hub.writer.stop(10) == 0
+
+
+def test_every_seeded_series_is_slow_for_10s_windows_and_all_is_the_default() -> None:
+    hub, submitted = _hub(store_fine_windows="fast")
+    water = np.flatnonzero(hub.registry.series_gid == 1).tolist()
+    rows = _rows([0, water[0]], [1_790_000_000, 1_790_000_000], 1)
+    hub.emit([Emission("10s", rows, True), Emission("1m", rows, True)])
+    assert [(k, n) for k, _, n in submitted] == [("agg", 2)]
+    assert submitted[0][1] == _render(hub, "1m", rows)
+    assert hub.writer.stop(10) == 0
+    assert HubConfig().store_fine_windows == "all"
+    with pytest.raises(ValueError, match="store_fine_windows"):
+        _hub(store_fine_windows="some")
