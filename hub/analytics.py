@@ -360,7 +360,7 @@ class CityAnalytics:
         nd = reg.n_devices
         if nd > len(self.d_system):
             d0 = len(self.d_system)
-            systems = reg.device_system[d0:nd]
+            systems = reg.device_system[d0:nd].tolist()
             self.d_system = cols["d_system"].extend(systems)
             self.d_district = cols["d_district"].extend(
                 [self.district_index[self.city.systems[s].district_code] for s in systems])

@@ -175,7 +175,7 @@ class DataQuality:
         self.dead_devices: set[int] = set()
 
     # -- devices ---------------------------------------------------------------------------
-    def sync_devices(self, device_system: list[int]) -> None:
+    def sync_devices(self, device_system: np.ndarray | list[int]) -> None:
         """Learn devices registered since the last call (registry's gid → system index)."""
         n = len(device_system)
         if n <= len(self.dev_system):

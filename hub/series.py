@@ -201,10 +201,8 @@ class SeriesRegistry:
         self._devices: dict[str, int] = {}  # device id -> device gid
         self._device_base = Column(np.int64, 0, n_d)  # device gid -> its first series id
         self._device_kind = Column(np.int8, 0, n_d)  # device gid -> KIND_CODE
-        #: device gid -> index into city.systems (``device_system`` as an array)
-        self._device_system = Column(np.int16, 0, n_d)
+        self._device_system = Column(np.int16, 0, n_d)  # device gid -> city.systems index
         self.system_index = {sys.system_id: i for i, sys in enumerate(city.systems)}
-        self.device_system: list[int] = []  # device gid -> index into city.systems
         self.device_ids: list[str] = []  # device gid -> device id
 
     def _spliced(self, table: str) -> SplicedPrefixes:
@@ -232,7 +230,7 @@ class SeriesRegistry:
         return self._series_key.values
 
     @property
-    def device_system_index(self) -> np.ndarray:
+    def device_system(self) -> np.ndarray:
         """int16[n_devices]: each device's index into ``city.systems`` (a view: re-read
         after resolving)."""
         return self._device_system.values
@@ -277,10 +275,8 @@ class SeriesRegistry:
         self._new_parts += (head, tail)
         self._n_series += m
         self._devices[device] = gid
-        system_index = self.system_index[system_id]
-        self._new_devices.append((base, KIND_CODE[kind], system_index))
+        self._new_devices.append((base, KIND_CODE[kind], self.system_index[system_id]))
         self.device_ids.append(device)
-        self.device_system.append(system_index)
         return gid
 
     def _flush_new_devices(self) -> None:

@@ -32,7 +32,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import orjson
@@ -133,7 +133,7 @@ class HubConfig:
     #: reports every 60 s or slower, and those rows are most of what a city writes
     #: (docs/capacity.md). The windows are still computed (rollups, analytics); rows not
     #: stored are counted (``windows_not_stored``).
-    store_fine_windows: str = "all"
+    store_fine_windows: Literal["all", "fast"] = "all"
     analytics: bool = True
     analytics_config: AnalyticsConfig = field(default_factory=AnalyticsConfig)
     #: the minute snapshots (quality_1m, parking, open alarms, provisional AQI) are taken as
@@ -772,7 +772,7 @@ class Hub:
         (``store_fine_windows="fast"``); the rest counted in ``windows_not_stored``."""
         assert isinstance(rows, WindowBatch) and self._fine_not_stored is not None
         reg = self.registry
-        system = reg.device_system_index[reg.series_gid[rows.series]]
+        system = reg.device_system[reg.series_gid[rows.series]]
         skip = self._fine_not_stored[system]
         n_skip = int(np.count_nonzero(skip))
         if not n_skip:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Literal
 
 import pytest
 
@@ -16,7 +17,8 @@ from tests.test_cluster import city_frames, rows
 pytestmark = pytest.mark.skipif("influxd" in missing_binaries(), reason="needs influxd")
 
 
-def run_hub(influxd: InfluxV1Server, db: str, store_fine_windows: str) -> Hub:
+def run_hub(influxd: InfluxV1Server, db: str,
+            store_fine_windows: Literal["all", "fast"]) -> Hub:
     hub = Hub(HubConfig(client_id=f"hub-{uuid.uuid4().hex[:8]}",
                         store_fine_windows=store_fine_windows,
                         influx=InfluxConfig(url=influxd.url, database=db)))
