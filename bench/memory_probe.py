@@ -144,6 +144,9 @@ def main() -> None:
                          "every 5 minutes at a million devices)")
     ap.add_argument("--cycles", type=float, default=1.2,
                     help="readings per series over the run (>= 1: every series seen)")
+    ap.add_argument("--store-fine-windows", choices=["all", "fast"], default="all",
+                    help="the hub's setting of that name (what it sends to InfluxDB is "
+                         "summed in the summary: lines and bytes)")
     args = ap.parse_args()
     keep_freed_memory()  # as the hub's CLI does
     plan = DevicePlan.build(args.devices)
@@ -159,7 +162,8 @@ def main() -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _DiscardingInflux)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     hub = Hub(HubConfig(client_id=f"memory-probe-{uuid.uuid4().hex[:6]}", scale=plan.scale,
-                        raw_every=100, influx=InfluxConfig(
+                        raw_every=100, store_fine_windows=args.store_fine_windows,
+                        influx=InfluxConfig(
                             url=f"http://127.0.0.1:{server.server_address[1]}")))
     ensure_target_with_retry(hub.sink)
     hub.writer.start()
@@ -192,7 +196,10 @@ def main() -> None:
             "rss_mb": round(rss_mb()), "peak_rss_mb": round(peak_mb()),
             "before_hub_mb": round(before_hub),
             "heap_trims": hub.counters.get("heap_trims"),
-            "heap_trim_ms": round(hub.counters.get("heap_trim_us") / 1e3)}
+            "heap_trim_ms": round(hub.counters.get("heap_trim_us") / 1e3),
+            "agg_lines_sent": hub.counters.get("stored_agg"),
+            "raw_lines_sent": hub.counters.get("stored_raw"),
+            "mb_sent": round(hub.counters.get("write_bytes") / 2**20)}
         print(json.dumps(summary), flush=True)
         print(f"RSS after malloc_trim(0): {rss_after_trim_mb():,.0f} MB (the rest of RSS is "
               f"freed memory the allocator keeps for reuse, citybrain/memory.py)", flush=True)
