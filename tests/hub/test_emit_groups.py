@@ -207,7 +207,7 @@ def test_a_closed_hour_is_stored_slice_by_slice_once(monkeypatch: pytest.MonkeyP
 
 def test_fast_fine_windows_store_only_series_reporting_faster_than_a_window() -> None:
     # 2 min windows: the air station (60 s) reports faster than one, the water station
-    # (600 s) does not; its finest rows are counted, not stored, and its coarser rows are
+    # (600 s) does not: its finest rows are counted, not stored; its coarser rows are stored
     hub, submitted = _hub(window_s=120.0, rollups_s=(600.0, 3600.0),
                           store_fine_windows="fast")
     fine, coarse = hub.windows.labels[:2]
