@@ -270,7 +270,7 @@ class CityAnalytics:
         # (districts * measurements)
         self._cols |= {name: Column(np.int32, 0, n_s) for name in ("s_device", "s_pct_group")}
         self._cols |= {name: Column(np.int64, 0, n_d) for name in (
-            "d_district", "d_system", "d_kind", "d_restaurant", "restaurant_gid", "d_air",
+            "d_district", "d_kind", "d_restaurant", "restaurant_gid", "d_air",
             "d_bay", "bay_gid")}
         self._cols["_stuck_open"] = Column(np.bool_, False, scored)
         self._cols["_spike_open"] = Column(np.bool_, False, scored)
@@ -298,7 +298,6 @@ class CityAnalytics:
         #: series -> its percentile group (district * len(GLOBAL_NAMES) + measurement)
         self.s_pct_group = self._cols["s_pct_group"].extend([])
         self.d_district = self._cols["d_district"].extend([])
-        self.d_system = self._cols["d_system"].extend([])
         self.d_kind = self._cols["d_kind"].extend([])
         # The kitchen engine's state is per restaurant (~0.6 KB each): restaurants are
         # numbered among kitchens only, not by device gid (a third of a city's devices).
@@ -358,10 +357,9 @@ class CityAnalytics:
             self.s_kitchen_code = cols["s_kitchen_code"].extend(
                 KITCHEN_CODE[self.s_name[k0:n]])
         nd = reg.n_devices
-        if nd > len(self.d_system):
-            d0 = len(self.d_system)
+        if nd > len(self.d_kind):
+            d0 = len(self.d_kind)
             systems = reg.device_system[d0:nd].tolist()
-            self.d_system = cols["d_system"].extend(systems)
             self.d_district = cols["d_district"].extend(
                 [self.district_index[self.city.systems[s].district_code] for s in systems])
             self.d_kind = cols["d_kind"].extend(
@@ -497,7 +495,7 @@ class CityAnalytics:
             r = int(self.restaurant_gid[restaurant])
             dev = reg.device_ids[r]
             district = self.districts[self.d_district[r]]
-            system = self.city.systems[self.d_system[r]].system_id
+            system = self._system_id(r)
             ents.append(p.entity([kt.ALARM_NAMES_EN[a], district, dev, kt.STATE_NAMES[st],
                                   system]))
             doc = {"restaurant": dev, "district": district, "system": system,
@@ -629,7 +627,7 @@ class CityAnalytics:
                                np.ascontiguousarray(rows.mean[sel]), zones)
         p = self._points["noise_1m"]
         ents = [p.entity([self.districts[self.d_district[g]], self.registry.device_ids[g],
-                          self.city.systems[self.d_system[g]].system_id,
+                          self._system_id(g),
                           str(self._attr(int(g), "zone") or "unknown")]) for g in dev]
         vals = np.column_stack([rows.mean[sel], res.limit, res.exceedance,
                                 (res.exceedance > 0).astype(np.float64),
@@ -662,6 +660,10 @@ class CityAnalytics:
         conc[inv, col[keep]] = rows.mean[keep]
         return stations.astype(np.int64), conc
 
+    def _system_id(self, gid: int | np.integer) -> str:
+        """The system id of device ``gid`` (the registry's device -> system column)."""
+        return self.city.systems[self.registry.device_system[gid]].system_id
+
     def _aqi(self, rows: WindowBatch, final: bool) -> AnalyticsOut:
         out = AnalyticsOut()
         starts = np.unique(rows.window_start_ns)
@@ -672,7 +674,7 @@ class CityAnalytics:
             res = self.aqi_station.update_hour(end, self.d_air[stations], conc)
             p = self._points["aqi_1h"]
             ents = [p.entity([self.districts[self.d_district[g]], self.registry.device_ids[g],
-                              self.city.systems[self.d_system[g]].system_id])
+                              self._system_id(g)])
                     for g in stations]
             out.add(p.render(ents, _aqi_values(res, final), end))
             districts = self.d_district[stations]
@@ -699,7 +701,7 @@ class CityAnalytics:
         p = self._points["anomaly"]
         reg = self.registry
         ents = [p.entity([reg.device_ids[g], self.districts[self.d_district[g]], "pm2_5",
-                          "drift", self.city.systems[self.d_system[g]].system_id])
+                          "drift", self._system_id(g)])
                 for g in stations[rows]]
         return p.render(ents, np.column_stack([res.score[rows], pm25[rows]]), hour_end)
 
@@ -756,7 +758,7 @@ class CityAnalytics:
                     continue
             p = self._points["aqi_1d"]
             ents = [p.entity([self.districts[self.d_district[g]], self.registry.device_ids[g],
-                              self.city.systems[self.d_system[g]].system_id])
+                              self._system_id(g)])
                     for g in stations]
             out.add(p.render(ents, _aqi_values(res, True), day_end))
         return out
@@ -771,7 +773,7 @@ class CityAnalytics:
             wc = classify_water(*(np.ascontiguousarray(m[:, j]) for j in range(5)))
             p = self._points["water_class_1h"]
             ents = [p.entity([self.districts[self.d_district[g]], self.registry.device_ids[g],
-                              self.city.systems[self.d_system[g]].system_id])
+                              self._system_id(g)])
                     for g in stations]
             vals = np.column_stack([wc.klass.astype(np.float64),
                                     wc.deciding.astype(np.float64), m])
@@ -907,7 +909,7 @@ class CityAnalytics:
         if len(lots):
             pl = self._points["parking_lot_1m"]
             ents = [pl.entity([self.districts[self.d_district[g]], self.registry.device_ids[g],
-                               self.city.systems[self.d_system[g]].system_id]) for g in lots]
+                               self._system_id(g)]) for g in lots]
             occ = lot_occupancy(self.lot_free[lots], cap)
             out.add(pl.render(ents, np.column_stack([occ, self.lot_free[lots], cap]), now_ns))
         return out

@@ -19,9 +19,10 @@ def _daily_lines(hours_of: dict[str, int]) -> list[bytes]:
     """Feed one station's hourly means (PM2.5 80, the others low) for ``hours_of[p]``
     hours of the day (24 if absent), then close the day: the aqi_1d lines."""
     an = CityAnalytics(City(), SeriesRegistry(City()))
-    an.d_district, an.d_system = np.zeros(1, np.int64), np.zeros(1, np.int64)
+    an.d_district = np.zeros(1, np.int64)
     an.d_air = np.zeros(1, np.int64)  # device 0 is air station 0
     an.registry.device_ids.append("500103-air-01-00000")
+    an.registry._device_system.extend([0])
     low = {"pm2_5": 80.0, "pm10": 20.0, "so2": 5.0, "no2": 10.0, "co": 0.5, "o3": 30.0}
     for h in range(24):
         conc = np.array([[low[p] if h < hours_of.get(p, 24) else np.nan for p in POLLUTANTS]])
